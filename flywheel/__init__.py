@@ -1,0 +1,1 @@
+"""Flywheel's Python SDK and `flywheel` command line."""

@@ -1,0 +1,1 @@
+"""Scores records sent by Kafka producers and files in object storage, writing results back."""

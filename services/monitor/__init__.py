@@ -1,0 +1,3 @@
+"""Watches prediction streams for drift against the training reference, alerts subscribers and requests
+retraining.
+"""

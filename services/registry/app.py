@@ -1,0 +1,20 @@
+"""The registry service's HTTP app: its lifespan opens the bus, the artifact store and the database."""
+
+from pathlib import Path
+
+from fastapi import FastAPI
+
+import services.registry
+from shared.service import create_service_app
+from shared.settings import FlywheelSettings
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def create_app(settings: FlywheelSettings | None = None) -> FastAPI:
+    return create_service_app(
+        "registry",
+        description=services.registry.__doc__ or "",
+        settings=settings or FlywheelSettings(),
+        migrations=MIGRATIONS,
+    )

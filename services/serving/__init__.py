@@ -1,0 +1,3 @@
+"""High-throughput ONNX inference over the Open Inference Protocol, with hot model swaps and prediction
+logging.
+"""

@@ -1,0 +1,3 @@
+"""Trains scikit-learn models, converts them to ONNX, checks parity and reports runs; retrains on
+request.
+"""

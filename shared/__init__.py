@@ -1,0 +1,1 @@
+"""Flywheel's common code: what two or more services share (events, bus, artifacts, database, settings)."""

@@ -1,0 +1,40 @@
+"""The PostgreSQL connection pool: one schema per service, named by the service."""
+
+from __future__ import annotations
+
+import re
+
+import asyncpg
+
+from shared.settings import FlywheelSettings
+
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+class DatabaseNotConfigured(RuntimeError):
+    """No database URL: say how to get one instead of failing deep inside asyncpg."""
+
+
+def validate_schema_name(schema: str) -> str:
+    if not _SCHEMA_NAME.match(schema):
+        raise ValueError(f"schema name {schema!r} must be a lowercase SQL identifier")
+    return schema
+
+
+async def create_pool(settings: FlywheelSettings, *, schema: str, application_name: str) -> asyncpg.Pool:
+    """A pool whose connections see `schema` first, so a service's SQL names its tables unqualified."""
+    if not settings.database_url:
+        raise DatabaseNotConfigured(
+            "FLYWHEEL_DATABASE_URL is not set; start PostgreSQL with `bash deploy/local/infra.sh up` "
+            "and export what it prints"
+        )
+    pool: asyncpg.Pool = await asyncpg.create_pool(
+        settings.database_url,
+        min_size=settings.database_pool_min,
+        max_size=settings.database_pool_max,
+        server_settings={
+            "search_path": f"{validate_schema_name(schema)},public",
+            "application_name": application_name,
+        },
+    )
+    return pool

@@ -1,0 +1,336 @@
+"""The events services exchange over Kafka: CloudEvents 1.0 JSON envelopes with one typed payload per topic.
+
+An event's `type` names its payload and schema version (`io.flywheel.model.registered.v1`); a
+breaking change to a payload gets a new type (`.v2`) so old and new consumers can coexist.
+"""
+
+from __future__ import annotations
+
+import base64
+import builtins
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, ClassVar, Literal, Self, TypeVar
+from uuid import uuid4
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
+
+
+class Topic(StrEnum):
+    """The platform's Kafka topics. Each has a dead-letter twin, see `dead_letter_topic`."""
+
+    RUN_COMPLETED = "run-completed"
+    MODEL_REGISTERED = "model-registered"
+    MODEL_PROMOTED = "model-promoted"
+    PREDICTION_LOGGED = "prediction-logged"
+    GROUND_TRUTH = "ground-truth"
+    DRIFT_DETECTED = "drift-detected"
+    RETRAIN_REQUESTED = "retrain-requested"
+
+
+def dead_letter_topic(topic: str) -> str:
+    """Where a consumer of `topic` puts what it could not process."""
+    return f"{topic}.dlq"
+
+
+class InvalidEvent(ValueError):
+    """Bytes that are not a well-formed Flywheel CloudEvent; retrying cannot fix them."""
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+FeatureValue = float | int | str | bool | None
+
+
+class EventPayload(BaseModel):
+    """Base of every event's `data`. Subclasses name their CloudEvents type and home topic."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    event_type: ClassVar[str]
+    topic: ClassVar[Topic | None]
+
+
+# ---------------------------------------------------------------- payloads, one per topic
+
+
+class RunCompleted(EventPayload):
+    """trainer -> registry: a training run finished, successfully or not."""
+
+    event_type: ClassVar[str] = "io.flywheel.run.completed.v1"
+    topic: ClassVar[Topic | None] = Topic.RUN_COMPLETED
+
+    run_id: Name
+    experiment: Name
+    status: Literal["finished", "failed"]
+    model_name: Name | None = Field(default=None, description="register the model under this name")
+    metrics: dict[str, float] = Field(default_factory=dict)
+    artifact_uri: str | None = None
+    artifact_sha256: Sha256 | None = None
+    reference_profile_uri: str | None = None
+    dataset_fingerprint: Sha256 | None = None
+    failure_reason: str | None = None
+
+    @model_validator(mode="after")
+    def _outcome_is_complete(self) -> Self:
+        if self.status == "finished" and not (self.artifact_uri and self.artifact_sha256):
+            raise ValueError("a finished run needs artifact_uri and artifact_sha256")
+        if self.status == "failed" and not self.failure_reason:
+            raise ValueError("a failed run needs a failure_reason")
+        return self
+
+
+class TensorSpec(BaseModel):
+    """One model input or output, in Open Inference Protocol terms (-1 is a dynamic dimension)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Name
+    datatype: Literal[
+        "BOOL",
+        "UINT8",
+        "UINT16",
+        "UINT32",
+        "UINT64",
+        "INT8",
+        "INT16",
+        "INT32",
+        "INT64",
+        "FP16",
+        "FP32",
+        "FP64",
+        "BYTES",
+    ]
+    shape: list[int]
+
+
+class ModelSignature(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+
+
+class ModelRegistered(EventPayload):
+    """registry -> everyone: a new model version exists."""
+
+    event_type: ClassVar[str] = "io.flywheel.model.registered.v1"
+    topic: ClassVar[Topic | None] = Topic.MODEL_REGISTERED
+
+    name: Name
+    version: int = Field(ge=1)
+    artifact_uri: str
+    artifact_sha256: Sha256
+    signature: ModelSignature
+    reference_profile_uri: str | None = None
+    source_run_id: str | None = None
+
+
+class ModelPromoted(EventPayload):
+    """registry -> serving, batch, monitor: an alias now points at a version."""
+
+    event_type: ClassVar[str] = "io.flywheel.model.promoted.v1"
+    topic: ClassVar[Topic | None] = Topic.MODEL_PROMOTED
+
+    name: Name
+    alias: Name
+    version: int = Field(ge=1)
+    previous_version: int | None = Field(default=None, ge=1)
+
+
+class PredictionRecord(BaseModel):
+    """One answered request: what went in, what came out, and which version answered."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    request_id: Name
+    model: Name
+    version: int = Field(ge=1)
+    features: dict[str, FeatureValue] | list[FeatureValue]
+    outputs: dict[str, Any]
+    latency_ms: float = Field(ge=0)
+    timestamp: datetime = Field(default_factory=utc_now)
+
+
+class PredictionLogged(EventPayload):
+    """serving and batch -> monitor: predictions, batched so that logging keeps up with serving."""
+
+    event_type: ClassVar[str] = "io.flywheel.prediction.logged.v1"
+    topic: ClassVar[Topic | None] = Topic.PREDICTION_LOGGED
+
+    predictions: list[PredictionRecord] = Field(min_length=1)
+
+
+class GroundTruth(EventPayload):
+    """producers -> monitor: the true label of an earlier request, once it is known."""
+
+    event_type: ClassVar[str] = "io.flywheel.ground-truth.v1"
+    topic: ClassVar[Topic | None] = Topic.GROUND_TRUTH
+
+    request_id: Name
+    label: float | int | str | bool
+    model: Name | None = None
+    observed_at: datetime = Field(default_factory=utc_now)
+
+
+class FeatureDrift(BaseModel):
+    """The verdict of one statistical test on one feature (or on the model's output)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    feature: Name
+    method: Name = Field(description="e.g. ks, chi2, z, wasserstein, jensenshannon, psi")
+    statistic: float
+    threshold: float
+    drifted: bool
+    p_value: float | None = None
+
+
+class Severity(StrEnum):
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+class DriftDetected(EventPayload):
+    """monitor -> subscribers: a window of live traffic differs from the training reference."""
+
+    event_type: ClassVar[str] = "io.flywheel.drift.detected.v1"
+    topic: ClassVar[Topic | None] = Topic.DRIFT_DETECTED
+
+    model: Name
+    version: int = Field(ge=1)
+    window_start: datetime
+    window_end: datetime
+    window_rows: int = Field(ge=0)
+    severity: Severity
+    dataset_drift: bool
+    features: list[FeatureDrift]
+    prediction_drift: FeatureDrift | None = None
+
+
+class RetrainRequested(EventPayload):
+    """monitor or users -> trainer: train a new version of a model."""
+
+    event_type: ClassVar[str] = "io.flywheel.retrain.requested.v1"
+    topic: ClassVar[Topic | None] = Topic.RETRAIN_REQUESTED
+
+    model: Name
+    reason: str = Field(min_length=1)
+    requested_by: Name
+    dataset_uri: str | None = Field(default=None, description="data to train on; default: the last run's")
+    trigger_event_id: str | None = Field(default=None, description="the drift alert that caused it")
+
+
+class DeadLetter(EventPayload):
+    """consumer -> `<topic>.dlq`: a message it could not process, kept whole with the reason."""
+
+    event_type: ClassVar[str] = "io.flywheel.dead-letter.v1"
+    topic: ClassVar[Topic | None] = None  # published to the dead-letter twin of `source_topic`
+
+    source_topic: str
+    partition: int | None = None
+    offset: int | None = None
+    key: str | None = None
+    consumer_group: str
+    error: str
+    attempts: int = Field(ge=0)
+    value: str
+    value_encoding: Literal["utf-8", "base64"]
+
+    @classmethod
+    def of_raw(cls, raw: bytes, **fields: Any) -> DeadLetter:
+        """Keep the original bytes readable when they are text, intact when they are not."""
+        try:
+            return cls(value=raw.decode("utf-8"), value_encoding="utf-8", **fields)
+        except UnicodeDecodeError:
+            return cls(value=base64.b64encode(raw).decode("ascii"), value_encoding="base64", **fields)
+
+    def raw_value(self) -> bytes:
+        return self.value.encode() if self.value_encoding == "utf-8" else base64.b64decode(self.value)
+
+
+PAYLOAD_TYPES: dict[str, type[EventPayload]] = {
+    payload.event_type: payload
+    for payload in (
+        RunCompleted,
+        ModelRegistered,
+        ModelPromoted,
+        PredictionLogged,
+        GroundTruth,
+        DriftDetected,
+        RetrainRequested,
+        DeadLetter,
+    )
+}
+
+PayloadT = TypeVar("PayloadT", bound=EventPayload)
+
+
+class CloudEvent(BaseModel):
+    """A CloudEvents 1.0 envelope in structured JSON mode; extension attributes are kept."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    specversion: Literal["1.0"] = "1.0"
+    id: str = Field(default_factory=lambda: str(uuid4()), min_length=1)
+    source: str = Field(min_length=1, description="URI-reference of the producer, e.g. /flywheel/registry")
+    type: str = Field(min_length=1)
+    time: datetime = Field(default_factory=utc_now)
+    subject: str | None = None
+    datacontenttype: Literal["application/json"] = "application/json"
+    data: dict[str, Any]
+
+    _payload: EventPayload | None = PrivateAttr(default=None)
+
+    @classmethod
+    def wrap(cls, payload: EventPayload, *, source: str, subject: str | None = None) -> CloudEvent:
+        event = cls(
+            source=source, type=payload.event_type, subject=subject, data=payload.model_dump(mode="json")
+        )
+        event._payload = payload
+        return event
+
+    def payload(self) -> EventPayload:
+        """The typed payload, validated once against the schema its `type` names."""
+        if self._payload is None:
+            payload_type = PAYLOAD_TYPES.get(self.type)
+            if payload_type is None:
+                raise InvalidEvent(f"unknown event type {self.type!r}; known: {sorted(PAYLOAD_TYPES)}")
+            try:
+                self._payload = payload_type.model_validate(self.data)
+            except ValidationError as error:
+                raise InvalidEvent(f"{self.type} data does not match its schema: {error}") from error
+        return self._payload
+
+    def payload_as(self, payload_type: builtins.type[PayloadT]) -> PayloadT:  # `type` is a field here
+        """The payload, checked to be of the type this consumer handles."""
+        payload = self.payload()
+        if not isinstance(payload, payload_type):
+            raise InvalidEvent(f"expected a {payload_type.event_type} event, got {self.type}")
+        return payload
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json(exclude_none=True).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> CloudEvent:
+        """Parse and validate envelope and payload; InvalidEvent says what is wrong."""
+        try:
+            event = cls.model_validate_json(raw)
+        except ValidationError as error:
+            raise InvalidEvent(f"not a CloudEvents 1.0 JSON envelope: {error}") from error
+        event.payload()
+        return event

@@ -1,0 +1,167 @@
+"""What every service process has: its runtime (bus, artifact store, database), health and metrics routes.
+
+A service's `app.py` calls `create_service_app` with its name, migrations and routers; its
+`__main__.py` calls `run_service`. Endpoints reach the runtime through the `get_runtime` dependency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import asyncpg
+import uvicorn
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
+from pydantic_settings import BaseSettings
+
+from shared.artifacts import ArtifactStore, create_artifact_store
+from shared.bus import EventBus, create_bus
+from shared.db import create_pool
+from shared.migrations import migrate
+from shared.settings import FlywheelSettings
+from shared.telemetry import PrometheusMiddleware, configure_logging
+
+READINESS_CHECK_TIMEOUT_SECONDS = 2.0
+
+
+class ServiceSettings(BaseSettings):
+    """Where one service listens. Subclasses set `env_prefix` (FLYWHEEL_<SERVICE>_) and the port."""
+
+    host: str = "127.0.0.1"
+    port: int
+
+
+@dataclass
+class Runtime:
+    """The connections a running service holds, opened and closed by its app's lifespan."""
+
+    service: str
+    settings: FlywheelSettings
+    bus: EventBus
+    artifacts: ArtifactStore
+    database: asyncpg.Pool | None
+
+    async def readiness(self) -> dict[str, bool]:
+        """Whether each dependency answers now."""
+        checks: dict[str, Callable[[], Awaitable[bool]]] = {
+            "bus": self.bus.ready,
+            "artifacts": self.artifacts.ready,
+        }
+        if self.database is not None:
+            database = self.database
+            checks["database"] = lambda: _database_answers(database)
+        results = await asyncio.gather(*(_within_timeout(check) for check in checks.values()))
+        return dict(zip(checks, results, strict=True))
+
+
+@asynccontextmanager
+async def open_runtime(
+    service: str, settings: FlywheelSettings, *, migrations: Path | None
+) -> AsyncIterator[Runtime]:
+    """Connect to the platform's servers; a service with `migrations` gets its database schema migrated."""
+    artifacts = create_artifact_store(settings)
+    await artifacts.start()
+    database = None
+    if migrations is not None:
+        database = await create_pool(settings, schema=service, application_name=f"flywheel-{service}")
+        await migrate(database, service, migrations)
+    bus = create_bus(settings, client_id=f"flywheel-{service}")
+    try:
+        await bus.start()
+        yield Runtime(service, settings, bus, artifacts, database)
+    finally:
+        await bus.stop()
+        if database is not None:
+            await database.close()
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+RuntimeDependency = Annotated[Runtime, Depends(get_runtime)]
+
+
+class Liveness(BaseModel):
+    status: str
+    service: str
+
+
+class Readiness(BaseModel):
+    ready: bool
+    checks: dict[str, bool]
+
+
+def operations_router() -> APIRouter:
+    router = APIRouter(tags=["operations"])
+
+    @router.get("/health/live", response_model=Liveness)
+    async def live(runtime: RuntimeDependency) -> Liveness:
+        """The process is up and serving HTTP."""
+        return Liveness(status="live", service=runtime.service)
+
+    @router.get("/health/ready", response_model=Readiness, responses={503: {"model": Readiness}})
+    async def ready(runtime: RuntimeDependency) -> Response:
+        """Every dependency (bus, artifact store, database) answers; 503 names the ones that do not."""
+        checks = await runtime.readiness()
+        readiness = Readiness(ready=all(checks.values()), checks=checks)
+        return JSONResponse(readiness.model_dump(), status_code=200 if readiness.ready else 503)
+
+    @router.get("/metrics", response_class=Response)
+    async def metrics() -> Response:
+        """Prometheus metrics in the text exposition format."""
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return router
+
+
+def create_service_app(
+    service: str,
+    *,
+    description: str,
+    settings: FlywheelSettings,
+    migrations: Path | None = None,
+    routers: Iterable[APIRouter] = (),
+    on_start: Callable[[Runtime], Awaitable[None]] | None = None,
+) -> FastAPI:
+    """A FastAPI app whose lifespan opens the runtime, then calls `on_start` (to subscribe workers)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with open_runtime(service, settings, migrations=migrations) as runtime:
+            app.state.runtime = runtime
+            if on_start is not None:
+                await on_start(runtime)
+            yield
+
+    app = FastAPI(title=f"Flywheel {service}", description=description, version="0.1.0", lifespan=lifespan)
+    app.add_middleware(PrometheusMiddleware, service=service)
+    app.include_router(operations_router())
+    for router in routers:
+        app.include_router(router)
+    return app
+
+
+def run_service(service: str, app: FastAPI, settings: ServiceSettings, log_level: str) -> None:
+    """Serve `app` with uvicorn, logging JSON lines."""
+    configure_logging(service, log_level)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False)
+
+
+async def _database_answers(pool: asyncpg.Pool) -> bool:
+    return bool(await pool.fetchval("SELECT 1"))
+
+
+async def _within_timeout(check: Callable[[], Awaitable[bool]]) -> bool:
+    try:
+        return await asyncio.wait_for(check(), READINESS_CHECK_TIMEOUT_SECONDS)
+    except Exception:
+        return False

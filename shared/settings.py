@@ -1,0 +1,38 @@
+"""Infrastructure settings every service reads from `FLYWHEEL_`-prefixed environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from platformdirs import user_data_path
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class FlywheelSettings(BaseSettings):
+    """Where the platform's servers are. An unset server means the embedded stand-in is used:
+    no `kafka_bootstrap` -> in-memory bus, no `s3_endpoint` -> artifacts on the local filesystem."""
+
+    model_config = SettingsConfigDict(env_prefix="FLYWHEEL_", extra="ignore")
+
+    kafka_bootstrap: str | None = Field(default=None, description="host:port[,host:port...] of Kafka brokers")
+    kafka_topic_partitions: int = Field(default=3, ge=1)
+    kafka_replication_factor: int = Field(default=1, ge=1)
+    bus_max_attempts: int = Field(default=5, ge=1, description="handler tries before a message goes to .dlq")
+    bus_retry_backoff_seconds: float = Field(default=0.2, gt=0, description="first retry delay; doubles")
+
+    database_url: str | None = Field(default=None, description="postgresql://user:password@host:port/db")
+    database_pool_min: int = Field(default=1, ge=0)
+    database_pool_max: int = Field(default=10, ge=1)
+
+    s3_endpoint: str | None = Field(default=None, description="http(s)://host:port of an S3 server")
+    s3_access_key: SecretStr = SecretStr("")
+    s3_secret_key: SecretStr = SecretStr("")
+    s3_region: str = "us-east-1"
+    s3_bucket: str = "flywheel"
+
+    data_dir: Path = Field(
+        default_factory=lambda: user_data_path("flywheel"),
+        description="embedded mode: where filesystem artifacts (and later the embedded database) live",
+    )
+    log_level: str = "INFO"

@@ -1,0 +1,78 @@
+"""Fixtures on the real servers: isolated topics, a bucket, and a fresh database per test."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from shared.artifacts import S3ArtifactStore
+from shared.bus import KafkaBus
+from tests.conftest import Infrastructure
+
+INTEGRATION_DIR = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if INTEGRATION_DIR in Path(item.fspath).parents:
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture
+def unique_name() -> str:
+    """A name no other test (or earlier run) uses, for topics, groups and keys."""
+    return f"test-{uuid.uuid4().hex[:12]}"
+
+
+KafkaBusFactory = Callable[..., Awaitable[KafkaBus]]
+
+
+@pytest.fixture
+async def kafka_bus_factory(infrastructure: Infrastructure) -> AsyncIterator[KafkaBusFactory]:
+    """Start KafkaBus instances (stopped after the test); `topics` are created beside the platform's."""
+    started: list[KafkaBus] = []
+
+    async def start(*topics: str, **options: object) -> KafkaBus:
+        bus = KafkaBus(
+            infrastructure.kafka_bootstrap,
+            client_id="flywheel-tests",
+            extra_topics=topics,
+            **options,  # type: ignore[arg-type]
+        )
+        await bus.start()
+        started.append(bus)
+        return bus
+
+    yield start
+    for bus in started:
+        await bus.stop()
+
+
+@pytest.fixture
+async def s3_store(infrastructure: Infrastructure) -> S3ArtifactStore:
+    store = S3ArtifactStore(
+        infrastructure.s3_endpoint,
+        access_key=infrastructure.s3_access_key,
+        secret_key=infrastructure.s3_secret_key,
+        bucket="flywheel-tests",
+    )
+    await store.start()
+    return store
+
+
+@pytest.fixture
+async def fresh_database_url(infrastructure: Infrastructure) -> AsyncIterator[str]:
+    """A database created for this test alone, dropped afterwards."""
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(infrastructure.database_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        base, _, _ = infrastructure.database_url.rpartition("/")
+        yield f"{base}/{name}"
+        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
