@@ -14,7 +14,11 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # LogRecord's own attributes; everything else on a record came from `extra=` and is logged as a field.
-_RECORD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+_RECORD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+    "color_message",  # uvicorn's ANSI-coloured twin of `message`
+}
 
 HTTP_REQUESTS = Counter(
     "flywheel_http_requests_total", "HTTP requests answered", ["service", "method", "route", "status"]
