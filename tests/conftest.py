@@ -116,3 +116,25 @@ def infrastructure() -> Iterator[Infrastructure]:
             f"no Kafka, MinIO and PostgreSQL servers are configured and no Docker engine answers; "
             f"{START_SERVERS_HINT}"
         )
+
+
+_skipped_in_ci: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped and os.environ.get("CI") == "true":
+        _skipped_in_ci.append(report.nodeid)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """In CI a skipped test is a failure: a missing server or tool must never pass unnoticed."""
+    if _skipped_in_ci and exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _skipped_in_ci:
+        terminalreporter.write_line(
+            f"CI=true: {len(_skipped_in_ci)} skipped test(s) count as failures: {', '.join(_skipped_in_ci)}",
+            red=True,
+        )

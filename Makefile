@@ -1,0 +1,52 @@
+# The two commands a fresh machine needs are `make up` and `make test` (see README.md).
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.ONESHELL:
+.DEFAULT_GOAL := help
+
+VENV := .venv
+BIN := $(VENV)/bin
+INFRA := bash deploy/local/infra.sh
+
+.PHONY: help install up test lint infra-up infra-down
+
+help:
+	@echo "make up          start Kafka, MinIO and PostgreSQL (deploy/local) and the five services"
+	@echo "make test        lint, type-check and run the whole test suite on those real servers"
+	@echo "make lint        ruff and mypy only"
+	@echo "make infra-up    only start the servers; then: eval \"\$$($(INFRA) env)\""
+	@echo "make infra-down  stop the servers (their data is kept)"
+
+# Re-installed whenever pyproject.toml changes.
+$(VENV)/.installed: pyproject.toml
+	python3 -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python >= 3.11 is needed")'
+	python3 -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+# docker-compose (Debian's package) only parses docker-compose.yml in the tests: no engine is needed.
+tools:
+	command -v docker-compose >/dev/null || { [[ $$(id -u) == 0 ]] && apt-get update -qq \
+	  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-compose >/dev/null; } || true
+
+infra-up:
+	$(INFRA) up
+
+infra-down:
+	$(INFRA) down
+
+up: install
+	eval "$$($(INFRA) up)"
+	$(BIN)/flywheel up
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy shared services flywheel tests
+
+test: install tools lint
+	eval "$$($(INFRA) up)"
+	$(BIN)/python -m pytest
