@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -66,20 +66,18 @@ async def open_runtime(
     service: str, settings: FlywheelSettings, *, migrations: Path | None
 ) -> AsyncIterator[Runtime]:
     """Connect to the platform's servers; a service with `migrations` gets its database schema migrated."""
-    artifacts = create_artifact_store(settings)
-    await artifacts.start()
-    database = None
-    if migrations is not None:
-        database = await create_pool(settings, schema=service, application_name=f"flywheel-{service}")
-        await migrate(database, service, migrations)
-    bus = create_bus(settings, client_id=f"flywheel-{service}")
-    try:
+    async with AsyncExitStack() as stack:
+        artifacts = create_artifact_store(settings)
+        await artifacts.start()
+        database = None
+        if migrations is not None:
+            database = await create_pool(settings, schema=service, application_name=f"flywheel-{service}")
+            stack.push_async_callback(database.close)
+            await migrate(database, service, migrations)
+        bus = create_bus(settings, client_id=f"flywheel-{service}")
+        stack.push_async_callback(bus.stop)
         await bus.start()
         yield Runtime(service, settings, bus, artifacts, database)
-    finally:
-        await bus.stop()
-        if database is not None:
-            await database.close()
 
 
 def get_runtime(request: Request) -> Runtime:

@@ -128,7 +128,14 @@ class KafkaBus(EventBus):
         return subscription
 
     async def ready(self) -> bool:
-        return self._producer is not None
+        """The producer is started and a broker answers a metadata request now."""
+        if self._producer is None:
+            return False
+        try:
+            await self._producer.client.fetch_all_metadata()
+        except KafkaError:
+            return False
+        return True
 
     async def _consume(self, consumer: AIOKafkaConsumer, group: str, handler: Handler) -> None:
         while True:
