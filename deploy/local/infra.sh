@@ -74,8 +74,10 @@ install_kafka() {
   command -v mvn >/dev/null || apt_install maven
   log "resolving Kafka $KAFKA_VERSION from Maven Central into $KAFKA_LIBS"
   rm -rf "$KAFKA_LIBS.tmp"
-  mvn -q -B -Dstyle.color=never -f "$HERE/kafka-pom.xml" -Dkafka.version="$KAFKA_VERSION" \
-    dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$KAFKA_LIBS.tmp" >&2
+  mkdir -p "$CACHE_DIR/kafka"
+  mvn -B -Dstyle.color=never -f "$HERE/kafka-pom.xml" -Dkafka.version="$KAFKA_VERSION" \
+    dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$KAFKA_LIBS.tmp" \
+    >"$CACHE_DIR/kafka/maven.log" 2>&1 || die "maven could not resolve Kafka: $(tail -n20 "$CACHE_DIR/kafka/maven.log")"
   rm -rf "$KAFKA_LIBS" && mv "$KAFKA_LIBS.tmp" "$KAFKA_LIBS" && touch "$KAFKA_LIBS/.complete"
 }
 
