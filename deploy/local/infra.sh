@@ -56,7 +56,9 @@ apt_install() {
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-pid_alive() { [[ -f "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# A process that exists and is not a zombie (a killed server whose parent never reaped it).
+process_alive() { [[ -r "/proc/$1/status" ]] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status"; }
+pid_alive() { [[ -f "$1" ]] && process_alive "$(cat "$1")"; }
 
 wait_for() { # wait_for NAME SECONDS COMMAND...
   local name=$1 seconds=$2; shift 2
@@ -175,6 +177,10 @@ start_postgres() {
       --auth-local=trust --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 \
       || die "initdb failed: $(tail -n5 "$dir/initdb.log")"
     rm -f "$pwfile"
+  fi
+  # A postmaster.pid left by a killed server would make pg_ctl think it still runs.
+  if [[ -f "$dir/data/postmaster.pid" ]] && ! process_alive "$(head -n1 "$dir/data/postmaster.pid")"; then
+    rm -f "$dir/data/postmaster.pid"
   fi
   if as_pg_owner "$bin/pg_ctl" -D "$dir/data" status >/dev/null 2>&1; then log "postgres already running"; return; fi
   as_pg_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start \
