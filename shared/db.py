@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import re
+from typing import TypeAlias
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from shared.settings import FlywheelSettings
+
+# What repositories take: a plain connection or one borrowed from a pool.
+Connection: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -36,5 +42,14 @@ async def create_pool(settings: FlywheelSettings, *, schema: str, application_na
             "search_path": f"{validate_schema_name(schema)},public",
             "application_name": application_name,
         },
+        init=_use_json_codecs,
     )
     return pool
+
+
+async def _use_json_codecs(connection: asyncpg.Connection[asyncpg.Record]) -> None:
+    """jsonb and json columns read and write as Python objects rather than strings."""
+    for type_name in ("jsonb", "json"):
+        await connection.set_type_codec(
+            type_name, encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
+        )

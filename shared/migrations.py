@@ -15,9 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
-from asyncpg.pool import PoolConnectionProxy
 
-from shared.db import validate_schema_name
+from shared.db import Connection, validate_schema_name
 
 # Arbitrary but fixed: every Flywheel migration runner takes this one session-level lock.
 MIGRATION_LOCK_ID = 0x466C7977686C  # "Flywhl"
@@ -54,7 +53,7 @@ def load_migrations(directory: Path) -> list[Migration]:
 
 
 async def apply_migrations(
-    connection: asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record],
+    connection: Connection,
     schema: str,
     migrations: Sequence[Migration],
 ) -> list[int]:

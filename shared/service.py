@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -80,6 +80,9 @@ async def open_runtime(
         yield Runtime(service, settings, bus, artifacts, database)
 
 
+ServiceLifespan = Callable[[FastAPI, Runtime], AbstractAsyncContextManager[None]]
+
+
 def get_runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
@@ -128,17 +131,20 @@ def create_service_app(
     settings: FlywheelSettings,
     migrations: Path | None = None,
     routers: Iterable[APIRouter] = (),
-    on_start: Callable[[Runtime], Awaitable[None]] | None = None,
+    service_lifespan: ServiceLifespan | None = None,
 ) -> FastAPI:
-    """A FastAPI app whose lifespan opens the runtime, then calls `on_start` (to subscribe workers)."""
+    """A FastAPI app whose lifespan opens the runtime, then enters `service_lifespan`, where the service
+    builds its domain objects on the runtime, subscribes its workers, and later stops them."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with open_runtime(service, settings, migrations=migrations) as runtime:
             app.state.runtime = runtime
-            if on_start is not None:
-                await on_start(runtime)
-            yield
+            if service_lifespan is None:
+                yield
+            else:
+                async with service_lifespan(app, runtime):
+                    yield
 
     app = FastAPI(title=f"Flywheel {service}", description=description, version="0.1.0", lifespan=lifespan)
     app.add_middleware(PrometheusMiddleware, service=service)
@@ -160,6 +166,7 @@ async def _database_answers(pool: asyncpg.Pool) -> bool:
 
 async def _within_timeout(check: Callable[[], Awaitable[bool]]) -> bool:
     try:
-        return await asyncio.wait_for(check(), READINESS_CHECK_TIMEOUT_SECONDS)
+        async with asyncio.timeout(READINESS_CHECK_TIMEOUT_SECONDS):
+            return await check()
     except Exception:
         return False

@@ -16,6 +16,11 @@ class FlywheelSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FLYWHEEL_", extra="ignore")
 
     kafka_bootstrap: str | None = Field(default=None, description="host:port[,host:port...] of Kafka brokers")
+    kafka_namespace: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="prefix of every topic and consumer group, for deployments sharing a cluster",
+    )
     kafka_topic_partitions: int = Field(default=3, ge=1)
     kafka_replication_factor: int = Field(default=1, ge=1)
     bus_max_attempts: int = Field(default=5, ge=1, description="handler tries before a message goes to .dlq")

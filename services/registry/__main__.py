@@ -6,4 +6,7 @@ from shared.service import run_service
 from shared.settings import FlywheelSettings
 
 infrastructure = FlywheelSettings()
-run_service("registry", create_app(infrastructure), RegistrySettings(), infrastructure.log_level)
+registry_settings = RegistrySettings()
+run_service(
+    "registry", create_app(infrastructure, registry_settings), registry_settings, infrastructure.log_level
+)

@@ -1,20 +1,52 @@
-"""The registry service's HTTP app: its lifespan opens the bus, the artifact store and the database."""
+"""The registry service's HTTP app: its lifespan opens the bus, the artifact store and the database, then
+starts the outbox publisher and the run-completed consumer."""
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
 
 import services.registry
-from shared.service import create_service_app
+from services.registry.endpoints import add_error_handlers, registry_router, tracking_router
+from services.registry.model_registry import ModelRegistry
+from services.registry.outbox import OutboxPublisher
+from services.registry.settings import RegistrySettings
+from services.registry.tracking import TrackingService
+from services.registry.worker import RegistryWorker
+from shared.service import Runtime, create_service_app
 from shared.settings import FlywheelSettings
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-def create_app(settings: FlywheelSettings | None = None) -> FastAPI:
-    return create_service_app(
+@asynccontextmanager
+async def registry_lifespan(app: FastAPI, runtime: Runtime) -> AsyncIterator[None]:
+    assert runtime.database is not None
+    outbox = OutboxPublisher(runtime.database, runtime.bus)
+    app.state.tracking = tracking = TrackingService(runtime.database, runtime.artifacts)
+    app.state.registry = registry = ModelRegistry(
+        runtime.database, runtime.artifacts, on_events=outbox.notify
+    )
+    outbox.start()
+    await RegistryWorker(tracking, registry).subscribe(runtime.bus)
+    try:
+        yield
+    finally:
+        await outbox.stop()
+
+
+def create_app(
+    settings: FlywheelSettings | None = None, registry_settings: RegistrySettings | None = None
+) -> FastAPI:
+    app = create_service_app(
         "registry",
         description=services.registry.__doc__ or "",
         settings=settings or FlywheelSettings(),
         migrations=MIGRATIONS,
+        routers=[tracking_router, registry_router],
+        service_lifespan=registry_lifespan,
     )
+    app.state.max_upload_bytes = (registry_settings or RegistrySettings()).max_upload_bytes
+    add_error_handlers(app)
+    return app

@@ -16,6 +16,7 @@ def create_bus(settings: FlywheelSettings, *, client_id: str) -> EventBus:
             replication_factor=settings.kafka_replication_factor,
             max_attempts=settings.bus_max_attempts,
             retry_backoff_seconds=settings.bus_retry_backoff_seconds,
+            namespace=settings.kafka_namespace,
         )
     return InMemoryBus(
         max_attempts=settings.bus_max_attempts, retry_backoff_seconds=settings.bus_retry_backoff_seconds

@@ -42,7 +42,12 @@ class KafkaSubscription(Subscription):
 
 
 class KafkaBus(EventBus):
-    """`EventBus` on Kafka. `extra_topics` are created at start beside the platform's own."""
+    """`EventBus` on Kafka. `extra_topics` are created at start beside the platform's own.
+
+    A `namespace` prefixes every topic and consumer group on the cluster (`<namespace>.run-completed`),
+    so that several deployments (staging and production, or parallel test runs) can share one cluster;
+    callers always use the plain names.
+    """
 
     def __init__(
         self,
@@ -55,6 +60,7 @@ class KafkaBus(EventBus):
         max_attempts: int = 5,
         retry_backoff_seconds: float = 0.2,
         poll_max_records: int = 500,
+        namespace: str | None = None,
     ) -> None:
         super().__init__(max_attempts=max_attempts, retry_backoff_seconds=retry_backoff_seconds)
         self.bootstrap_servers = bootstrap_servers
@@ -63,6 +69,7 @@ class KafkaBus(EventBus):
         self.replication_factor = replication_factor
         self.topics = [*platform_topics(), *extra_topics]
         self.poll_max_records = poll_max_records
+        self.prefix = f"{namespace}." if namespace else ""
         self._producer: AIOKafkaProducer | None = None
         self._subscriptions: list[KafkaSubscription] = []
 
@@ -92,7 +99,7 @@ class KafkaBus(EventBus):
         await admin.start()
         try:
             existing = set(await admin.list_topics())
-            missing = [name for name in dict.fromkeys(topics) if name not in existing]
+            missing = [name for name in dict.fromkeys(map(self._on_cluster, topics)) if name not in existing]
             if not missing:
                 return
             response = await admin.create_topics(
@@ -110,14 +117,16 @@ class KafkaBus(EventBus):
     async def publish_raw(self, topic: str, value: bytes, key: bytes | None = None) -> None:
         if self._producer is None:
             raise RuntimeError("KafkaBus.publish before start()")
-        await self._producer.send_and_wait(topic, value=value, key=key, headers=[CONTENT_TYPE_HEADER])
+        await self._producer.send_and_wait(
+            self._on_cluster(topic), value=value, key=key, headers=[CONTENT_TYPE_HEADER]
+        )
 
     async def subscribe(self, topic: str, group: str, handler: Handler) -> Subscription:
         consumer = AIOKafkaConsumer(
-            topic,
+            self._on_cluster(topic),
             bootstrap_servers=self.bootstrap_servers,
             client_id=f"{self.client_id}-{group}",
-            group_id=group,
+            group_id=self._on_cluster(group),
             enable_auto_commit=False,
             auto_offset_reset="earliest",
         )
@@ -126,6 +135,10 @@ class KafkaBus(EventBus):
         subscription = KafkaSubscription(consumer, task)
         self._subscriptions.append(subscription)
         return subscription
+
+    def _on_cluster(self, name: str) -> str:
+        """The name of a topic or group on the cluster: prefixed by the namespace, if any."""
+        return f"{self.prefix}{name}"
 
     async def ready(self) -> bool:
         """The producer is started and a broker answers a metadata request now."""
@@ -150,7 +163,13 @@ class KafkaBus(EventBus):
             for partition, records in batches.items():
                 for record in records:
                     await self.deliver(
-                        RawRecord(record.topic, record.partition, record.offset, record.key, record.value),
+                        RawRecord(
+                            record.topic.removeprefix(self.prefix),
+                            record.partition,
+                            record.offset,
+                            record.key,
+                            record.value,
+                        ),
                         group,
                         handler,
                     )

@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
+import httpx
 import pytest
+from fastapi import FastAPI
 
+from services.registry.app import create_app as create_registry_app
+from services.registry.settings import RegistrySettings
 from shared.artifacts import S3ArtifactStore
 from shared.bus import KafkaBus
+from shared.events import CloudEvent
+from shared.settings import FlywheelSettings
 from tests.conftest import Infrastructure
+from tests.waiting import eventually
 
 INTEGRATION_DIR = Path(__file__).parent
 
@@ -76,3 +84,48 @@ async def fresh_database_url(infrastructure: Infrastructure) -> AsyncIterator[st
         await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
     finally:
         await admin.close()
+
+
+@dataclass
+class RegistryUnderTest:
+    """A registry app on the real servers, alone in its own database and Kafka namespace."""
+
+    app: FastAPI
+    client: httpx.AsyncClient
+    settings: FlywheelSettings
+    bus: KafkaBus  # the test's own bus in the same namespace: publishes to and observes the registry
+
+    async def events(self, topic: str, within: float = 30.0, count: int = 1) -> list[CloudEvent]:
+        """The first `count` events on `topic` in this namespace."""
+        received: list[CloudEvent] = []
+
+        async def collect(event: CloudEvent) -> None:
+            received.append(event)
+
+        subscription = await self.bus.subscribe(topic, f"observer-{uuid.uuid4().hex[:8]}", collect)
+        try:
+            await eventually(
+                lambda: len(received) >= count, within=within, what=f"{count} event(s) on {topic}"
+            )
+        finally:
+            await subscription.close()
+        return received
+
+
+@pytest.fixture
+async def registry(
+    infrastructure: Infrastructure,
+    fresh_database_url: str,
+    unique_name: str,
+    kafka_bus_factory: KafkaBusFactory,
+) -> AsyncIterator[RegistryUnderTest]:
+    settings = infrastructure.settings(
+        database_url=fresh_database_url, kafka_namespace=unique_name, s3_bucket="flywheel-tests"
+    )
+    app = create_registry_app(settings, RegistrySettings(max_upload_bytes=2 * 1024 * 1024))
+    bus = await kafka_bus_factory(namespace=unique_name)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://registry") as client,
+    ):
+        yield RegistryUnderTest(app, client, settings, bus)

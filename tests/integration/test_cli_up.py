@@ -10,9 +10,7 @@ import time
 from pathlib import Path
 
 from tests.conftest import Infrastructure
-from tests.integration.test_services_start import SERVICES, free_port
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from tests.processes import REPO_ROOT, SERVICES, free_port
 
 
 def flywheel(*arguments: str) -> list[str]:

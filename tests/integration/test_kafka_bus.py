@@ -178,3 +178,25 @@ async def test_two_buses_in_one_group_share_the_partitions(
 
 def bus_subscription_assignment(bus: KafkaBus) -> set[object]:
     return {partition for subscription in bus._subscriptions for partition in subscription.assignment()}
+
+
+async def test_a_namespace_keeps_topics_and_groups_apart_on_one_cluster(
+    infrastructure: Infrastructure, kafka_bus_factory: KafkaBusFactory, unique_name: str
+) -> None:
+    staging = await kafka_bus_factory(namespace=f"{unique_name}-staging")
+    production = await kafka_bus_factory(namespace=f"{unique_name}-production")
+    staging_events, production_events = Recorder(), Recorder()
+    await staging.subscribe(Topic.GROUND_TRUTH, "monitor", staging_events)
+    await production.subscribe(Topic.GROUND_TRUTH, "monitor", production_events)
+    await staging.publish(Topic.GROUND_TRUTH, ground_truth("staging-only"))
+    await eventually(lambda: staging_events.events != [], what="staging event consumed")
+    assert staging_events.request_ids() == ["staging-only"]
+    assert production_events.events == []
+    admin = AIOKafkaAdminClient(bootstrap_servers=infrastructure.kafka_bootstrap)
+    await admin.start()
+    try:
+        topics = set(await admin.list_topics())
+    finally:
+        await admin.close()
+    assert f"{unique_name}-staging.ground-truth" in topics
+    assert f"{unique_name}-staging.ground-truth.dlq" in topics

@@ -2,45 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import asyncpg
 import httpx
 import pytest
 
 from tests.conftest import Infrastructure
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SERVICES = ["registry", "trainer", "serving", "batch", "monitor"]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def wait_until_ready(
-    service: str, url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 60
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"{service} exited with {process.returncode}: {log.read_text()[-2000:]}")
-        try:
-            if httpx.get(f"{url}/health/ready", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    pytest.fail(f"{service} was not ready within {timeout}s: {log.read_text()[-2000:]}")
+from tests.processes import SERVICES, ServiceProcess
 
 
 @pytest.fixture(scope="module")
@@ -48,38 +17,18 @@ def running_services(
     infrastructure: Infrastructure, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, str]]:
     """All five services as separate processes, each ready; yields each one's base URL."""
-    processes: dict[str, subprocess.Popen[bytes]] = {}
-    urls: dict[str, str] = {}
-    logs = {service: tmp_path_factory.mktemp("logs") / f"{service}.log" for service in SERVICES}
-    for service in SERVICES:
-        port = free_port()
-        environment = {
-            **os.environ,
-            **infrastructure.environment(),
-            f"FLYWHEEL_{service.upper()}_PORT": str(port),
-        }
-        with logs[service].open("wb") as log_file:  # the child keeps its own copy of the descriptor
-            processes[service] = subprocess.Popen(
-                [sys.executable, "-m", f"services.{service}"],
-                cwd=REPO_ROOT,
-                env=environment,
-                stdout=subprocess.DEVNULL,
-                stderr=log_file,
-            )
-        urls[service] = f"http://127.0.0.1:{port}"
+    logs = tmp_path_factory.mktemp("logs")
+    processes = [
+        ServiceProcess(service, infrastructure.environment(), logs / f"{service}.log").start()
+        for service in SERVICES
+    ]
     try:
-        for service, process in processes.items():
-            wait_until_ready(service, urls[service], process, logs[service])
-        yield urls
+        for process in processes:
+            process.wait_until_ready()
+        yield {process.service: process.url for process in processes}
     finally:
-        for process in processes.values():
-            process.terminate()
-        for service, process in processes.items():
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                pytest.fail(f"{service} did not stop within 20s of SIGTERM")
+        for process in processes:
+            process.stop()
 
 
 @pytest.mark.parametrize("service", SERVICES)

@@ -1,0 +1,459 @@
+"""The registry's routes: parse, call the service, map errors to HTTP."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.datastructures import UploadFile
+
+from services.registry.errors import InvalidRequest, PayloadTooLarge, RegistryError, UnsupportedMediaType
+from services.registry.model_registry import ModelRegistry, VersionDetails
+from services.registry.schemas import (
+    AliasMove,
+    AliasName,
+    AliasUpdate,
+    Artifact,
+    AuditPage,
+    Experiment,
+    ExperimentCreate,
+    ExperimentPage,
+    ExperimentUpdate,
+    Key,
+    Lineage,
+    LogBatch,
+    MetricHistory,
+    ModelName,
+    ModelVersion,
+    ModelVersionPage,
+    Problem,
+    RegisteredModel,
+    RegisteredModelCreate,
+    RegisteredModelPage,
+    RegisteredModelUpdate,
+    Run,
+    RunComparison,
+    RunCreate,
+    RunPage,
+    RunSearch,
+    RunUpdate,
+    TagUpdate,
+)
+from services.registry.search import FilterSyntaxError
+from services.registry.tracking import TrackingService
+from shared.pagination import InvalidPageToken
+
+ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": Problem} for status in (400, 404, 409, 413, 415)}
+UPLOAD_CHUNK_BYTES = 1024 * 1024
+
+
+def tracking(request: Request) -> TrackingService:
+    service: TrackingService = request.app.state.tracking
+    return service
+
+
+def registry(request: Request) -> ModelRegistry:
+    service: ModelRegistry = request.app.state.registry
+    return service
+
+
+Tracking = Annotated[TrackingService, Depends(tracking)]
+Registry = Annotated[ModelRegistry, Depends(registry)]
+# Who is acting, for the audit trail; until access control lands it is what the caller says.
+Actor = Annotated[str, Header(alias="X-Flywheel-Actor", max_length=256)]
+PageSize = Annotated[int, Query(ge=1, le=1000)]
+
+tracking_router = APIRouter(tags=["tracking"], responses=ERRORS)
+registry_router = APIRouter(tags=["model registry"], responses=ERRORS)
+
+
+# ---------------------------------------------------------------- experiments
+
+
+@tracking_router.post("/experiments", status_code=201)
+async def create_experiment(body: ExperimentCreate, service: Tracking) -> Experiment:
+    """Create an experiment; 409 when the name is taken."""
+    return await service.create_experiment(body)
+
+
+@tracking_router.get("/experiments")
+async def list_experiments(
+    service: Tracking, page_size: PageSize = 100, page_token: str | None = None
+) -> ExperimentPage:
+    """Experiments, newest first."""
+    return await service.list_experiments(page_size, page_token)
+
+
+@tracking_router.get("/experiments/by-name/{name}")
+async def get_experiment_by_name(name: str, service: Tracking) -> Experiment:
+    """One experiment, by its unique name."""
+    return await service.get_experiment_by_name(name)
+
+
+@tracking_router.get("/experiments/{experiment_id}")
+async def get_experiment(experiment_id: str, service: Tracking) -> Experiment:
+    """One experiment, by id."""
+    return await service.get_experiment(experiment_id)
+
+
+@tracking_router.patch("/experiments/{experiment_id}")
+async def update_experiment(experiment_id: str, body: ExperimentUpdate, service: Tracking) -> Experiment:
+    """Change the description and set tags."""
+    return await service.update_experiment(experiment_id, body)
+
+
+@tracking_router.delete("/experiments/{experiment_id}", status_code=204)
+async def delete_experiment(experiment_id: str, service: Tracking) -> None:
+    """Delete the experiment and its runs."""
+    await service.delete_experiment(experiment_id)
+
+
+# ---------------------------------------------------------------- runs
+
+
+@tracking_router.post("/runs", status_code=201)
+async def create_run(body: RunCreate, service: Tracking) -> Run:
+    """Start a run in an experiment given by id or by name (created when missing)."""
+    return await service.create_run(body)
+
+
+@tracking_router.post("/runs/search")
+async def search_runs(body: RunSearch, service: Tracking) -> RunPage:
+    """Runs across experiments matching a filter such as
+    `metrics.auc > 0.8 and params.model = 'rf' and tags.team = 'risk'`, ordered and paginated.
+    A malformed filter is a 400 with the position and token of the mistake."""
+    return await service.search_runs(body)
+
+
+@tracking_router.get("/runs/compare")
+async def compare_runs(service: Tracking, run_id: Annotated[list[str], Query()]) -> RunComparison:
+    """Runs side by side (`?run_id=a&run_id=b`): their params, last metric values, and which params differ."""
+    return await service.compare_runs(run_id)
+
+
+@tracking_router.get("/runs/{run_id}")
+async def get_run(run_id: str, service: Tracking) -> Run:
+    """A run with its params, tags and the last value of each metric."""
+    return await service.get_run(run_id)
+
+
+@tracking_router.patch("/runs/{run_id}")
+async def update_run(run_id: str, body: RunUpdate, service: Tracking) -> Run:
+    """Rename a run or end it (finished, failed, killed)."""
+    return await service.update_run(run_id, body)
+
+
+@tracking_router.delete("/runs/{run_id}", status_code=204)
+async def delete_run(run_id: str, service: Tracking) -> None:
+    """Delete a run with its params, metrics and artifact records."""
+    await service.delete_run(run_id)
+
+
+@tracking_router.post("/runs/{run_id}/log-batch", status_code=204)
+async def log_batch(run_id: str, body: LogBatch, service: Tracking) -> None:
+    """Log params, metric points and tags in one call: all stored, or none (409 for a param that was
+    logged before with another value)."""
+    await service.log_batch(run_id, body)
+
+
+@tracking_router.get("/runs/{run_id}/metrics/{key}")
+async def metric_history(run_id: str, key: Key, service: Tracking) -> MetricHistory:
+    """Every logged point of one metric, by step."""
+    return await service.metric_history(run_id, key)
+
+
+@tracking_router.put(
+    "/runs/{run_id}/artifacts/{path:path}",
+    status_code=201,
+    openapi_extra={
+        "requestBody": {
+            "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+        }
+    },
+)
+async def upload_artifact(run_id: str, path: str, request: Request, service: Tracking) -> Artifact:
+    """Store the request body (streamed) as the run's artifact at `path`."""
+    content_type = request.headers.get("content-type", "application/octet-stream")
+    return await service.upload_artifact(run_id, path, request.stream(), content_type)
+
+
+@tracking_router.get("/runs/{run_id}/artifacts")
+async def list_artifacts(run_id: str, service: Tracking) -> list[Artifact]:
+    """The run's artifacts with their sizes and sha256."""
+    return await service.list_artifacts(run_id)
+
+
+@tracking_router.get("/runs/{run_id}/artifacts/{path:path}", response_class=StreamingResponse)
+async def download_artifact(run_id: str, path: str, service: Tracking) -> StreamingResponse:
+    """The artifact's bytes, streamed."""
+    artifact, content = await service.open_artifact(run_id, path)
+    return StreamingResponse(
+        content, media_type=artifact.content_type, headers={"X-Flywheel-Sha256": artifact.sha256}
+    )
+
+
+# ---------------------------------------------------------------- registered models
+
+
+@registry_router.post("/models", status_code=201)
+async def create_model(
+    body: RegisteredModelCreate, service: Registry, actor: Actor = "anonymous"
+) -> RegisteredModel:
+    """Register a model name; 409 when it exists."""
+    return await service.create_model(body, actor)
+
+
+@registry_router.get("/models")
+async def list_models(
+    service: Registry, page_size: PageSize = 100, page_token: str | None = None
+) -> RegisteredModelPage:
+    """Registered models by name, with their latest version and aliases."""
+    return await service.list_models(page_size, page_token)
+
+
+@registry_router.get("/models/{name}")
+async def get_model(name: str, service: Registry) -> RegisteredModel:
+    """One registered model."""
+    return await service.get_model(name)
+
+
+@registry_router.patch("/models/{name}")
+async def update_model(
+    name: str, body: RegisteredModelUpdate, service: Registry, actor: Actor = "anonymous"
+) -> RegisteredModel:
+    """Change the model's description."""
+    return await service.update_model(name, body.description, actor)
+
+
+@registry_router.delete("/models/{name}", status_code=204)
+async def delete_model(name: str, service: Registry, actor: Actor = "anonymous") -> None:
+    """Delete the model with its versions and aliases; the audit trail stays readable."""
+    await service.delete_model(name, actor)
+
+
+@registry_router.put("/models/{name}/tags/{key}")
+async def set_model_tag(
+    name: str, key: Key, body: TagUpdate, service: Registry, actor: Actor = "anonymous"
+) -> RegisteredModel:
+    """Set one tag of the model."""
+    return await service.set_model_tag(name, key, body.value, actor)
+
+
+@registry_router.delete("/models/{name}/tags/{key}")
+async def delete_model_tag(
+    name: str, key: Key, service: Registry, actor: Actor = "anonymous"
+) -> RegisteredModel:
+    """Remove one tag of the model."""
+    return await service.set_model_tag(name, key, None, actor)
+
+
+# ---------------------------------------------------------------- versions
+
+
+@registry_router.post(
+    "/models/{name}/versions",
+    status_code=201,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["model"],
+                        "properties": {
+                            "model": {"type": "string", "format": "binary", "description": "the ONNX file"},
+                            "description": {"type": "string"},
+                            "source_run_id": {"type": "string"},
+                            "reference_profile_uri": {"type": "string"},
+                            "tags": {"type": "string", "description": "JSON object of string tags"},
+                            "sample": {
+                                "type": "string",
+                                "description": "JSON: input name -> rows, for the smoke inference",
+                            },
+                        },
+                    }
+                },
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            },
+        }
+    },
+)
+async def submit_version(
+    name: ModelName,
+    request: Request,
+    service: Registry,
+    actor: Actor = "anonymous",
+    description: str = "",
+    source_run_id: str | None = None,
+    reference_profile_uri: str | None = None,
+) -> ModelVersion:
+    """Upload an ONNX model as the model's next version (the model is created on first upload): as
+    multipart/form-data (file field `model`) or as an application/octet-stream body with the details in
+    the query. The file must load in onnxruntime and answer a smoke inference; otherwise a 400 says why
+    and nothing is stored. Never unpickled."""
+    limit: int = request.app.state.max_upload_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"the upload is {declared} bytes; the limit is {limit}")
+    content_type = request.headers.get("content-type", "")
+    details = VersionDetails(
+        description=description, source_run_id=source_run_id, reference_profile_uri=reference_profile_uri
+    )
+    if content_type.startswith("multipart/form-data"):
+        form = await request.form(max_files=1, max_fields=10)
+        file = form.get("model")
+        if not isinstance(file, UploadFile):
+            raise InvalidRequest("multipart field 'model' (the ONNX file) is missing")
+        model = await _read_limited(_chunks_of(file), limit)
+        details = VersionDetails(
+            description=str(form.get("description", description)),
+            source_run_id=_text_field(form.get("source_run_id")) or source_run_id,
+            reference_profile_uri=_text_field(form.get("reference_profile_uri")) or reference_profile_uri,
+            tags=_json_field(form.get("tags"), "tags") or {},
+            sample=_json_field(form.get("sample"), "sample"),
+        )
+    elif content_type.split(";")[0].strip() in ("application/octet-stream", "application/onnx", ""):
+        model = await _read_limited(request.stream(), limit)
+    else:
+        raise UnsupportedMediaType(
+            f"send the model as multipart/form-data or application/octet-stream, not {content_type!r}"
+        )
+    return await service.submit_version(name, model, details, actor)
+
+
+@registry_router.get("/models/{name}/versions")
+async def list_versions(
+    name: str, service: Registry, page_size: PageSize = 100, page_token: str | None = None
+) -> ModelVersionPage:
+    """The model's versions, newest first."""
+    return await service.list_versions(name, page_size, page_token)
+
+
+@registry_router.get("/models/{name}/versions/{version}")
+async def get_version(name: str, version: int, service: Registry) -> ModelVersion:
+    """One version by number."""
+    return await service.get_version(name, version)
+
+
+@registry_router.delete("/models/{name}/versions/{version}", status_code=204)
+async def delete_version(name: str, version: int, service: Registry, actor: Actor = "anonymous") -> None:
+    """Delete a version that no alias points at (409 otherwise)."""
+    await service.delete_version(name, version, actor)
+
+
+@registry_router.put("/models/{name}/versions/{version}/tags/{key}")
+async def set_version_tag(
+    name: str, version: int, key: Key, body: TagUpdate, service: Registry, actor: Actor = "anonymous"
+) -> ModelVersion:
+    """Set one tag of a version."""
+    return await service.set_version_tag(name, version, key, body.value, actor)
+
+
+@registry_router.delete("/models/{name}/versions/{version}/tags/{key}")
+async def delete_version_tag(
+    name: str, version: int, key: Key, service: Registry, actor: Actor = "anonymous"
+) -> ModelVersion:
+    """Remove one tag of a version."""
+    return await service.set_version_tag(name, version, key, None, actor)
+
+
+@registry_router.get("/models/{name}/versions/{version}/lineage")
+async def lineage(name: str, version: int, service: Registry) -> Lineage:
+    """From the version to its run: params, metrics, dataset fingerprint and code version."""
+    return await service.lineage(name, version)
+
+
+# ---------------------------------------------------------------- aliases and audit
+
+
+@registry_router.put("/models/{name}/aliases/{alias}")
+async def set_alias(
+    name: str, alias: AliasName, body: AliasUpdate, service: Registry, actor: Actor = "anonymous"
+) -> AliasMove:
+    """Point an alias (production, staging, canary, any name) at a version; emits model-promoted."""
+    return await service.set_alias(name, alias, body.version, actor)
+
+
+@registry_router.get("/models/{name}/aliases/{alias}")
+async def get_version_by_alias(name: str, alias: str, service: Registry) -> ModelVersion:
+    """The version an alias points at."""
+    return await service.get_version_by_alias(name, alias)
+
+
+@registry_router.delete("/models/{name}/aliases/{alias}", status_code=204)
+async def delete_alias(name: str, alias: str, service: Registry, actor: Actor = "anonymous") -> None:
+    """Remove an alias."""
+    await service.delete_alias(name, alias, actor)
+
+
+@registry_router.get("/models/{name}/audit")
+async def audit(
+    name: str, service: Registry, page_size: PageSize = 100, page_token: str | None = None
+) -> AuditPage:
+    """Who created, changed, moved or deleted what, and when, with before and after; oldest first."""
+    return await service.audit(name, page_size, page_token)
+
+
+# ---------------------------------------------------------------- errors
+
+
+def add_error_handlers(app: FastAPI) -> None:
+    async def registry_error(request: Request, error: Exception) -> Response:
+        assert isinstance(error, RegistryError)
+        return JSONResponse(
+            Problem(detail=str(error)).model_dump(exclude_none=True), status_code=error.status_code
+        )
+
+    async def filter_error(request: Request, error: Exception) -> Response:
+        assert isinstance(error, FilterSyntaxError)
+        problem = Problem(detail=f"invalid filter: {error}", position=error.position, token=error.token)
+        return JSONResponse(problem.model_dump(exclude_none=True), status_code=400)
+
+    async def page_token_error(request: Request, error: Exception) -> Response:
+        return JSONResponse(Problem(detail=str(error)).model_dump(), status_code=400)
+
+    app.add_exception_handler(RegistryError, registry_error)
+    app.add_exception_handler(FilterSyntaxError, filter_error)
+    app.add_exception_handler(InvalidPageToken, page_token_error)
+
+
+# ---------------------------------------------------------------- upload helpers
+
+
+async def _chunks_of(file: UploadFile) -> AsyncIterator[bytes]:
+    while chunk := await file.read(UPLOAD_CHUNK_BYTES):
+        yield chunk
+
+
+async def _read_limited(chunks: AsyncIterator[bytes], limit: int) -> bytes:
+    """The whole upload, or PayloadTooLarge as soon as it passes `limit` bytes."""
+    received = bytearray()
+    async for chunk in chunks:
+        received += chunk
+        if len(received) > limit:
+            raise PayloadTooLarge(f"the upload is larger than the limit of {limit} bytes")
+    return bytes(received)
+
+
+def _text_field(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _json_field(value: object, name: str) -> Any:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise InvalidRequest(f"multipart field {name!r} must be text holding JSON")
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as error:
+        raise InvalidRequest(f"multipart field {name!r} is not valid JSON: {error}") from error
+    if not isinstance(parsed, dict):
+        raise InvalidRequest(f"multipart field {name!r} must be a JSON object")
+    if name == "tags" and not all(isinstance(v, str) for v in parsed.values()):
+        raise InvalidRequest("multipart field 'tags' must map names to strings")
+    return parsed

@@ -1,0 +1,333 @@
+"""SQL for experiment tracking: experiments, runs, params, metrics and run artifacts."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from services.registry.schemas import (
+    Artifact,
+    ComparedRun,
+    Experiment,
+    MetricPoint,
+    Param,
+    Run,
+)
+from shared.db import Connection
+
+RUN_COLUMNS = (
+    "r.id, r.experiment_id, r.name, r.status, r.start_time, r.end_time, r.tags, "
+    "r.dataset_fingerprint, r.code_version"
+)
+
+
+def _experiment(row: asyncpg.Record) -> Experiment:
+    return Experiment(**dict(row))
+
+
+async def insert_experiment(
+    connection: Connection, experiment_id: str, name: str, description: str, tags: dict[str, str]
+) -> Experiment | None:
+    """The new experiment, or None when the name is taken."""
+    row = await connection.fetchrow(
+        """
+        INSERT INTO experiments (id, name, description, tags) VALUES ($1, $2, $3, $4)
+        ON CONFLICT (name) DO NOTHING
+        RETURNING id, name, description, tags, created_at, updated_at
+        """,
+        experiment_id,
+        name,
+        description,
+        tags,
+    )
+    return _experiment(row) if row else None
+
+
+async def get_experiment(
+    connection: Connection, *, experiment_id: str | None = None, name: str | None = None
+) -> Experiment | None:
+    row = await connection.fetchrow(
+        """
+        SELECT id, name, description, tags, created_at, updated_at FROM experiments
+        WHERE ($1::text IS NULL OR id = $1) AND ($2::text IS NULL OR name = $2)
+        """,
+        experiment_id,
+        name,
+    )
+    return _experiment(row) if row else None
+
+
+async def list_experiments(connection: Connection, limit: int, offset: int) -> list[Experiment]:
+    rows = await connection.fetch(
+        """
+        SELECT id, name, description, tags, created_at, updated_at FROM experiments
+        ORDER BY created_at DESC, id LIMIT $1 OFFSET $2
+        """,
+        limit,
+        offset,
+    )
+    return [_experiment(row) for row in rows]
+
+
+async def update_experiment(
+    connection: Connection, experiment_id: str, description: str | None, tags: dict[str, str] | None
+) -> Experiment | None:
+    row = await connection.fetchrow(
+        """
+        UPDATE experiments SET description = coalesce($2, description),
+               tags = tags || coalesce($3::jsonb, '{}'::jsonb),
+               updated_at = now()
+        WHERE id = $1 RETURNING id, name, description, tags, created_at, updated_at
+        """,
+        experiment_id,
+        description,
+        tags,
+    )
+    return _experiment(row) if row else None
+
+
+async def delete_experiment(connection: Connection, experiment_id: str) -> bool:
+    return (
+        await connection.fetchval("DELETE FROM experiments WHERE id = $1 RETURNING true", experiment_id)
+        is True
+    )
+
+
+async def insert_run(
+    connection: Connection,
+    *,
+    run_id: str,
+    experiment_id: str,
+    name: str,
+    status: str,
+    start_time: datetime,
+    tags: dict[str, str],
+    dataset_fingerprint: str | None,
+    code_version: str | None,
+) -> bool:
+    """False when a run with that id exists already."""
+    inserted = await connection.fetchval(
+        """
+        INSERT INTO runs (id, experiment_id, name, status, start_time, tags, dataset_fingerprint,
+                          code_version)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING RETURNING true
+        """,
+        run_id,
+        experiment_id,
+        name,
+        status,
+        start_time,
+        tags,
+        dataset_fingerprint,
+        code_version,
+    )
+    return inserted is True
+
+
+async def update_run(
+    connection: Connection, run_id: str, status: str | None, end_time: datetime | None, name: str | None
+) -> bool:
+    updated = await connection.fetchval(
+        """
+        UPDATE runs SET status = coalesce($2, status), end_time = coalesce($3, end_time),
+               name = coalesce($4, name)
+        WHERE id = $1 RETURNING true
+        """,
+        run_id,
+        status,
+        end_time,
+        name,
+    )
+    return updated is True
+
+
+async def finish_run(
+    connection: Connection, run_id: str, status: str, end_time: datetime, dataset_fingerprint: str | None
+) -> None:
+    """Set the final status; the first end time and fingerprint recorded are kept."""
+    await connection.execute(
+        """
+        UPDATE runs SET status = $2, end_time = coalesce(end_time, $3),
+               dataset_fingerprint = coalesce(dataset_fingerprint, $4)
+        WHERE id = $1
+        """,
+        run_id,
+        status,
+        end_time,
+        dataset_fingerprint,
+    )
+
+
+async def delete_run(connection: Connection, run_id: str) -> bool:
+    return await connection.fetchval("DELETE FROM runs WHERE id = $1 RETURNING true", run_id) is True
+
+
+async def lock_run(connection: Connection, run_id: str) -> bool:
+    """Lock the run's row for this transaction; False when there is no such run."""
+    return await connection.fetchval("SELECT true FROM runs WHERE id = $1 FOR UPDATE", run_id) is True
+
+
+async def insert_params(
+    connection: Connection, run_id: str, params: list[Param]
+) -> list[tuple[str, str, str]]:
+    """Store new params; return (key, stored value, offered value) for every key already logged with a
+    different value. Logging the same value again is a no-op."""
+    keys = [param.key for param in params]
+    values = [param.value for param in params]
+    # The SELECT sees params as they were before this statement, so it finds exactly the keys that were
+    # logged earlier; callers hold the run's row lock, so no concurrent batch can slip in between.
+    rows = await connection.fetch(
+        """
+        WITH offered AS (SELECT * FROM unnest($2::text[], $3::text[]) AS o(key, value)),
+             inserted AS (
+                 INSERT INTO params (run_id, key, value) SELECT $1, key, value FROM offered
+                 ON CONFLICT (run_id, key) DO NOTHING
+             )
+        SELECT p.key, p.value AS stored, o.value AS offered
+        FROM offered o JOIN params p ON p.run_id = $1 AND p.key = o.key
+        WHERE p.value <> o.value
+        """,
+        run_id,
+        keys,
+        values,
+    )
+    return [(row["key"], row["stored"], row["offered"]) for row in rows]
+
+
+async def insert_metrics(
+    connection: Connection, run_id: str, points: list[MetricPoint], now: datetime
+) -> None:
+    """Append the points to the histories and move each key's latest value forward."""
+    keys = [point.key for point in points]
+    values = [point.value for point in points]
+    steps = [point.step for point in points]
+    timestamps = [point.timestamp or now for point in points]
+    await connection.execute(
+        """
+        WITH offered AS (
+                 SELECT * FROM unnest($2::text[], $3::float8[], $4::int8[], $5::timestamptz[])
+                 AS o(key, value, step, timestamp)
+             ),
+             appended AS (
+                 INSERT INTO metrics (run_id, key, value, step, timestamp)
+                 SELECT $1, key, value, step, timestamp FROM offered
+             )
+        INSERT INTO latest_metrics (run_id, key, value, step, timestamp)
+        SELECT DISTINCT ON (key) $1, key, value, step, timestamp FROM offered
+        ORDER BY key, step DESC, timestamp DESC
+        ON CONFLICT (run_id, key) DO UPDATE
+            SET value = excluded.value, step = excluded.step, timestamp = excluded.timestamp
+            WHERE (excluded.step, excluded.timestamp) >= (latest_metrics.step, latest_metrics.timestamp)
+        """,
+        run_id,
+        keys,
+        values,
+        steps,
+        timestamps,
+    )
+
+
+async def merge_run_tags(connection: Connection, run_id: str, tags: dict[str, str]) -> None:
+    await connection.execute("UPDATE runs SET tags = tags || $2 WHERE id = $1", run_id, tags)
+
+
+async def fetch_runs(
+    connection: Connection, where: str, order_by: str, args: list[Any], limit: int, offset: int
+) -> list[Run]:
+    """Runs matching a compiled condition (placeholders from $3 on), with their params and last metrics."""
+    rows = await connection.fetch(
+        f"SELECT {RUN_COLUMNS} FROM runs r WHERE {where} ORDER BY {order_by} LIMIT $1 OFFSET $2",
+        limit,
+        offset,
+        *args,
+    )
+    return await _with_params_and_metrics(connection, rows)
+
+
+async def get_run(connection: Connection, run_id: str) -> Run | None:
+    rows = await connection.fetch(f"SELECT {RUN_COLUMNS} FROM runs r WHERE r.id = $1", run_id)
+    runs = await _with_params_and_metrics(connection, rows)
+    return runs[0] if runs else None
+
+
+async def get_runs(connection: Connection, run_ids: list[str]) -> list[Run]:
+    rows = await connection.fetch(f"SELECT {RUN_COLUMNS} FROM runs r WHERE r.id = ANY($1::text[])", run_ids)
+    return await _with_params_and_metrics(connection, rows)
+
+
+async def _with_params_and_metrics(connection: Connection, rows: list[asyncpg.Record]) -> list[Run]:
+    if not rows:
+        return []
+    run_ids = [row["id"] for row in rows]
+    params: defaultdict[str, dict[str, str]] = defaultdict(dict)
+    metrics: defaultdict[str, dict[str, float]] = defaultdict(dict)
+    for row in await connection.fetch(
+        "SELECT run_id, key, value FROM params WHERE run_id = ANY($1::text[])", run_ids
+    ):
+        params[row["run_id"]][row["key"]] = row["value"]
+    for row in await connection.fetch(
+        "SELECT run_id, key, value FROM latest_metrics WHERE run_id = ANY($1::text[])", run_ids
+    ):
+        metrics[row["run_id"]][row["key"]] = row["value"]
+    return [Run(**dict(row), params=params[row["id"]], metrics=metrics[row["id"]]) for row in rows]
+
+
+def compared(run: Run) -> ComparedRun:
+    return ComparedRun(
+        id=run.id,
+        name=run.name,
+        experiment_id=run.experiment_id,
+        status=run.status,
+        params=run.params,
+        metrics=run.metrics,
+    )
+
+
+async def metric_history(connection: Connection, run_id: str, key: str) -> list[MetricPoint]:
+    rows = await connection.fetch(
+        "SELECT key, value, step, timestamp FROM metrics WHERE run_id = $1 AND key = $2 "
+        "ORDER BY step, timestamp",
+        run_id,
+        key,
+    )
+    return [MetricPoint(**dict(row)) for row in rows]
+
+
+async def upsert_artifact(connection: Connection, artifact: Artifact) -> None:
+    await connection.execute(
+        """
+        INSERT INTO run_artifacts (run_id, path, uri, size, sha256, content_type, created_at)
+        VALUES ($1, $2, $3, $4, $5, $6, $7)
+        ON CONFLICT (run_id, path) DO UPDATE SET uri = excluded.uri, size = excluded.size,
+            sha256 = excluded.sha256, content_type = excluded.content_type, created_at = excluded.created_at
+        """,
+        artifact.run_id,
+        artifact.path,
+        artifact.uri,
+        artifact.size,
+        artifact.sha256,
+        artifact.content_type,
+        artifact.created_at,
+    )
+
+
+async def list_artifacts(connection: Connection, run_id: str) -> list[Artifact]:
+    rows = await connection.fetch(
+        "SELECT run_id, path, uri, size, sha256, content_type, created_at FROM run_artifacts "
+        "WHERE run_id = $1 ORDER BY path",
+        run_id,
+    )
+    return [Artifact(**dict(row)) for row in rows]
+
+
+async def get_artifact(connection: Connection, run_id: str, path: str) -> Artifact | None:
+    row = await connection.fetchrow(
+        "SELECT run_id, path, uri, size, sha256, content_type, created_at FROM run_artifacts "
+        "WHERE run_id = $1 AND path = $2",
+        run_id,
+        path,
+    )
+    return Artifact(**dict(row)) if row else None

@@ -1,0 +1,121 @@
+"""Experiment tracking over REST on the real servers: experiments, runs, params, metrics, artifacts."""
+
+from __future__ import annotations
+
+import hashlib
+
+from tests.integration.conftest import RegistryUnderTest
+
+
+async def test_experiments_are_created_listed_updated_and_unique_by_name(registry: RegistryUnderTest) -> None:
+    client = registry.client
+    created = await client.post("/experiments", json={"name": "credit-risk", "tags": {"team": "risk"}})
+    assert created.status_code == 201
+    experiment = created.json()
+    duplicate = await client.post("/experiments", json={"name": "credit-risk"})
+    assert duplicate.status_code == 409
+    assert "credit-risk" in duplicate.json()["detail"]
+
+    updated = await client.patch(
+        f"/experiments/{experiment['id']}", json={"description": "PD model", "tags": {"q": "4"}}
+    )
+    assert updated.json()["description"] == "PD model"
+    assert updated.json()["tags"] == {"team": "risk", "q": "4"}
+    assert (await client.get("/experiments/by-name/credit-risk")).json()["id"] == experiment["id"]
+    assert [e["name"] for e in (await client.get("/experiments")).json()["experiments"]] == ["credit-risk"]
+    assert (await client.get("/experiments/nope")).status_code == 404
+
+
+async def test_invalid_bodies_are_422_naming_the_field(registry: RegistryUnderTest) -> None:
+    response = await registry.client.post("/experiments", json={"name": ""})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "name"]
+    response = await registry.client.post("/runs", json={"experiment_name": "e", "colour": "red"})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "colour"]
+
+
+async def test_a_run_logs_params_metrics_and_tags_and_ends(registry: RegistryUnderTest) -> None:
+    client = registry.client
+    run = (await client.post("/runs", json={"experiment_name": "churn", "code_version": "abc123"})).json()
+    assert run["status"] == "running"
+    assert run["name"] == f"run-{run['id'][:8]}"
+    batch = {
+        "params": [{"key": "model", "value": "rf"}, {"key": "depth", "value": 5}],
+        "metrics": [
+            {"key": "loss", "value": 0.9, "step": 0},
+            {"key": "loss", "value": 0.4, "step": 2},
+            {"key": "loss", "value": 0.6, "step": 1},
+            {"key": "auc", "value": 0.81},
+        ],
+        "tags": {"team": "growth"},
+    }
+    assert (await client.post(f"/runs/{run['id']}/log-batch", json=batch)).status_code == 204
+    ended = (await client.patch(f"/runs/{run['id']}", json={"status": "finished"})).json()
+    assert ended["status"] == "finished"
+    assert ended["end_time"] is not None
+    assert ended["params"] == {"model": "rf", "depth": "5"}
+    assert ended["metrics"] == {"loss": 0.4, "auc": 0.81}  # the last step, not the last logged
+    assert ended["tags"] == {"team": "growth"}
+    history = (await client.get(f"/runs/{run['id']}/metrics/loss")).json()
+    assert [(p["step"], p["value"]) for p in history["points"]] == [(0, 0.9), (1, 0.6), (2, 0.4)]
+
+
+async def test_params_are_immutable_and_a_conflicting_batch_stores_nothing(
+    registry: RegistryUnderTest,
+) -> None:
+    client = registry.client
+    run = (await client.post("/runs", json={"experiment_name": "e"})).json()
+    await client.post(f"/runs/{run['id']}/log-batch", json={"params": [{"key": "lr", "value": "0.1"}]})
+    same_again = await client.post(
+        f"/runs/{run['id']}/log-batch", json={"params": [{"key": "lr", "value": "0.1"}]}
+    )
+    assert same_again.status_code == 204
+    conflicting = await client.post(
+        f"/runs/{run['id']}/log-batch",
+        json={
+            "params": [{"key": "lr", "value": "0.2"}],
+            "metrics": [{"key": "acc", "value": 1.0}],
+            "tags": {"t": "x"},
+        },
+    )
+    assert conflicting.status_code == 409
+    assert "'lr'" in conflicting.json()["detail"]
+    stored = (await client.get(f"/runs/{run['id']}")).json()
+    assert (stored["params"], stored["metrics"], stored["tags"]) == ({"lr": "0.1"}, {}, {})
+
+
+async def test_logging_to_an_unknown_run_is_404(registry: RegistryUnderTest) -> None:
+    response = await registry.client.post("/runs/missing/log-batch", json={"tags": {"a": "b"}})
+    assert response.status_code == 404
+    assert "missing" in response.json()["detail"]
+
+
+async def test_run_artifacts_round_trip_with_sha256_and_stay_inside_the_run(
+    registry: RegistryUnderTest,
+) -> None:
+    client = registry.client
+    run = (await client.post("/runs", json={"experiment_name": "e"})).json()
+    content = b"<html>report</html>"
+    uploaded = await client.put(
+        f"/runs/{run['id']}/artifacts/reports/validation.html",
+        content=content,
+        headers={"content-type": "text/html"},
+    )
+    assert uploaded.status_code == 201
+    assert uploaded.json()["sha256"] == hashlib.sha256(content).hexdigest()
+    assert uploaded.json()["uri"] == f"s3://flywheel-tests/runs/{run['id']}/artifacts/reports/validation.html"
+    listed = (await client.get(f"/runs/{run['id']}/artifacts")).json()
+    assert [artifact["path"] for artifact in listed] == ["reports/validation.html"]
+    downloaded = await client.get(f"/runs/{run['id']}/artifacts/reports/validation.html")
+    assert downloaded.content == content
+    assert downloaded.headers["content-type"].startswith("text/html")
+    escaping = await client.put(f"/runs/{run['id']}/artifacts/a/%2E%2E/%2E%2E/other-run/x", content=b"x")
+    assert escaping.status_code == 400
+    assert (await client.get(f"/runs/{run['id']}/artifacts/nope.txt")).status_code == 404
+
+
+async def test_deleting_a_run_removes_it(registry: RegistryUnderTest) -> None:
+    run = (await registry.client.post("/runs", json={"experiment_name": "e"})).json()
+    assert (await registry.client.delete(f"/runs/{run['id']}")).status_code == 204
+    assert (await registry.client.get(f"/runs/{run['id']}")).status_code == 404
