@@ -10,10 +10,10 @@ from fastapi import FastAPI
 import services.registry
 from services.registry.endpoints import add_error_handlers, registry_router, tracking_router
 from services.registry.model_registry import ModelRegistry
-from services.registry.outbox import OutboxPublisher
 from services.registry.settings import RegistrySettings
 from services.registry.tracking import TrackingService
 from services.registry.worker import RegistryWorker
+from shared.outbox import OutboxPublisher
 from shared.service import Runtime, create_service_app
 from shared.settings import FlywheelSettings
 
@@ -23,7 +23,7 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 @asynccontextmanager
 async def registry_lifespan(app: FastAPI, runtime: Runtime) -> AsyncIterator[None]:
     assert runtime.database is not None
-    outbox = OutboxPublisher(runtime.database, runtime.bus)
+    outbox = OutboxPublisher(runtime.database, runtime.bus, name="registry")
     app.state.tracking = tracking = TrackingService(runtime.database, runtime.artifacts)
     app.state.registry = registry = ModelRegistry(
         runtime.database, runtime.artifacts, on_events=outbox.notify

@@ -34,6 +34,7 @@ from services.registry.schemas import (
 from shared.artifacts import ArtifactNotFound, ArtifactStore, InvalidArtifactKey
 from shared.db import Connection
 from shared.events import CloudEvent, ModelPromoted, ModelRegistered, ModelSignature, RunCompleted, Topic
+from shared.outbox import enqueue_event
 from shared.pagination import decode_page_token, next_page_token
 
 EVENT_SOURCE = "/flywheel/registry"
@@ -279,7 +280,7 @@ class ModelRegistry:
                     reference_profile_uri=details.reference_profile_uri,
                     source_run_id=details.source_run_id,
                 )
-                await repository.enqueue_event(
+                await enqueue_event(
                     connection,
                     Topic.MODEL_REGISTERED,
                     CloudEvent.wrap(registered, source=EVENT_SOURCE, subject=f"{name}/{version}"),
@@ -389,7 +390,7 @@ class ModelRegistry:
                 after={"alias": alias, "version": version},
             )
             promoted = ModelPromoted(name=name, alias=alias, version=version, previous_version=previous)
-            await repository.enqueue_event(
+            await enqueue_event(
                 connection,
                 Topic.MODEL_PROMOTED,
                 CloudEvent.wrap(promoted, source=EVENT_SOURCE, subject=f"{name}/{alias}"),

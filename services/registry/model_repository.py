@@ -5,11 +5,9 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-import asyncpg
-
 from services.registry.schemas import AuditEntry, ModelVersion, RegisteredModel
 from shared.db import Connection
-from shared.events import CloudEvent, ModelSignature
+from shared.events import ModelSignature
 
 VERSION_COLUMNS = (
     "v.model_name, v.version, v.status, v.status_message, v.description, v.tags, v.artifact_uri, "
@@ -231,26 +229,3 @@ async def audit_entries(connection: Connection, name: str, limit: int, offset: i
         offset,
     )
     return [AuditEntry(**dict(row)) for row in rows]
-
-
-async def enqueue_event(connection: Connection, topic: str, event: CloudEvent, key: str | None) -> None:
-    """Write the event in the caller's transaction; the outbox publisher sends it after commit."""
-    await connection.execute(
-        "INSERT INTO outbox (topic, key, event) VALUES ($1, $2, $3)",
-        topic,
-        key,
-        event.model_dump(mode="json", exclude_none=True),
-    )
-
-
-async def claim_unpublished(connection: Connection, limit: int) -> list[asyncpg.Record]:
-    """The oldest unpublished events, locked so that another replica's publisher skips them."""
-    return await connection.fetch(
-        "SELECT id, topic, key, event FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1 "
-        "FOR UPDATE SKIP LOCKED",
-        limit,
-    )
-
-
-async def mark_published(connection: Connection, event_ids: list[int]) -> None:
-    await connection.execute("UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])", event_ids)
