@@ -1,1 +1,27 @@
 """Flywheel's Python SDK and `flywheel` command line."""
+
+from flywheel.client import RegistryClient
+from flywheel.errors import (
+    ConflictError,
+    FlywheelError,
+    InvalidRequestError,
+    NotFoundError,
+    ParityError,
+    PayloadTooLargeError,
+    ServiceUnavailableError,
+)
+from flywheel.tracking import LoggedModel, Run, start_run
+
+__all__ = [
+    "ConflictError",
+    "FlywheelError",
+    "InvalidRequestError",
+    "LoggedModel",
+    "NotFoundError",
+    "ParityError",
+    "PayloadTooLargeError",
+    "RegistryClient",
+    "Run",
+    "ServiceUnavailableError",
+    "start_run",
+]

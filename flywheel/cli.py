@@ -1,12 +1,19 @@
 """The `flywheel` command line.
 
-flywheel up        start the five services, each as its own process, and wait until all are ready
-flywheel status    say which services answer, and whether their dependencies do
+flywheel up            start the five services, each as its own process, and wait until all are ready
+flywheel status        say which services answer, and whether their dependencies do
+flywheel experiments   list, show
+flywheel runs          list (search), show, compare
+flywheel models        list, versions, show, lineage, set-alias, audit
+
+The registry commands print tables, or the server's JSON with --json; errors go to stderr as
+`flywheel: <message>` with exit status 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
@@ -17,6 +24,9 @@ from types import FrameType
 
 import httpx
 
+from flywheel import registry_commands as commands
+from flywheel.client import RegistryClient
+from flywheel.errors import FlywheelError
 from services.batch.settings import BatchSettings
 from services.monitor.settings import MonitorSettings
 from services.registry.settings import RegistrySettings
@@ -133,21 +143,92 @@ def command_up(names: list[str]) -> int:
             process.wait(timeout=30)
 
 
-def main(argv: list[str] | None = None) -> int:
+def run_registry_command(command: commands.Command, arguments: argparse.Namespace) -> int:
+    """Run one registry command and print its report: 0, or 1 with the error on stderr."""
+    try:
+        with RegistryClient(arguments.registry_url) as client:
+            report = command(client, arguments)
+    except FlywheelError as error:
+        print(f"flywheel: {error}", file=sys.stderr)
+        return 1
+    print(json.dumps(report.data, indent=2) if arguments.json else report.text)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Every command and its arguments; registry commands carry their function as `command`."""
     parser = argparse.ArgumentParser(prog="flywheel", description="Flywheel: the closed-loop MLOps platform")
-    commands = parser.add_subparsers(dest="command", required=True)
+    groups = parser.add_subparsers(dest="group", required=True)
     for name, help_text in (
         ("up", "start the services (each its own process) and wait until they are ready"),
         ("status", "show which services answer and whether their dependencies do"),
     ):
-        command = commands.add_parser(name, help=help_text)
+        command = groups.add_parser(name, help=help_text)
         command.add_argument(
             "--services", nargs="+", choices=list(SERVICE_SETTINGS), default=list(SERVICE_SETTINGS)
         )
-    arguments = parser.parse_args(argv)
-    if arguments.command == "up":
+
+    registry_options = argparse.ArgumentParser(add_help=False)
+    registry_options.add_argument("--json", action="store_true", help="print the server's JSON")
+    registry_options.add_argument(
+        "--registry-url", help="the registry (default: $FLYWHEEL_REGISTRY_URL, else http://127.0.0.1:8081)"
+    )
+
+    def add(
+        actions: argparse._SubParsersAction[argparse.ArgumentParser], name: str, command: commands.Command
+    ) -> argparse.ArgumentParser:
+        found = actions.add_parser(name, help=command.__doc__, parents=[registry_options])
+        found.set_defaults(command=command)
+        return found
+
+    experiment_actions = groups.add_parser("experiments", help="experiments").add_subparsers(
+        dest="action", required=True
+    )
+    add(experiment_actions, "list", commands.experiments_list)
+    add(experiment_actions, "show", commands.experiments_show).add_argument("name")
+
+    run_actions = groups.add_parser("runs", help="runs: search, show, compare").add_subparsers(
+        dest="action", required=True
+    )
+    runs_list = add(run_actions, "list", commands.runs_list)
+    runs_list.add_argument("--experiment", help="only runs of this experiment (by name)")
+    runs_list.add_argument("--filter", default="", help="e.g. \"metrics.auc > 0.8 and params.model = 'rf'\"")
+    runs_list.add_argument(
+        "--order-by", nargs="+", action="extend", default=[], metavar="CLAUSE", help="e.g. 'metrics.auc DESC'"
+    )
+    runs_list.add_argument("--max", type=int, default=100, help="at most this many runs (1 to 1000)")
+    add(run_actions, "show", commands.runs_show).add_argument("run_id")
+    add(run_actions, "compare", commands.runs_compare).add_argument("run_ids", nargs="+", metavar="RUN_ID")
+
+    model_actions = groups.add_parser("models", help="registered models").add_subparsers(
+        dest="action", required=True
+    )
+    add(model_actions, "list", commands.models_list)
+    add(model_actions, "versions", commands.models_versions).add_argument("name")
+    models_show = add(model_actions, "show", commands.models_show)
+    models_show.add_argument("name")
+    which = models_show.add_mutually_exclusive_group()
+    which.add_argument("--version", type=int, help="show this version")
+    which.add_argument("--alias", help="show the version this alias points at")
+    models_lineage = add(model_actions, "lineage", commands.models_lineage)
+    models_lineage.add_argument("name")
+    models_lineage.add_argument("version", type=int)
+    models_set_alias = add(model_actions, "set-alias", commands.models_set_alias)
+    models_set_alias.add_argument("name")
+    models_set_alias.add_argument("alias")
+    models_set_alias.add_argument("version", type=int)
+    add(model_actions, "audit", commands.models_audit).add_argument("name")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`flywheel ...`: the exit status (0 success, 1 failure, 2 usage error as argparse reports it)."""
+    arguments = build_parser().parse_args(argv)
+    if arguments.group == "up":
         return command_up(arguments.services)
-    return command_status(arguments.services)
+    if arguments.group == "status":
+        return command_status(arguments.services)
+    return run_registry_command(arguments.command, arguments)
 
 
 if __name__ == "__main__":

@@ -60,8 +60,14 @@ def test_the_model_upload_documents_both_body_forms(document: dict[str, Any]) ->
 def test_the_documented_routes_cover_tracking_and_registry(document: dict[str, Any]) -> None:
     routes = {f"{method.upper()} {path}" for method, path, _ in operations(document)}
     assert {
-        "POST /experiments", "POST /runs", "POST /runs/{run_id}/log-batch", "POST /runs/search",
-        "GET /runs/compare", "PUT /runs/{run_id}/artifacts/{path}", "POST /models/{name}/versions",
-        "PUT /models/{name}/aliases/{alias}", "GET /models/{name}/versions/{version}/lineage",
+        "POST /experiments",
+        "POST /runs",
+        "POST /runs/{run_id}/log-batch",
+        "POST /runs/search",
+        "GET /runs/compare",
+        "PUT /runs/{run_id}/artifacts/{path}",
+        "POST /models/{name}/versions",
+        "PUT /models/{name}/aliases/{alias}",
+        "GET /models/{name}/versions/{version}/lineage",
         "GET /models/{name}/audit",
     } <= routes

@@ -1,0 +1,311 @@
+"""A small synchronous client for the registry's REST API: one method per route the SDK and CLI use.
+
+Every method returns the server's JSON as plain dicts; every error the server answers becomes one of
+the exceptions in `flywheel.errors`, carrying the server's message and status.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from types import TracebackType
+from typing import Any, BinaryIO
+from urllib.parse import quote
+
+import httpx
+
+from flywheel.errors import (
+    ConflictError,
+    FlywheelError,
+    InvalidRequestError,
+    NotFoundError,
+    PayloadTooLargeError,
+    ServiceUnavailableError,
+)
+
+Json = dict[str, Any]
+
+DEFAULT_REGISTRY_URL = "http://127.0.0.1:8081"
+REGISTRY_URL_VARIABLE = "FLYWHEEL_REGISTRY_URL"
+ACTOR_VARIABLE = "FLYWHEEL_ACTOR"
+DEFAULT_TIMEOUT_SECONDS = 30.0
+MAX_PAGE_SIZE = 1000
+
+
+def registry_url(base_url: str | None = None) -> str:
+    """The registry's URL: `base_url`, else FLYWHEEL_REGISTRY_URL, else the local default."""
+    return (base_url or os.environ.get(REGISTRY_URL_VARIABLE) or DEFAULT_REGISTRY_URL).rstrip("/")
+
+
+def default_actor() -> str:
+    """Who the audit trail names for changes made from here: FLYWHEEL_ACTOR, else the login name."""
+    try:
+        return os.environ.get(ACTOR_VARIABLE) or getpass.getuser()
+    except (OSError, KeyError):  # no login name, e.g. a container running as a bare uid
+        return "anonymous"
+
+
+class RegistryClient:
+    """The registry over HTTP. Use as a context manager, or call `close()`, to release the connections."""
+
+    def __init__(
+        self, base_url: str | None = None, timeout: float = DEFAULT_TIMEOUT_SECONDS, actor: str | None = None
+    ) -> None:
+        self.base_url = registry_url(base_url)
+        self._http = httpx.Client(
+            base_url=self.base_url, timeout=timeout, headers={"X-Flywheel-Actor": actor or default_actor()}
+        )
+
+    def __enter__(self) -> RegistryClient:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the pooled connections."""
+        self._http.close()
+
+    # ------------------------------------------------------------ experiments
+
+    def list_experiments(self, page_size: int = 100, page_token: str | None = None) -> Json:
+        """One page of experiments, newest first: {"experiments": [...], "next_page_token": ...}."""
+        return self._get("/experiments", params=_page(page_size, page_token))
+
+    def get_experiment_by_name(self, name: str) -> Json:
+        """One experiment by its unique name."""
+        return self._get(f"/experiments/by-name/{_segment(name)}")
+
+    # ------------------------------------------------------------ runs
+
+    def create_run(
+        self,
+        experiment_name: str,
+        *,
+        name: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        code_version: str | None = None,
+    ) -> Json:
+        """Start a run in the named experiment, which is created when it does not exist yet."""
+        body = {"experiment_name": experiment_name, "name": name, "tags": dict(tags or {})}
+        return self._send("POST", "/runs", json={**body, "code_version": code_version})
+
+    def get_run(self, run_id: str) -> Json:
+        """A run with its params, tags and the last value of each metric."""
+        return self._get(f"/runs/{_segment(run_id)}")
+
+    def end_run(self, run_id: str, status: str) -> Json:
+        """End the run as finished, failed or killed."""
+        return self._send("PATCH", f"/runs/{_segment(run_id)}", json={"status": status})
+
+    def log_batch(
+        self,
+        run_id: str,
+        *,
+        params: Sequence[Json] = (),
+        metrics: Sequence[Json] = (),
+        tags: Mapping[str, str] | None = None,
+    ) -> None:
+        """Store params, metric points and tags in one call: all of them, or none (the server allows
+        at most 100 params and 1000 metric points per call)."""
+        body = {"params": list(params), "metrics": list(metrics), "tags": dict(tags or {})}
+        self._request("POST", f"/runs/{_segment(run_id)}/log-batch", json=body)
+
+    def metric_history(self, run_id: str, key: str) -> Json:
+        """Every logged point of one metric, by step."""
+        return self._get(f"/runs/{_segment(run_id)}/metrics/{_segment(key)}")
+
+    def upload_artifact(
+        self,
+        run_id: str,
+        path: str,
+        content: bytes | BinaryIO | Iterable[bytes],
+        content_type: str = "application/octet-stream",
+    ) -> Json:
+        """Store `content` as the run's artifact at `path`; a file or an iterable is streamed, not read
+        into memory first."""
+        return self._send(
+            "PUT",
+            f"/runs/{_segment(run_id)}/artifacts/{quote(path, safe='/')}",
+            content=content,
+            headers={"content-type": content_type},
+        )
+
+    def list_artifacts(self, run_id: str) -> list[Json]:
+        """The run's artifacts with their sizes and sha256."""
+        artifacts: list[Json] = self._request("GET", f"/runs/{_segment(run_id)}/artifacts").json()
+        return artifacts
+
+    def search_runs(
+        self,
+        *,
+        experiment_ids: Sequence[str] = (),
+        filter: str = "",
+        order_by: Sequence[str] = (),
+        max_results: int = 100,
+        page_token: str | None = None,
+    ) -> Json:
+        """Runs matching a filter such as `metrics.auc > 0.8 and params.model = 'rf'`, ordered by clauses
+        such as `metrics.auc DESC`. A malformed filter raises InvalidRequestError with its position."""
+        body = {
+            "experiment_ids": list(experiment_ids),
+            "filter": filter,
+            "order_by": list(order_by),
+            "max_results": max_results,
+            "page_token": page_token,
+        }
+        return self._send("POST", "/runs/search", json=body)
+
+    def compare_runs(self, run_ids: Sequence[str]) -> Json:
+        """Runs side by side: params, last metric values, and which params differ."""
+        return self._get("/runs/compare", params={"run_id": list(run_ids)})
+
+    # ------------------------------------------------------------ registered models and versions
+
+    def list_models(self, page_size: int = 100, page_token: str | None = None) -> Json:
+        """One page of registered models by name: {"models": [...], "next_page_token": ...}."""
+        return self._get("/models", params=_page(page_size, page_token))
+
+    def get_model(self, name: str) -> Json:
+        """One registered model, with its latest version and aliases."""
+        return self._get(f"/models/{_segment(name)}")
+
+    def list_versions(self, name: str, page_size: int = 100, page_token: str | None = None) -> Json:
+        """One page of the model's versions, newest first: {"versions": [...], "next_page_token": ...}."""
+        return self._get(f"/models/{_segment(name)}/versions", params=_page(page_size, page_token))
+
+    def get_version(self, name: str, version: int) -> Json:
+        """One version by number."""
+        return self._get(f"/models/{_segment(name)}/versions/{version}")
+
+    def get_version_by_alias(self, name: str, alias: str) -> Json:
+        """The version an alias (production, staging, ...) points at."""
+        return self._get(f"/models/{_segment(name)}/aliases/{_segment(alias)}")
+
+    def register_version(
+        self,
+        name: str,
+        model: bytes,
+        *,
+        description: str = "",
+        source_run_id: str | None = None,
+        reference_profile_uri: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        sample: Mapping[str, list[Any]] | None = None,
+    ) -> Json:
+        """Upload ONNX bytes as the model's next version. `sample` (input name -> rows) is what the
+        registry's smoke inference runs on instead of synthesised zeros."""
+        form = {
+            "description": description,
+            "source_run_id": source_run_id or "",
+            "reference_profile_uri": reference_profile_uri or "",
+            "tags": json.dumps(dict(tags or {})),
+            "sample": json.dumps(sample) if sample is not None else "",
+        }
+        return self._send(
+            "POST",
+            f"/models/{_segment(name)}/versions",
+            files={"model": ("model.onnx", model, "application/octet-stream")},
+            data=form,
+        )
+
+    def lineage(self, name: str, version: int) -> Json:
+        """From the version to the run that produced it: params, metrics, dataset and code version."""
+        return self._get(f"/models/{_segment(name)}/versions/{version}/lineage")
+
+    def set_alias(self, name: str, alias: str, version: int) -> Json:
+        """Point an alias at a version: {"alias", "version", "previous_version", ...}."""
+        return self._send(
+            "PUT", f"/models/{_segment(name)}/aliases/{_segment(alias)}", json={"version": version}
+        )
+
+    def audit(self, name: str, page_size: int = 100, page_token: str | None = None) -> Json:
+        """One page of the model's audit trail, oldest first: {"entries": [...], "next_page_token": ...}."""
+        return self._get(f"/models/{_segment(name)}/audit", params=_page(page_size, page_token))
+
+    # ------------------------------------------------------------ transport
+
+    def _get(self, path: str, params: Mapping[str, Any] | None = None) -> Json:
+        return self._send("GET", path, params=params)
+
+    def _send(self, method: str, path: str, **options: Any) -> Json:
+        body: Json = self._request(method, path, **options).json()
+        return body
+
+    def _request(self, method: str, path: str, **options: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **options)
+        except httpx.TransportError as error:
+            reason = str(error) or type(error).__name__
+            raise ServiceUnavailableError(
+                f"the registry at {self.base_url} did not answer ({reason}); start Flywheel with "
+                f"`flywheel up`, or point {REGISTRY_URL_VARIABLE} (or --registry-url) at a running registry"
+            ) from error
+        if response.is_error:
+            raise error_from_response(response)
+        return response
+
+
+def every_page(fetch: Callable[[str | None], Json], items_key: str) -> Json:
+    """Every page of a listing merged into one body of the same shape, e.g. {"models": [...all]}.
+
+    `fetch(page_token)` returns one page; `items_key` names its list.
+    """
+    items: list[Json] = []
+    token: str | None = None
+    while True:
+        page = fetch(token)
+        items.extend(page[items_key])
+        token = page.get("next_page_token")
+        if not token:
+            return {items_key: items, "next_page_token": None}
+
+
+def error_from_response(response: httpx.Response) -> FlywheelError:
+    """The typed exception for an error answer, carrying the server's `detail` and status."""
+    status = response.status_code
+    try:
+        body = response.json()
+    except ValueError:  # not JSON: a proxy's page, or a crash before the app answered
+        body = None
+    detail = body.get("detail") if isinstance(body, dict) else None
+    if isinstance(detail, list):  # FastAPI's 422: one entry per invalid field
+        return InvalidRequestError(f"invalid request: {validation_message(detail)}", status)
+    message = detail if isinstance(detail, str) else (response.text.strip() or response.reason_phrase)
+    if status == 400:
+        where = body if isinstance(body, dict) else {}
+        return InvalidRequestError(message, status, where.get("position"), where.get("token"))
+    if status == 422:
+        return InvalidRequestError(message, status)
+    if status == 404:
+        return NotFoundError(message, status)
+    if status == 409:
+        return ConflictError(message, status)
+    if status == 413:
+        return PayloadTooLargeError(message, status)
+    return FlywheelError(f"the registry answered {status} {response.reason_phrase}: {message}", status)
+
+
+def validation_message(errors: list[Any]) -> str:
+    """FastAPI's validation errors as one line: `params[0].value: String should have at most ...`."""
+    return "; ".join(f"{_field_name(error.get('loc', []))}: {error.get('msg', error)}" for error in errors)
+
+
+def _field_name(location: list[str | int]) -> str:
+    parts = location[1:] if location[:1] == ["body"] else location
+    name = ""
+    for part in parts:
+        name += f"[{part}]" if isinstance(part, int) else f".{part}" if name else str(part)
+    return name or "body"
+
+
+def _segment(value: str) -> str:
+    return quote(value, safe="")
+
+
+def _page(page_size: int, page_token: str | None) -> Json:
+    return {"page_size": page_size} | ({"page_token": page_token} if page_token else {})
