@@ -34,6 +34,7 @@ class Topic(StrEnum):
     GROUND_TRUTH = "ground-truth"
     DRIFT_DETECTED = "drift-detected"
     RETRAIN_REQUESTED = "retrain-requested"
+    TRAINING_JOBS = "training-jobs"
 
 
 def dead_letter_topic(topic: str) -> str:
@@ -234,6 +235,16 @@ class RetrainRequested(EventPayload):
     trigger_event_id: str | None = Field(default=None, description="the drift alert that caused it")
 
 
+class TrainingJobQueued(EventPayload):
+    """trainer -> trainer replicas: a training job is waiting; the consumer group gives it to one replica."""
+
+    event_type: ClassVar[str] = "io.flywheel.training-job.queued.v1"
+    topic: ClassVar[Topic | None] = Topic.TRAINING_JOBS
+
+    job_id: Name
+    model_name: Name
+
+
 class DeadLetter(EventPayload):
     """consumer -> `<topic>.dlq`: a message it could not process, kept whole with the reason."""
 
@@ -272,6 +283,7 @@ PAYLOAD_TYPES: dict[str, type[EventPayload]] = {
         GroundTruth,
         DriftDetected,
         RetrainRequested,
+        TrainingJobQueued,
         DeadLetter,
     )
 }

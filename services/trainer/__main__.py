@@ -6,4 +6,7 @@ from shared.service import run_service
 from shared.settings import FlywheelSettings
 
 infrastructure = FlywheelSettings()
-run_service("trainer", create_app(infrastructure), TrainerSettings(), infrastructure.log_level)
+trainer_settings = TrainerSettings()
+run_service(
+    "trainer", create_app(infrastructure, trainer_settings), trainer_settings, infrastructure.log_level
+)

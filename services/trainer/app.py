@@ -1,20 +1,72 @@
-"""The trainer service's HTTP app: its lifespan opens the bus, the artifact store and the database."""
+"""The trainer service's HTTP app: its lifespan opens the bus, the artifact store and the database, then
+starts the outbox publisher and the consumers of training jobs, retrain requests and registrations."""
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
 
 import services.trainer
-from shared.service import create_service_app
+from services.trainer.endpoints import add_error_handlers, router
+from services.trainer.registry_client import RegistryClient
+from services.trainer.runner import JobRunner
+from services.trainer.service import TrainerService
+from services.trainer.settings import TrainerSettings
+from services.trainer.worker import TrainerWorker
+from shared.outbox import OutboxPublisher
+from shared.service import Runtime, create_service_app
 from shared.settings import FlywheelSettings
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-def create_app(settings: FlywheelSettings | None = None) -> FastAPI:
-    return create_service_app(
+def create_app(
+    settings: FlywheelSettings | None = None, trainer_settings: TrainerSettings | None = None
+) -> FastAPI:
+    trainer_settings = trainer_settings or TrainerSettings()
+
+    @asynccontextmanager
+    async def trainer_lifespan(app: FastAPI, runtime: Runtime) -> AsyncIterator[None]:
+        assert runtime.database is not None
+        outbox = OutboxPublisher(runtime.database, runtime.bus, name="trainer")
+        registry = RegistryClient(trainer_settings.registry_url)
+        app.state.trainer = service = TrainerService(
+            runtime.database, runtime.artifacts, registry, outbox.notify
+        )
+        runner = JobRunner(
+            runtime.database,
+            runtime.artifacts,
+            registry,
+            outbox.notify,
+            heartbeat_seconds=trainer_settings.heartbeat_seconds,
+        )
+        worker = TrainerWorker(
+            runtime.database,
+            service,
+            runner,
+            registry,
+            max_concurrent_jobs=trainer_settings.max_concurrent_jobs,
+            stale_job_seconds=trainer_settings.stale_job_seconds,
+            max_job_attempts=trainer_settings.max_job_attempts,
+        )
+        outbox.start()
+        await worker.start(runtime.bus)
+        try:
+            yield
+        finally:
+            await worker.stop()
+            await outbox.stop()
+            await registry.close()
+
+    app = create_service_app(
         "trainer",
         description=services.trainer.__doc__ or "",
         settings=settings or FlywheelSettings(),
         migrations=MIGRATIONS,
+        routers=[router],
+        service_lifespan=trainer_lifespan,
     )
+    app.state.max_dataset_bytes = trainer_settings.max_dataset_bytes
+    add_error_handlers(app)
+    return app

@@ -1,0 +1,108 @@
+"""The trainer's routes: parse, call the service, map errors to HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from services.trainer.schemas import Dataset, Job, JobPage, JobRequest, RetrainRequest
+from services.trainer.service import CannotRetrain, InvalidDataset, JobNotFound, TrainerService
+from shared.pagination import InvalidPageToken
+
+
+class Problem(BaseModel):
+    detail: str
+
+
+def trainer(request: Request) -> TrainerService:
+    service: TrainerService = request.app.state.trainer
+    return service
+
+
+Trainer = Annotated[TrainerService, Depends(trainer)]
+ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": Problem} for status in (400, 404, 409, 413)}
+
+router = APIRouter(tags=["training"], responses=ERRORS)
+
+
+@router.post("/jobs", status_code=201)
+async def submit_job(body: JobRequest, service: Trainer) -> Job:
+    """Queue a training job; follow it with GET /jobs/{id}. Every job becomes a run in the registry."""
+    return await service.submit_job(body)
+
+
+@router.get("/jobs")
+async def list_jobs(
+    service: Trainer,
+    model: str | None = None,
+    page_size: Annotated[int, Query(ge=1, le=1000)] = 100,
+    page_token: str | None = None,
+) -> JobPage:
+    """Jobs, newest first, optionally for one model."""
+    return await service.list_jobs(model, page_size, page_token)
+
+
+@router.get("/jobs/{job_id}")
+async def get_job(job_id: str, service: Trainer) -> Job:
+    """A job's status, stage, progress, run, and its result or the reasons it failed."""
+    return await service.get_job(job_id)
+
+
+@router.post("/retrain", status_code=202)
+async def retrain(body: RetrainRequest, service: Trainer) -> Job:
+    """Retrain a model with the configuration behind its production version; joins a job already queued
+    or running for that model."""
+    return await service.request_retrain(body)
+
+
+@router.post(
+    "/datasets",
+    status_code=201,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+        }
+    },
+)
+async def upload_dataset(
+    request: Request, service: Trainer, filename: Annotated[str, Query(min_length=1)]
+) -> Dataset:
+    """Store a CSV or Parquet file (the request body, streamed) for training; returns its URI and sha256."""
+    limit: int = request.app.state.max_dataset_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise DatasetTooLarge(f"the dataset is {declared} bytes; the limit is {limit}")
+    return await service.upload_dataset(filename, _limited(request.stream(), limit))
+
+
+class DatasetTooLarge(ValueError):
+    pass
+
+
+async def _limited(chunks: AsyncIterator[bytes], limit: int) -> AsyncIterator[bytes]:
+    """Pass the stream through, failing as soon as it passes `limit` bytes (nothing is stored then)."""
+    received = 0
+    async for chunk in chunks:
+        received += len(chunk)
+        if received > limit:
+            raise DatasetTooLarge(f"the dataset is larger than the limit of {limit} bytes")
+        yield chunk
+
+
+def add_error_handlers(app: FastAPI) -> None:
+    def handler(status: int) -> Any:
+        async def respond(request: Request, error: Exception) -> Response:
+            return JSONResponse({"detail": str(error)}, status_code=status)
+
+        return respond
+
+    app.add_exception_handler(JobNotFound, handler(404))
+    app.add_exception_handler(CannotRetrain, handler(409))
+    app.add_exception_handler(InvalidDataset, handler(400))
+    app.add_exception_handler(InvalidPageToken, handler(400))
+    app.add_exception_handler(DatasetTooLarge, handler(413))

@@ -1,0 +1,98 @@
+"""The trainer's view of the registry service, over its REST API: runs, artifacts, versions, aliases."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+ACTOR_HEADER = "X-Flywheel-Actor"
+
+
+class RegistryUnavailable(RuntimeError):
+    """The registry did not answer, or answered with an error the trainer cannot act on."""
+
+
+class RegistryClient:
+    def __init__(self, base_url: str, *, actor: str = "trainer", timeout: float = 60.0) -> None:
+        self.http = httpx.AsyncClient(base_url=base_url, timeout=timeout, headers={ACTOR_HEADER: actor})
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+    async def _call(self, method: str, path: str, *, missing_ok: bool = False, **kwargs: Any) -> Any:
+        try:
+            response = await self.http.request(method, path, **kwargs)
+        except httpx.TransportError as error:
+            raise RegistryUnavailable(
+                f"registry at {self.http.base_url} did not answer: {error!r}"
+            ) from error
+        if missing_ok and response.status_code == 404:
+            return None
+        if response.status_code >= 400:
+            raise RegistryUnavailable(
+                f"registry {method} {path}: {response.status_code} {response.text[:500]}"
+            )
+        return response.json() if response.content else None
+
+    async def create_run(
+        self, experiment: str, name: str, tags: dict[str, str], dataset_fingerprint: str | None
+    ) -> str:
+        run = await self._call(
+            "POST",
+            "/runs",
+            json={
+                "experiment_name": experiment,
+                "name": name,
+                "tags": tags,
+                "dataset_fingerprint": dataset_fingerprint,
+            },
+        )
+        return str(run["id"])
+
+    async def get_run(self, run_id: str) -> dict[str, Any] | None:
+        run: dict[str, Any] | None = await self._call("GET", f"/runs/{run_id}", missing_ok=True)
+        return run
+
+    async def log(
+        self,
+        run_id: str,
+        *,
+        params: dict[str, str] | None = None,
+        metrics: dict[str, float] | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> None:
+        await self._call(
+            "POST",
+            f"/runs/{run_id}/log-batch",
+            json={
+                "params": [{"key": key, "value": value} for key, value in (params or {}).items()],
+                "metrics": [{"key": key, "value": value} for key, value in (metrics or {}).items()],
+                "tags": tags or {},
+            },
+        )
+
+    async def upload_artifact(
+        self, run_id: str, path: str, content: bytes, content_type: str
+    ) -> dict[str, Any]:
+        """Store a run artifact; its record (uri, sha256, size)."""
+        artifact: dict[str, Any] = await self._call(
+            "PUT", f"/runs/{run_id}/artifacts/{path}", content=content, headers={"content-type": content_type}
+        )
+        return artifact
+
+    async def end_run(self, run_id: str, status: str) -> None:
+        await self._call("PATCH", f"/runs/{run_id}", json={"status": status})
+
+    async def version_by_alias(self, model: str, alias: str) -> dict[str, Any] | None:
+        version: dict[str, Any] | None = await self._call(
+            "GET", f"/models/{model}/aliases/{alias}", missing_ok=True
+        )
+        return version
+
+    async def set_alias(self, model: str, alias: str, version: int) -> None:
+        await self._call("PUT", f"/models/{model}/aliases/{alias}", json={"version": version})
+
+    async def tag_version(self, model: str, version: int, tags: dict[str, str]) -> None:
+        for key, value in tags.items():
+            await self._call("PUT", f"/models/{model}/versions/{version}/tags/{key}", json={"value": value})

@@ -1,0 +1,141 @@
+"""Training jobs: submission, datasets, retrain requests (coalesced), and crash recovery."""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterable, Callable
+
+import asyncpg
+
+from services.trainer import repository
+from services.trainer.registry_client import RegistryClient
+from services.trainer.schemas import Dataset, Job, JobPage, JobRequest, RetrainRequest
+from shared.artifacts import ArtifactStore, InvalidArtifactKey, validate_key
+from shared.events import CloudEvent, Topic, TrainingJobQueued
+from shared.outbox import enqueue_event
+from shared.pagination import decode_page_token, next_page_token
+
+log = logging.getLogger(__name__)
+
+EVENT_SOURCE = "/flywheel/trainer"
+JOB_REQUEST_TAG = "flywheel.job_request"  # on every run the trainer makes: how to train it again
+DATASET_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
+
+
+class JobNotFound(LookupError):
+    pass
+
+
+class CannotRetrain(ValueError):
+    """The model has no production version made by the trainer, so there is no configuration to reuse."""
+
+
+class InvalidDataset(ValueError):
+    pass
+
+
+class TrainerService:
+    def __init__(
+        self,
+        database: asyncpg.Pool,
+        artifacts: ArtifactStore,
+        registry: RegistryClient,
+        on_events: Callable[[], None],
+    ) -> None:
+        self.database = database
+        self.artifacts = artifacts
+        self.registry = registry
+        self.on_events = on_events  # wakes the outbox publisher after a commit with events
+
+    async def submit_job(self, request: JobRequest, reason: str = "manual") -> Job:
+        """Queue a job; a trainer replica (any) picks it up from the training-jobs topic."""
+        job_id = uuid.uuid4().hex
+        async with self.database.acquire() as connection, connection.transaction():
+            job = await repository.insert_job(
+                connection, job_id, request.model_name, reason, request.model_dump(mode="json")
+            )
+            queued = TrainingJobQueued(job_id=job_id, model_name=request.model_name)
+            await enqueue_event(
+                connection,
+                Topic.TRAINING_JOBS,
+                CloudEvent.wrap(queued, source=EVENT_SOURCE, subject=job_id),
+                key=request.model_name,
+            )
+        self.on_events()
+        return job
+
+    async def get_job(self, job_id: str) -> Job:
+        async with self.database.acquire() as connection:
+            job = await repository.get_job(connection, job_id)
+        if job is None:
+            raise JobNotFound(f"no training job {job_id!r}")
+        return job
+
+    async def list_jobs(self, model_name: str | None, page_size: int, page_token: str | None) -> JobPage:
+        offset = decode_page_token(page_token)
+        async with self.database.acquire() as connection:
+            jobs = await repository.list_jobs(connection, model_name, page_size + 1, offset)
+        return JobPage(jobs=jobs[:page_size], next_page_token=next_page_token(offset, page_size, len(jobs)))
+
+    async def upload_dataset(self, filename: str, content: AsyncIterable[bytes]) -> Dataset:
+        """Store a CSV or Parquet file under datasets/ and return its URI and fingerprint."""
+        if not filename.lower().endswith(DATASET_SUFFIXES):
+            raise InvalidDataset(f"dataset {filename!r} must end in one of {', '.join(DATASET_SUFFIXES)}")
+        try:
+            key = validate_key(f"datasets/{uuid.uuid4().hex}/{filename}")
+        except InvalidArtifactKey as error:
+            raise InvalidDataset(f"dataset name {filename!r} is not a plain file name") from error
+        stored = await self.artifacts.put_stream(key, content, "application/octet-stream")
+        assert stored.sha256 is not None
+        return Dataset(uri=stored.uri, sha256=stored.sha256, size=stored.size)
+
+    async def request_retrain(self, request: RetrainRequest) -> Job:
+        """Retrain with the configuration of the run behind the production version (and newer data when
+        given). A request for a model that already has a job queued or running joins that job."""
+        async with self.database.acquire() as connection:
+            active = await repository.active_job_for_model(connection, request.model)
+        if active is not None:
+            log.info("retrain coalesced", extra={"model": request.model, "job_id": active.id})
+            return active
+        production = await self.registry.version_by_alias(request.model, "production")
+        if production is None or production.get("source_run_id") is None:
+            raise CannotRetrain(
+                f"model {request.model!r} has no production version trained by a run to start from"
+            )
+        run = await self.registry.get_run(production["source_run_id"])
+        if run is None or JOB_REQUEST_TAG not in run["tags"]:
+            raise CannotRetrain(
+                f"the run behind {request.model} v{production['version']} was not made by the trainer; "
+                "submit a job instead"
+            )
+        previous = JobRequest.model_validate(json.loads(run["tags"][JOB_REQUEST_TAG]))
+        retrain = previous.model_copy(update={"dataset_uri": request.dataset_uri or previous.dataset_uri})
+        return await self.submit_job(JobRequest.model_validate(retrain.model_dump()), reason=request.reason)
+
+    async def requeue_stale_jobs(self, silent_seconds: float, max_attempts: int) -> list[Job]:
+        """Queue again the jobs whose replica died mid-run (no heartbeat for `silent_seconds`); return those
+        that have been started `max_attempts` times already, for the caller to fail."""
+        exhausted: list[Job] = []
+        requeued: list[str] = []
+        async with self.database.acquire() as connection, connection.transaction():
+            for job_id, model_name, attempts in await repository.stale_jobs(connection, silent_seconds):
+                if attempts >= max_attempts:
+                    job = await repository.get_job(connection, job_id)
+                    assert job is not None
+                    exhausted.append(job)
+                    continue
+                await repository.requeue(connection, job_id)
+                queued = TrainingJobQueued(job_id=job_id, model_name=model_name)
+                await enqueue_event(
+                    connection,
+                    Topic.TRAINING_JOBS,
+                    CloudEvent.wrap(queued, source=EVENT_SOURCE, subject=job_id),
+                    key=model_name,
+                )
+                requeued.append(job_id)
+        if requeued:
+            self.on_events()
+            log.warning("stale jobs queued again", extra={"jobs": requeued})
+        return exhausted
