@@ -100,10 +100,10 @@ def command_up(names: list[str]) -> int:
         print(f"flywheel up: {', '.join(missing)} not set; {START_SERVERS_HINT}", file=sys.stderr)
         return 2
 
+    # Services that call the registry over HTTP find it where this command starts it.
+    environment = {"FLYWHEEL_TRAINER_REGISTRY_URL": endpoints(["registry"])[0].url, **os.environ}
     processes = {
-        endpoint.name: subprocess.Popen(
-            [sys.executable, "-m", f"services.{endpoint.name}"], env=os.environ.copy()
-        )
+        endpoint.name: subprocess.Popen([sys.executable, "-m", f"services.{endpoint.name}"], env=environment)
         for endpoint in endpoints(names)
     }
 
