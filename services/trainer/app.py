@@ -1,6 +1,8 @@
 """The trainer service's HTTP app: its lifespan opens the bus, the artifact store and the database, then
 starts the outbox publisher and the consumers of training jobs, retrain requests and registrations."""
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -11,6 +13,7 @@ import services.trainer
 from services.trainer.endpoints import add_error_handlers, router
 from services.trainer.registry_client import RegistryClient
 from services.trainer.runner import JobRunner
+from services.trainer.schedules import RetrainScheduler
 from services.trainer.service import TrainerService
 from services.trainer.settings import TrainerSettings
 from services.trainer.worker import TrainerWorker
@@ -50,11 +53,16 @@ def create_app(
             stale_job_seconds=trainer_settings.stale_job_seconds,
             max_job_attempts=trainer_settings.max_job_attempts,
         )
+        app.state.schedules = schedules = RetrainScheduler(runtime.database, outbox.notify)
         outbox.start()
         await worker.start(runtime.bus)
+        firing = asyncio.create_task(schedules.run_forever(trainer_settings.schedule_poll_seconds))
         try:
             yield
         finally:
+            firing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await firing
             await worker.stop()
             await outbox.stop()
             await registry.close()

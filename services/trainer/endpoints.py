@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
+from services.trainer.schedules import RetrainScheduler, Schedule, ScheduleNotFound, ScheduleRequest
 from services.trainer.schemas import Dataset, Job, JobPage, JobRequest, RetrainRequest
 from services.trainer.service import CannotRetrain, InvalidDataset, JobNotFound, TrainerService
 from shared.pagination import InvalidPageToken
@@ -94,6 +95,32 @@ async def _limited(chunks: AsyncIterator[bytes], limit: int) -> AsyncIterator[by
         yield chunk
 
 
+def scheduler(request: Request) -> RetrainScheduler:
+    schedules: RetrainScheduler = request.app.state.schedules
+    return schedules
+
+
+Scheduler = Annotated[RetrainScheduler, Depends(scheduler)]
+
+
+@router.put("/schedules/{model}")
+async def set_schedule(model: str, body: ScheduleRequest, schedules: Scheduler) -> Schedule:
+    """Retrain `model` on a cron schedule (UTC), e.g. '0 3 1 */3 *' for quarterly; replaces an earlier one."""
+    return await schedules.set(model, body)
+
+
+@router.get("/schedules")
+async def list_schedules(schedules: Scheduler) -> list[Schedule]:
+    """Every retraining schedule with its next and last run."""
+    return await schedules.all()
+
+
+@router.delete("/schedules/{model}", status_code=204)
+async def delete_schedule(model: str, schedules: Scheduler) -> None:
+    """Stop retraining `model` on a schedule."""
+    await schedules.delete(model)
+
+
 def add_error_handlers(app: FastAPI) -> None:
     def handler(status: int) -> Any:
         async def respond(request: Request, error: Exception) -> Response:
@@ -106,3 +133,4 @@ def add_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(InvalidDataset, handler(400))
     app.add_exception_handler(InvalidPageToken, handler(400))
     app.add_exception_handler(DatasetTooLarge, handler(413))
+    app.add_exception_handler(ScheduleNotFound, handler(404))

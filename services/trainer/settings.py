@@ -23,4 +23,5 @@ class TrainerSettings(ServiceSettings):
         description="a running job silent this long is taken to have died with its replica",
     )
     max_job_attempts: int = Field(default=2, ge=1, description="starts of one job before a crash fails it")
+    schedule_poll_seconds: float = Field(default=30.0, gt=0, description="how often due schedules are fired")
     max_dataset_bytes: int = Field(default=1024 * 1024 * 1024, ge=1, description="largest dataset upload")

@@ -117,7 +117,11 @@ async def platform(
         database_url=shared_database, kafka_namespace=namespace, s3_bucket="flywheel-tests"
     )
     trainer_settings = TrainerSettings(
-        registry_url=registry.url, heartbeat_seconds=0.5, stale_job_seconds=2, max_concurrent_jobs=2
+        registry_url=registry.url,
+        heartbeat_seconds=0.5,
+        stale_job_seconds=2,
+        max_concurrent_jobs=2,
+        schedule_poll_seconds=0.5,
     )
     app = create_trainer_app(settings, trainer_settings)
     bus = KafkaBus(infrastructure.kafka_bootstrap, client_id="tests", namespace=namespace)
@@ -311,3 +315,46 @@ async def test_a_job_whose_replica_died_is_queued_again_and_finishes(platform: P
     job = await platform.finished_job(job_id)
     assert job["status"] == "succeeded", job["error"]
     assert job["attempts"] == 2
+
+
+async def test_a_due_schedule_requests_one_retrain_and_moves_to_its_next_time(platform: Platform) -> None:
+    model = "scheduled"
+    policy = {"promotion": {"min_improvement": 0.0}}
+    first = await platform.train(
+        **job_request(await platform.upload_csv(), "logistic_regression", model) | policy
+    )
+    v1 = await platform.version_of_run(model, first["run_id"])
+    await eventually_production(platform, model, v1["version"])
+
+    invalid = await platform.trainer.put(f"/schedules/{model}", json={"cron": "every quarter"})
+    assert invalid.status_code == 422
+    schedule = (await platform.trainer.put(f"/schedules/{model}", json={"cron": "0 3 1 */3 *"})).json()
+    assert schedule["last_run_at"] is None
+    connection = await asyncpg.connect(platform.database_url)
+    try:  # make it due now rather than next quarter
+        await connection.execute(
+            "UPDATE trainer.retrain_schedules SET next_run_at = now() - interval '1 second' "
+            "WHERE model_name = $1",
+            model,
+        )
+    finally:
+        await connection.close()
+
+    async def scheduled_jobs() -> list[dict[str, Any]]:
+        jobs = (await platform.trainer.get("/jobs", params={"model": model})).json()["jobs"]
+        return [job for job in jobs if job["reason"].startswith("schedule")]
+
+    async def retrained() -> bool:
+        jobs = await scheduled_jobs()
+        return bool(jobs) and jobs[0]["status"] in ("succeeded", "failed")
+
+    await eventually_true(retrained, within=120, what="the scheduled retrain finishing")
+    jobs = await scheduled_jobs()
+    assert len(jobs) == 1
+    assert jobs[0]["status"] == "succeeded", jobs[0]["error"]
+    listed = (await platform.trainer.get("/schedules")).json()
+    fired = next(entry for entry in listed if entry["model_name"] == model)
+    assert fired["last_run_at"] is not None
+    assert fired["next_run_at"] > fired["last_run_at"]
+    assert (await platform.trainer.delete(f"/schedules/{model}")).status_code == 204
+    assert (await platform.trainer.delete(f"/schedules/{model}")).status_code == 404
