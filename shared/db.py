@@ -43,8 +43,14 @@ async def create_pool(settings: FlywheelSettings, *, schema: str, application_na
             "application_name": application_name,
         },
         init=_use_json_codecs,
+        reset=_keep_session,
     )
     return pool
+
+
+async def _keep_session(connection: asyncpg.Connection[asyncpg.Record]) -> None:
+    """Skip asyncpg's reset query (RESET ALL, UNLISTEN *, ...), a round trip on every release: Flywheel
+    leaves no session state behind (asyncpg still rolls back an open transaction first)."""
 
 
 async def _use_json_codecs(connection: asyncpg.Connection[asyncpg.Record]) -> None:

@@ -83,7 +83,7 @@ async def open_runtime(
 ServiceLifespan = Callable[[FastAPI, Runtime], AbstractAsyncContextManager[None]]
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 

@@ -107,7 +107,7 @@ class TrackingService:
         run_id = run_id or new_id()
         async with self.database.acquire() as connection, connection.transaction():
             experiment_id = await self._experiment_id(connection, request)
-            await repository.insert_run(
+            run = await repository.insert_run(
                 connection,
                 run_id=run_id,
                 experiment_id=experiment_id,
@@ -118,8 +118,8 @@ class TrackingService:
                 dataset_fingerprint=request.dataset_fingerprint,
                 code_version=request.code_version,
             )
-            run = await repository.get_run(connection, run_id)
-        assert run is not None
+        if run is None:
+            raise Conflict(f"a run with id {run_id!r} exists already")
         return run
 
     async def _experiment_id(self, connection: Connection, request: RunCreate) -> str:
@@ -149,10 +149,9 @@ class TrackingService:
         if end_time is None and request.status in FINAL_STATUSES:
             end_time = utc_now()
         async with self.database.acquire() as connection:
-            if not await repository.update_run(connection, run_id, request.status, end_time, request.name):
-                raise NotFound(f"no run with id {run_id!r}")
-            run = await repository.get_run(connection, run_id)
-        assert run is not None
+            run = await repository.update_run(connection, run_id, request.status, end_time, request.name)
+        if run is None:
+            raise NotFound(f"no run with id {run_id!r}")
         return run
 
     async def delete_run(self, run_id: str) -> None:
@@ -170,18 +169,15 @@ class TrackingService:
         async with self.database.acquire() as connection, connection.transaction():
             if not await repository.lock_run(connection, run_id):
                 raise NotFound(f"no run with id {run_id!r}")
-            if batch.params:
-                conflicts = await repository.insert_params(connection, run_id, batch.params)
-                if conflicts:
-                    key, stored, new = conflicts[0]
-                    raise Conflict(
-                        f"param {key!r} of run {run_id} is {stored!r} already; params are immutable "
-                        f"(offered {new!r})"
-                    )
-            if batch.metrics:
-                await repository.insert_metrics(connection, run_id, batch.metrics, utc_now())
-            if batch.tags:
-                await repository.merge_run_tags(connection, run_id, batch.tags)
+            conflicts = await repository.log_batch(
+                connection, run_id, batch.params, batch.metrics, batch.tags, utc_now()
+            )
+            if conflicts:  # raising rolls the whole batch back
+                key, stored, new = conflicts[0]
+                raise Conflict(
+                    f"param {key!r} of run {run_id} is {stored!r} already; params are immutable "
+                    f"(offered {new!r})"
+                )
 
     async def record_completed_run(self, completed: RunCompleted) -> None:
         """Make tracking agree with a run-completed event: the run exists (created, with its experiment and
@@ -203,8 +199,7 @@ class TrackingService:
                     code_version=None,
                 )
                 points = [MetricPoint(key=key, value=value) for key, value in completed.metrics.items()]
-                if points:
-                    await repository.insert_metrics(connection, completed.run_id, points, utc_now())
+                await repository.log_batch(connection, completed.run_id, [], points, {}, utc_now())
             await repository.finish_run(
                 connection, completed.run_id, completed.status, utc_now(), completed.dataset_fingerprint
             )

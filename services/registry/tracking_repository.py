@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
 from datetime import datetime
 from typing import Any
 
@@ -18,9 +17,15 @@ from services.registry.schemas import (
 )
 from shared.db import Connection
 
+# A run with its params and last metric values, in one round trip (index lookups per run, so the cost
+# follows the number of runs returned, not the size of the tables).
 RUN_COLUMNS = (
     "r.id, r.experiment_id, r.name, r.status, r.start_time, r.end_time, r.tags, "
-    "r.dataset_fingerprint, r.code_version"
+    "r.dataset_fingerprint, r.code_version, "
+    "coalesce((SELECT jsonb_object_agg(p.key, p.value) FROM params p WHERE p.run_id = r.id), '{}') "
+    "AS params, "
+    "coalesce((SELECT jsonb_object_agg(m.key, m.value) FROM latest_metrics m WHERE m.run_id = r.id), '{}') "
+    "AS metrics"
 )
 
 
@@ -107,13 +112,13 @@ async def insert_run(
     tags: dict[str, str],
     dataset_fingerprint: str | None,
     code_version: str | None,
-) -> bool:
-    """False when a run with that id exists already."""
-    inserted = await connection.fetchval(
-        """
-        INSERT INTO runs (id, experiment_id, name, status, start_time, tags, dataset_fingerprint,
-                          code_version)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING RETURNING true
+) -> Run | None:
+    """The new run; None when a run with that id exists already."""
+    row = await connection.fetchrow(
+        f"""
+        INSERT INTO runs AS r (id, experiment_id, name, status, start_time, tags, dataset_fingerprint,
+                               code_version)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING RETURNING {RUN_COLUMNS}
         """,
         run_id,
         experiment_id,
@@ -124,24 +129,25 @@ async def insert_run(
         dataset_fingerprint,
         code_version,
     )
-    return inserted is True
+    return Run(**dict(row)) if row else None
 
 
 async def update_run(
     connection: Connection, run_id: str, status: str | None, end_time: datetime | None, name: str | None
-) -> bool:
-    updated = await connection.fetchval(
-        """
-        UPDATE runs SET status = coalesce($2, status), end_time = coalesce($3, end_time),
+) -> Run | None:
+    """The updated run; None when there is no such run."""
+    row = await connection.fetchrow(
+        f"""
+        UPDATE runs AS r SET status = coalesce($2, status), end_time = coalesce($3, end_time),
                name = coalesce($4, name)
-        WHERE id = $1 RETURNING true
+        WHERE id = $1 RETURNING {RUN_COLUMNS}
         """,
         run_id,
         status,
         end_time,
         name,
     )
-    return updated is True
+    return Run(**dict(row)) if row else None
 
 
 async def finish_run(
@@ -170,68 +176,60 @@ async def lock_run(connection: Connection, run_id: str) -> bool:
     return await connection.fetchval("SELECT true FROM runs WHERE id = $1 FOR UPDATE", run_id) is True
 
 
-async def insert_params(
-    connection: Connection, run_id: str, params: list[Param]
+async def log_batch(
+    connection: Connection,
+    run_id: str,
+    params: list[Param],
+    points: list[MetricPoint],
+    tags: dict[str, str],
+    now: datetime,
 ) -> list[tuple[str, str, str]]:
-    """Store new params; return (key, stored value, offered value) for every key already logged with a
-    different value. Logging the same value again is a no-op."""
-    keys = [param.key for param in params]
-    values = [param.value for param in params]
-    # The SELECT sees params as they were before this statement, so it finds exactly the keys that were
-    # logged earlier; callers hold the run's row lock, so no concurrent batch can slip in between.
+    """Store params, metric points and tags in one statement: new params are inserted, points appended to
+    the histories (each key's latest value moved forward), tags merged. Returns (key, stored value,
+    offered value) for every param logged earlier with a different value; the caller then rolls back.
+
+    The final SELECT sees params as they were before this statement, so it finds exactly the keys logged
+    earlier; callers hold the run's row lock, so no concurrent batch can slip in between.
+    """
     rows = await connection.fetch(
         """
-        WITH offered AS (SELECT * FROM unnest($2::text[], $3::text[]) AS o(key, value)),
-             inserted AS (
-                 INSERT INTO params (run_id, key, value) SELECT $1, key, value FROM offered
+        WITH offered_params AS (SELECT * FROM unnest($2::text[], $3::text[]) AS o(key, value)),
+             inserted_params AS (
+                 INSERT INTO params (run_id, key, value) SELECT $1, key, value FROM offered_params
                  ON CONFLICT (run_id, key) DO NOTHING
-             )
-        SELECT p.key, p.value AS stored, o.value AS offered
-        FROM offered o JOIN params p ON p.run_id = $1 AND p.key = o.key
-        WHERE p.value <> o.value
-        """,
-        run_id,
-        keys,
-        values,
-    )
-    return [(row["key"], row["stored"], row["offered"]) for row in rows]
-
-
-async def insert_metrics(
-    connection: Connection, run_id: str, points: list[MetricPoint], now: datetime
-) -> None:
-    """Append the points to the histories and move each key's latest value forward."""
-    keys = [point.key for point in points]
-    values = [point.value for point in points]
-    steps = [point.step for point in points]
-    timestamps = [point.timestamp or now for point in points]
-    await connection.execute(
-        """
-        WITH offered AS (
-                 SELECT * FROM unnest($2::text[], $3::float8[], $4::int8[], $5::timestamptz[])
+             ),
+             offered_points AS (
+                 SELECT * FROM unnest($4::text[], $5::float8[], $6::int8[], $7::timestamptz[])
                  AS o(key, value, step, timestamp)
              ),
              appended AS (
                  INSERT INTO metrics (run_id, key, value, step, timestamp)
-                 SELECT $1, key, value, step, timestamp FROM offered
-             )
-        INSERT INTO latest_metrics (run_id, key, value, step, timestamp)
-        SELECT DISTINCT ON (key) $1, key, value, step, timestamp FROM offered
-        ORDER BY key, step DESC, timestamp DESC
-        ON CONFLICT (run_id, key) DO UPDATE
-            SET value = excluded.value, step = excluded.step, timestamp = excluded.timestamp
-            WHERE (excluded.step, excluded.timestamp) >= (latest_metrics.step, latest_metrics.timestamp)
+                 SELECT $1, key, value, step, timestamp FROM offered_points
+             ),
+             latest AS (
+                 INSERT INTO latest_metrics (run_id, key, value, step, timestamp)
+                 SELECT DISTINCT ON (key) $1, key, value, step, timestamp FROM offered_points
+                 ORDER BY key, step DESC, timestamp DESC
+                 ON CONFLICT (run_id, key) DO UPDATE
+                     SET value = excluded.value, step = excluded.step, timestamp = excluded.timestamp
+                     WHERE (excluded.step, excluded.timestamp)
+                           >= (latest_metrics.step, latest_metrics.timestamp)
+             ),
+             tagged AS (UPDATE runs SET tags = tags || $8 WHERE id = $1 AND $8 <> '{}'::jsonb)
+        SELECT p.key, p.value AS stored, o.value AS offered
+        FROM offered_params o JOIN params p ON p.run_id = $1 AND p.key = o.key
+        WHERE p.value <> o.value
         """,
         run_id,
-        keys,
-        values,
-        steps,
-        timestamps,
+        [param.key for param in params],
+        [param.value for param in params],
+        [point.key for point in points],
+        [point.value for point in points],
+        [point.step for point in points],
+        [point.timestamp or now for point in points],
+        tags,
     )
-
-
-async def merge_run_tags(connection: Connection, run_id: str, tags: dict[str, str]) -> None:
-    await connection.execute("UPDATE runs SET tags = tags || $2 WHERE id = $1", run_id, tags)
+    return [(row["key"], row["stored"], row["offered"]) for row in rows]
 
 
 async def fetch_runs(
@@ -244,35 +242,17 @@ async def fetch_runs(
         offset,
         *args,
     )
-    return await _with_params_and_metrics(connection, rows)
+    return [Run(**dict(row)) for row in rows]
 
 
 async def get_run(connection: Connection, run_id: str) -> Run | None:
-    rows = await connection.fetch(f"SELECT {RUN_COLUMNS} FROM runs r WHERE r.id = $1", run_id)
-    runs = await _with_params_and_metrics(connection, rows)
-    return runs[0] if runs else None
+    row = await connection.fetchrow(f"SELECT {RUN_COLUMNS} FROM runs r WHERE r.id = $1", run_id)
+    return Run(**dict(row)) if row else None
 
 
 async def get_runs(connection: Connection, run_ids: list[str]) -> list[Run]:
     rows = await connection.fetch(f"SELECT {RUN_COLUMNS} FROM runs r WHERE r.id = ANY($1::text[])", run_ids)
-    return await _with_params_and_metrics(connection, rows)
-
-
-async def _with_params_and_metrics(connection: Connection, rows: list[asyncpg.Record]) -> list[Run]:
-    if not rows:
-        return []
-    run_ids = [row["id"] for row in rows]
-    params: defaultdict[str, dict[str, str]] = defaultdict(dict)
-    metrics: defaultdict[str, dict[str, float]] = defaultdict(dict)
-    for row in await connection.fetch(
-        "SELECT run_id, key, value FROM params WHERE run_id = ANY($1::text[])", run_ids
-    ):
-        params[row["run_id"]][row["key"]] = row["value"]
-    for row in await connection.fetch(
-        "SELECT run_id, key, value FROM latest_metrics WHERE run_id = ANY($1::text[])", run_ids
-    ):
-        metrics[row["run_id"]][row["key"]] = row["value"]
-    return [Run(**dict(row), params=params[row["id"]], metrics=metrics[row["id"]]) for row in rows]
+    return [Run(**dict(row)) for row in rows]
 
 
 def compared(run: Run) -> ComparedRun:

@@ -19,7 +19,7 @@ class Problem(BaseModel):
     detail: str
 
 
-def trainer(request: Request) -> TrainerService:
+async def trainer(request: Request) -> TrainerService:
     service: TrainerService = request.app.state.trainer
     return service
 
@@ -95,7 +95,7 @@ async def _limited(chunks: AsyncIterator[bytes], limit: int) -> AsyncIterator[by
         yield chunk
 
 
-def scheduler(request: Request) -> RetrainScheduler:
+async def scheduler(request: Request) -> RetrainScheduler:
     schedules: RetrainScheduler = request.app.state.schedules
     return schedules
 
