@@ -94,7 +94,7 @@ class TrackingService:
 
     async def delete_experiment(self, experiment_id: str) -> None:
         """Delete the experiment with its runs; their stored artifacts stay in the artifact store."""
-        async with self.database.acquire() as connection:
+        async with self.database.acquire() as connection, connection.transaction():
             if not await repository.delete_experiment(connection, experiment_id):
                 raise NotFound(f"no experiment with id {experiment_id!r}")
 
@@ -155,7 +155,7 @@ class TrackingService:
         return run
 
     async def delete_run(self, run_id: str) -> None:
-        async with self.database.acquire() as connection:
+        async with self.database.acquire() as connection, connection.transaction():
             if not await repository.delete_run(connection, run_id):
                 raise NotFound(f"no run with id {run_id!r}")
 

@@ -95,6 +95,10 @@ async def update_experiment(
 
 
 async def delete_experiment(connection: Connection, experiment_id: str) -> bool:
+    """Delete the experiment, its runs and everything logged to them; False when there is none."""
+    await connection.execute(
+        "DELETE FROM metrics WHERE run_id IN (SELECT id FROM runs WHERE experiment_id = $1)", experiment_id
+    )
     return (
         await connection.fetchval("DELETE FROM experiments WHERE id = $1 RETURNING true", experiment_id)
         is True
@@ -168,6 +172,9 @@ async def finish_run(
 
 
 async def delete_run(connection: Connection, run_id: str) -> bool:
+    """Delete the run and everything logged to it; False when there is none. The metric history has no
+    foreign key (it would cost a check per logged point), so it is deleted here."""
+    await connection.execute("DELETE FROM metrics WHERE run_id = $1", run_id)
     return await connection.fetchval("DELETE FROM runs WHERE id = $1 RETURNING true", run_id) is True
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 
+import asyncpg
+
 from tests.integration.conftest import RegistryUnderTest
 
 
@@ -115,7 +117,31 @@ async def test_run_artifacts_round_trip_with_sha256_and_stay_inside_the_run(
     assert (await client.get(f"/runs/{run['id']}/artifacts/nope.txt")).status_code == 404
 
 
-async def test_deleting_a_run_removes_it(registry: RegistryUnderTest) -> None:
-    run = (await registry.client.post("/runs", json={"experiment_name": "e"})).json()
-    assert (await registry.client.delete(f"/runs/{run['id']}")).status_code == 204
-    assert (await registry.client.get(f"/runs/{run['id']}")).status_code == 404
+async def metric_points(registry: RegistryUnderTest, run_id: str) -> int:
+    connection = await asyncpg.connect(registry.settings.database_url)
+    try:
+        count: int = await connection.fetchval(
+            "SELECT count(*) FROM registry.metrics WHERE run_id = $1", run_id
+        )
+        return count
+    finally:
+        await connection.close()
+
+
+async def test_deleting_a_run_or_its_experiment_removes_everything_logged_to_it(
+    registry: RegistryUnderTest,
+) -> None:
+    client = registry.client
+    points = {"metrics": [{"key": "loss", "value": 0.5, "step": step} for step in range(3)]}
+    run = (await client.post("/runs", json={"experiment_name": "e"})).json()
+    await client.post(f"/runs/{run['id']}/log-batch", json=points)
+    assert await metric_points(registry, run["id"]) == 3
+    assert (await client.delete(f"/runs/{run['id']}")).status_code == 204
+    assert (await client.get(f"/runs/{run['id']}")).status_code == 404
+    assert await metric_points(registry, run["id"]) == 0
+
+    other = (await client.post("/runs", json={"experiment_name": "e"})).json()
+    await client.post(f"/runs/{other['id']}/log-batch", json=points)
+    assert (await client.delete(f"/experiments/{other['experiment_id']}")).status_code == 204
+    assert (await client.get(f"/runs/{other['id']}")).status_code == 404
+    assert await metric_points(registry, other["id"]) == 0
