@@ -11,6 +11,7 @@ from flywheel.errors import (
     ServiceUnavailableError,
 )
 from flywheel.tracking import LoggedModel, Run, start_run
+from flywheel.trainer_client import TrainerClient
 
 __all__ = [
     "ConflictError",
@@ -23,5 +24,6 @@ __all__ = [
     "RegistryClient",
     "Run",
     "ServiceUnavailableError",
+    "TrainerClient",
     "start_run",
 ]

@@ -5,9 +5,12 @@ flywheel status        say which services answer, and whether their dependencies
 flywheel experiments   list, show
 flywheel runs          list (search), show, compare
 flywheel models        list, versions, show, lineage, set-alias, audit
+flywheel datasets      upload
+flywheel jobs          submit, follow, list, show
+flywheel retrain       retrain a model with the configuration behind its production version
 
-The registry commands print tables, or the server's JSON with --json; errors go to stderr as
-`flywheel: <message>` with exit status 1.
+The registry and trainer commands print tables, or the server's JSON with --json; errors go to stderr
+as `flywheel: <message>` with exit status 1.
 """
 
 from __future__ import annotations
@@ -25,8 +28,10 @@ from types import FrameType
 import httpx
 
 from flywheel import registry_commands as commands
+from flywheel import trainer_commands
 from flywheel.client import RegistryClient
 from flywheel.errors import FlywheelError
+from flywheel.trainer_client import TrainerClient
 from services.batch.settings import BatchSettings
 from services.monitor.settings import MonitorSettings
 from services.registry.settings import RegistrySettings
@@ -143,20 +148,41 @@ def command_up(names: list[str]) -> int:
             process.wait(timeout=30)
 
 
-def run_registry_command(command: commands.Command, arguments: argparse.Namespace) -> int:
-    """Run one registry command and print its report: 0, or 1 with the error on stderr."""
+def open_client(arguments: argparse.Namespace) -> RegistryClient | TrainerClient:
+    """The client of the service the command talks to (its `service` default), at the URL given."""
+    if arguments.service == "trainer":
+        return TrainerClient(arguments.trainer_url)
+    return RegistryClient(arguments.registry_url)
+
+
+def run_command(arguments: argparse.Namespace) -> int:
+    """Run one registry or trainer command and print its report: the report's exit status, or 1 with
+    the error on stderr."""
     try:
-        with RegistryClient(arguments.registry_url) as client:
-            report = command(client, arguments)
+        with open_client(arguments) as client:
+            report = arguments.command(client, arguments)
     except FlywheelError as error:
         print(f"flywheel: {error}", file=sys.stderr)
         return 1
     print(json.dumps(report.data, indent=2) if arguments.json else report.text)
-    return 0
+    return int(report.exit_status)
+
+
+def add_command(
+    actions: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    command: commands.Command | trainer_commands.TrainerCommand,
+    options: argparse.ArgumentParser,
+) -> argparse.ArgumentParser:
+    """A subcommand running `command`, with the service's common `options` (--json, the URL)."""
+    found = actions.add_parser(name, help=command.__doc__, parents=[options])
+    found.set_defaults(command=command)
+    return found
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Every command and its arguments; registry commands carry their function as `command`."""
+    """Every command and its arguments; registry and trainer commands carry their function as `command`
+    and the service they talk to as `service`."""
     parser = argparse.ArgumentParser(prog="flywheel", description="Flywheel: the closed-loop MLOps platform")
     groups = parser.add_subparsers(dest="group", required=True)
     for name, help_text in (
@@ -173,13 +199,12 @@ def build_parser() -> argparse.ArgumentParser:
     registry_options.add_argument(
         "--registry-url", help="the registry (default: $FLYWHEEL_REGISTRY_URL, else http://127.0.0.1:8081)"
     )
+    registry_options.set_defaults(service="registry")
 
     def add(
         actions: argparse._SubParsersAction[argparse.ArgumentParser], name: str, command: commands.Command
     ) -> argparse.ArgumentParser:
-        found = actions.add_parser(name, help=command.__doc__, parents=[registry_options])
-        found.set_defaults(command=command)
-        return found
+        return add_command(actions, name, command, registry_options)
 
     experiment_actions = groups.add_parser("experiments", help="experiments").add_subparsers(
         dest="action", required=True
@@ -218,7 +243,71 @@ def build_parser() -> argparse.ArgumentParser:
     models_set_alias.add_argument("alias")
     models_set_alias.add_argument("version", type=int)
     add(model_actions, "audit", commands.models_audit).add_argument("name")
+    add_trainer_commands(groups)
     return parser
+
+
+def add_trainer_commands(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`flywheel datasets`, `flywheel jobs` and `flywheel retrain`."""
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument("--json", action="store_true", help="print the server's JSON")
+    options.add_argument(
+        "--trainer-url", help="the trainer (default: $FLYWHEEL_TRAINER_URL, else http://127.0.0.1:8082)"
+    )
+    options.set_defaults(service="trainer")
+    follow_help = "show the job's progress until it ends, then its outcome; exit 1 when it failed"
+
+    dataset_actions = groups.add_parser("datasets", help="training data").add_subparsers(
+        dest="action", required=True
+    )
+    add_command(dataset_actions, "upload", trainer_commands.datasets_upload, options).add_argument(
+        "file", help="a CSV (.csv, .csv.gz) or Parquet (.parquet, .pq) file"
+    )
+
+    job_actions = groups.add_parser("jobs", help="training jobs").add_subparsers(dest="action", required=True)
+    submit = add_command(job_actions, "submit", trainer_commands.jobs_submit, options)
+    submit.add_argument("--model", required=True, help="the registered model the new version belongs to")
+    submit.add_argument(
+        "--dataset", required=True, metavar="URI_OR_FILE", help="a dataset URI, or a local file to upload"
+    )
+    submit.add_argument("--target", required=True, help="the column to predict")
+    submit.add_argument("--task", required=True, choices=["classification", "regression"])
+    submit.add_argument(
+        "--estimator", required=True, help="e.g. logistic_regression, random_forest_classifier"
+    )
+    submit.add_argument(
+        "--param",
+        dest="params",
+        action="append",
+        type=trainer_commands.parse_param,
+        metavar="KEY=VALUE",
+        help="a hyperparameter; VALUE is read as JSON when it parses (100 is a number), else as text",
+    )
+    submit.add_argument(
+        "--metric", metavar="M", help="what evaluation and promotion compare (default: the task's)"
+    )
+    submit.add_argument("--seed", type=int, metavar="N", help="seeds the split and the estimator (default 0)")
+    submit.add_argument(
+        "--holdout", type=float, metavar="F", help="share of rows held out for evaluation (default 0.2)"
+    )
+    submit.add_argument("--experiment", help="the registry experiment (default: the model name)")
+    submit.add_argument("--promote-to", metavar="ALIAS", help="move this alias to the new version if it wins")
+    submit.add_argument(
+        "--min-improvement", type=float, metavar="X", help="by how much it must beat the champion"
+    )
+    submit.add_argument("--champion-alias", metavar="A", help="the version to beat (default: production)")
+    submit.add_argument("--follow", action="store_true", help=follow_help)
+    add_command(job_actions, "follow", trainer_commands.jobs_follow, options).add_argument("job_id")
+    jobs_list = add_command(job_actions, "list", trainer_commands.jobs_list, options)
+    jobs_list.add_argument("--model", help="only this model's jobs")
+    jobs_list.add_argument("--max", type=int, default=100, help="at most this many jobs (1 to 1000)")
+    add_command(job_actions, "show", trainer_commands.jobs_show, options).add_argument("job_id")
+
+    retrain = add_command(groups, "retrain", trainer_commands.retrain, options)
+    retrain.add_argument("model")
+    retrain.add_argument("--reason", default="manual", help="recorded on the job and its run")
+    retrain.add_argument("--dataset", metavar="URI_OR_FILE", help="newer data (default: the data it had)")
+    retrain.add_argument("--follow", action="store_true", help=follow_help)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -228,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
         return command_up(arguments.services)
     if arguments.group == "status":
         return command_status(arguments.services)
-    return run_registry_command(arguments.command, arguments)
+    return run_command(arguments)
 
 
 if __name__ == "__main__":

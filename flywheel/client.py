@@ -1,7 +1,8 @@
 """A small synchronous client for the registry's REST API: one method per route the SDK and CLI use.
 
 Every method returns the server's JSON as plain dicts; every error the server answers becomes one of
-the exceptions in `flywheel.errors`, carrying the server's message and status.
+the exceptions in `flywheel.errors`, carrying the server's message and status (`flywheel.service_client`
+does the mapping, for every service's client).
 """
 
 from __future__ import annotations
@@ -10,27 +11,14 @@ import getpass
 import json
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from types import TracebackType
 from typing import Any, BinaryIO
 from urllib.parse import quote
 
-import httpx
-
-from flywheel.errors import (
-    ConflictError,
-    FlywheelError,
-    InvalidRequestError,
-    NotFoundError,
-    PayloadTooLargeError,
-    ServiceUnavailableError,
-)
-
-Json = dict[str, Any]
+from flywheel.service_client import DEFAULT_TIMEOUT_SECONDS, Json, ServiceClient, page_params, path_segment
 
 DEFAULT_REGISTRY_URL = "http://127.0.0.1:8081"
 REGISTRY_URL_VARIABLE = "FLYWHEEL_REGISTRY_URL"
 ACTOR_VARIABLE = "FLYWHEEL_ACTOR"
-DEFAULT_TIMEOUT_SECONDS = 30.0
 MAX_PAGE_SIZE = 1000
 
 
@@ -47,38 +35,29 @@ def default_actor() -> str:
         return "anonymous"
 
 
-class RegistryClient:
+class RegistryClient(ServiceClient):
     """The registry over HTTP. Use as a context manager, or call `close()`, to release the connections."""
+
+    service_name = "registry"
+    url_variable = REGISTRY_URL_VARIABLE
+    url_option = "--registry-url"
 
     def __init__(
         self, base_url: str | None = None, timeout: float = DEFAULT_TIMEOUT_SECONDS, actor: str | None = None
     ) -> None:
-        self.base_url = registry_url(base_url)
-        self._http = httpx.Client(
-            base_url=self.base_url, timeout=timeout, headers={"X-Flywheel-Actor": actor or default_actor()}
+        super().__init__(
+            registry_url(base_url), timeout, headers={"X-Flywheel-Actor": actor or default_actor()}
         )
-
-    def __enter__(self) -> RegistryClient:
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
-    ) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Close the pooled connections."""
-        self._http.close()
 
     # ------------------------------------------------------------ experiments
 
     def list_experiments(self, page_size: int = 100, page_token: str | None = None) -> Json:
         """One page of experiments, newest first: {"experiments": [...], "next_page_token": ...}."""
-        return self._get("/experiments", params=_page(page_size, page_token))
+        return self._get("/experiments", params=page_params(page_size, page_token))
 
     def get_experiment_by_name(self, name: str) -> Json:
         """One experiment by its unique name."""
-        return self._get(f"/experiments/by-name/{_segment(name)}")
+        return self._get(f"/experiments/by-name/{path_segment(name)}")
 
     # ------------------------------------------------------------ runs
 
@@ -96,11 +75,11 @@ class RegistryClient:
 
     def get_run(self, run_id: str) -> Json:
         """A run with its params, tags and the last value of each metric."""
-        return self._get(f"/runs/{_segment(run_id)}")
+        return self._get(f"/runs/{path_segment(run_id)}")
 
     def end_run(self, run_id: str, status: str) -> Json:
         """End the run as finished, failed or killed."""
-        return self._send("PATCH", f"/runs/{_segment(run_id)}", json={"status": status})
+        return self._send("PATCH", f"/runs/{path_segment(run_id)}", json={"status": status})
 
     def log_batch(
         self,
@@ -113,11 +92,11 @@ class RegistryClient:
         """Store params, metric points and tags in one call: all of them, or none (the server allows
         at most 100 params and 1000 metric points per call)."""
         body = {"params": list(params), "metrics": list(metrics), "tags": dict(tags or {})}
-        self._request("POST", f"/runs/{_segment(run_id)}/log-batch", json=body)
+        self._request("POST", f"/runs/{path_segment(run_id)}/log-batch", json=body)
 
     def metric_history(self, run_id: str, key: str) -> Json:
         """Every logged point of one metric, by step."""
-        return self._get(f"/runs/{_segment(run_id)}/metrics/{_segment(key)}")
+        return self._get(f"/runs/{path_segment(run_id)}/metrics/{path_segment(key)}")
 
     def upload_artifact(
         self,
@@ -130,14 +109,14 @@ class RegistryClient:
         into memory first."""
         return self._send(
             "PUT",
-            f"/runs/{_segment(run_id)}/artifacts/{quote(path, safe='/')}",
+            f"/runs/{path_segment(run_id)}/artifacts/{quote(path, safe='/')}",
             content=content,
             headers={"content-type": content_type},
         )
 
     def list_artifacts(self, run_id: str) -> list[Json]:
         """The run's artifacts with their sizes and sha256."""
-        artifacts: list[Json] = self._request("GET", f"/runs/{_segment(run_id)}/artifacts").json()
+        artifacts: list[Json] = self._request("GET", f"/runs/{path_segment(run_id)}/artifacts").json()
         return artifacts
 
     def search_runs(
@@ -168,23 +147,23 @@ class RegistryClient:
 
     def list_models(self, page_size: int = 100, page_token: str | None = None) -> Json:
         """One page of registered models by name: {"models": [...], "next_page_token": ...}."""
-        return self._get("/models", params=_page(page_size, page_token))
+        return self._get("/models", params=page_params(page_size, page_token))
 
     def get_model(self, name: str) -> Json:
         """One registered model, with its latest version and aliases."""
-        return self._get(f"/models/{_segment(name)}")
+        return self._get(f"/models/{path_segment(name)}")
 
     def list_versions(self, name: str, page_size: int = 100, page_token: str | None = None) -> Json:
         """One page of the model's versions, newest first: {"versions": [...], "next_page_token": ...}."""
-        return self._get(f"/models/{_segment(name)}/versions", params=_page(page_size, page_token))
+        return self._get(f"/models/{path_segment(name)}/versions", params=page_params(page_size, page_token))
 
     def get_version(self, name: str, version: int) -> Json:
         """One version by number."""
-        return self._get(f"/models/{_segment(name)}/versions/{version}")
+        return self._get(f"/models/{path_segment(name)}/versions/{version}")
 
     def get_version_by_alias(self, name: str, alias: str) -> Json:
         """The version an alias (production, staging, ...) points at."""
-        return self._get(f"/models/{_segment(name)}/aliases/{_segment(alias)}")
+        return self._get(f"/models/{path_segment(name)}/aliases/{path_segment(alias)}")
 
     def register_version(
         self,
@@ -208,46 +187,24 @@ class RegistryClient:
         }
         return self._send(
             "POST",
-            f"/models/{_segment(name)}/versions",
+            f"/models/{path_segment(name)}/versions",
             files={"model": ("model.onnx", model, "application/octet-stream")},
             data=form,
         )
 
     def lineage(self, name: str, version: int) -> Json:
         """From the version to the run that produced it: params, metrics, dataset and code version."""
-        return self._get(f"/models/{_segment(name)}/versions/{version}/lineage")
+        return self._get(f"/models/{path_segment(name)}/versions/{version}/lineage")
 
     def set_alias(self, name: str, alias: str, version: int) -> Json:
         """Point an alias at a version: {"alias", "version", "previous_version", ...}."""
         return self._send(
-            "PUT", f"/models/{_segment(name)}/aliases/{_segment(alias)}", json={"version": version}
+            "PUT", f"/models/{path_segment(name)}/aliases/{path_segment(alias)}", json={"version": version}
         )
 
     def audit(self, name: str, page_size: int = 100, page_token: str | None = None) -> Json:
         """One page of the model's audit trail, oldest first: {"entries": [...], "next_page_token": ...}."""
-        return self._get(f"/models/{_segment(name)}/audit", params=_page(page_size, page_token))
-
-    # ------------------------------------------------------------ transport
-
-    def _get(self, path: str, params: Mapping[str, Any] | None = None) -> Json:
-        return self._send("GET", path, params=params)
-
-    def _send(self, method: str, path: str, **options: Any) -> Json:
-        body: Json = self._request(method, path, **options).json()
-        return body
-
-    def _request(self, method: str, path: str, **options: Any) -> httpx.Response:
-        try:
-            response = self._http.request(method, path, **options)
-        except httpx.TransportError as error:
-            reason = str(error) or type(error).__name__
-            raise ServiceUnavailableError(
-                f"the registry at {self.base_url} did not answer ({reason}); start Flywheel with "
-                f"`flywheel up`, or point {REGISTRY_URL_VARIABLE} (or --registry-url) at a running registry"
-            ) from error
-        if response.is_error:
-            raise error_from_response(response)
-        return response
+        return self._get(f"/models/{path_segment(name)}/audit", params=page_params(page_size, page_token))
 
 
 def every_page(fetch: Callable[[str | None], Json], items_key: str) -> Json:
@@ -263,49 +220,3 @@ def every_page(fetch: Callable[[str | None], Json], items_key: str) -> Json:
         token = page.get("next_page_token")
         if not token:
             return {items_key: items, "next_page_token": None}
-
-
-def error_from_response(response: httpx.Response) -> FlywheelError:
-    """The typed exception for an error answer, carrying the server's `detail` and status."""
-    status = response.status_code
-    try:
-        body = response.json()
-    except ValueError:  # not JSON: a proxy's page, or a crash before the app answered
-        body = None
-    detail = body.get("detail") if isinstance(body, dict) else None
-    if isinstance(detail, list):  # FastAPI's 422: one entry per invalid field
-        return InvalidRequestError(f"invalid request: {validation_message(detail)}", status)
-    message = detail if isinstance(detail, str) else (response.text.strip() or response.reason_phrase)
-    if status == 400:
-        where = body if isinstance(body, dict) else {}
-        return InvalidRequestError(message, status, where.get("position"), where.get("token"))
-    if status == 422:
-        return InvalidRequestError(message, status)
-    if status == 404:
-        return NotFoundError(message, status)
-    if status == 409:
-        return ConflictError(message, status)
-    if status == 413:
-        return PayloadTooLargeError(message, status)
-    return FlywheelError(f"the registry answered {status} {response.reason_phrase}: {message}", status)
-
-
-def validation_message(errors: list[Any]) -> str:
-    """FastAPI's validation errors as one line: `params[0].value: String should have at most ...`."""
-    return "; ".join(f"{_field_name(error.get('loc', []))}: {error.get('msg', error)}" for error in errors)
-
-
-def _field_name(location: list[str | int]) -> str:
-    parts = location[1:] if location[:1] == ["body"] else location
-    name = ""
-    for part in parts:
-        name += f"[{part}]" if isinstance(part, int) else f".{part}" if name else str(part)
-    return name or "body"
-
-
-def _segment(value: str) -> str:
-    return quote(value, safe="")
-
-
-def _page(page_size: int, page_token: str | None) -> Json:
-    return {"page_size": page_size} | ({"page_token": page_token} if page_token else {})

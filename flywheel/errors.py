@@ -5,7 +5,7 @@ from __future__ import annotations
 
 class FlywheelError(Exception):
     """Something Flywheel refused or could not do; `detail` says what, `status_code` is the HTTP status
-    when the registry answered (None when it did not, or when the SDK itself refused)."""
+    when a service answered (None when it did not, or when the SDK itself refused)."""
 
     def __init__(self, detail: str, status_code: int | None = None) -> None:
         super().__init__(detail)
@@ -14,11 +14,12 @@ class FlywheelError(Exception):
 
 
 class NotFoundError(FlywheelError):
-    """404: the experiment, run, model, version or alias does not exist."""
+    """404: the experiment, run, model, version, alias or training job does not exist."""
 
 
 class ConflictError(FlywheelError):
-    """409: the change contradicts what is stored, e.g. a param re-logged with another value."""
+    """409: the change contradicts what is stored, e.g. a param re-logged with another value, or a retrain
+    of a model with no production version made by the trainer."""
 
 
 class InvalidRequestError(FlywheelError):
@@ -34,11 +35,12 @@ class InvalidRequestError(FlywheelError):
 
 
 class PayloadTooLargeError(FlywheelError):
-    """413: the upload is larger than the registry accepts (FLYWHEEL_REGISTRY_MAX_UPLOAD_BYTES)."""
+    """413: the upload is larger than the service accepts (FLYWHEEL_REGISTRY_MAX_UPLOAD_BYTES for models,
+    FLYWHEEL_TRAINER_MAX_DATASET_BYTES for datasets)."""
 
 
 class ServiceUnavailableError(FlywheelError):
-    """The registry did not answer at all: not started, wrong URL, or too slow."""
+    """The registry or the trainer did not answer at all: not started, wrong URL, or too slow."""
 
 
 class ParityError(FlywheelError):

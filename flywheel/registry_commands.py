@@ -8,23 +8,15 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
 
-from flywheel.client import MAX_PAGE_SIZE, Json, RegistryClient, every_page
+from flywheel.client import MAX_PAGE_SIZE, RegistryClient, every_page
+from flywheel.reports import Report
+from flywheel.service_client import Json
 from flywheel.tables import format_cell, format_fields, format_table, format_timestamp
 
 # Audit entries keep whole records; longer values are cut so that a row stays readable.
 AUDIT_VALUE_CHARACTERS = 40
 SHORT_SHA256 = 12
-
-
-@dataclass(frozen=True)
-class Report:
-    """What a command shows: `data` with --json, `text` otherwise."""
-
-    data: Any
-    text: str
 
 
 Command = Callable[[RegistryClient, argparse.Namespace], Report]

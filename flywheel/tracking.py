@@ -18,7 +18,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from flywheel.client import Json, RegistryClient
+from flywheel.client import RegistryClient
+from flywheel.service_client import Json
 
 # The registry's limits per log-batch call.
 PARAMS_PER_CALL = 100

@@ -1,0 +1,123 @@
+"""What every Flywheel service client shares: one pooled HTTP connection, JSON bodies, and the mapping of
+error answers to the exceptions in `flywheel.errors`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any, ClassVar, Self
+from urllib.parse import quote
+
+import httpx
+
+from flywheel.errors import (
+    ConflictError,
+    FlywheelError,
+    InvalidRequestError,
+    NotFoundError,
+    PayloadTooLargeError,
+    ServiceUnavailableError,
+)
+
+Json = dict[str, Any]
+
+DEFAULT_TIMEOUT_SECONDS = 30.0
+
+
+class ServiceClient:
+    """One Flywheel service over HTTP. Use as a context manager, or call `close()`, to release the
+    connections. Subclasses name the service and where its URL is configured, for error messages."""
+
+    service_name: ClassVar[str]
+    url_variable: ClassVar[str]
+    url_option: ClassVar[str]
+
+    def __init__(
+        self,
+        base_url: str,
+        timeout: float = DEFAULT_TIMEOUT_SECONDS,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.base_url = base_url
+        self._http = httpx.Client(base_url=base_url, timeout=timeout, headers=dict(headers or {}))
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the pooled connections."""
+        self._http.close()
+
+    def _get(self, path: str, params: Mapping[str, Any] | None = None) -> Json:
+        return self._send("GET", path, params=params)
+
+    def _send(self, method: str, path: str, **options: Any) -> Json:
+        body: Json = self._request(method, path, **options).json()
+        return body
+
+    def _request(self, method: str, path: str, **options: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **options)
+        except httpx.TransportError as error:
+            reason = str(error) or type(error).__name__
+            raise ServiceUnavailableError(
+                f"the {self.service_name} at {self.base_url} did not answer ({reason}); start Flywheel with "
+                f"`flywheel up`, or point {self.url_variable} (or {self.url_option}) at a running "
+                f"{self.service_name}"
+            ) from error
+        if response.is_error:
+            raise error_from_response(response, self.service_name)
+        return response
+
+
+def error_from_response(response: httpx.Response, service_name: str) -> FlywheelError:
+    """The typed exception for an error answer from `service_name`, carrying its `detail` and status."""
+    status = response.status_code
+    try:
+        body = response.json()
+    except ValueError:  # not JSON: a proxy's page, or a crash before the app answered
+        body = None
+    detail = body.get("detail") if isinstance(body, dict) else None
+    if isinstance(detail, list):  # FastAPI's 422: one entry per invalid field
+        return InvalidRequestError(f"invalid request: {validation_message(detail)}", status)
+    message = detail if isinstance(detail, str) else (response.text.strip() or response.reason_phrase)
+    if status == 400:
+        where = body if isinstance(body, dict) else {}
+        return InvalidRequestError(message, status, where.get("position"), where.get("token"))
+    if status == 422:
+        return InvalidRequestError(message, status)
+    if status == 404:
+        return NotFoundError(message, status)
+    if status == 409:
+        return ConflictError(message, status)
+    if status == 413:
+        return PayloadTooLargeError(message, status)
+    return FlywheelError(f"the {service_name} answered {status} {response.reason_phrase}: {message}", status)
+
+
+def validation_message(errors: list[Any]) -> str:
+    """FastAPI's validation errors as one line: `params[0].value: String should have at most ...`."""
+    return "; ".join(f"{_field_name(error.get('loc', []))}: {error.get('msg', error)}" for error in errors)
+
+
+def _field_name(location: list[str | int]) -> str:
+    parts = location[1:] if location[:1] == ["body"] else location
+    name = ""
+    for part in parts:
+        name += f"[{part}]" if isinstance(part, int) else f".{part}" if name else str(part)
+    return name or "body"
+
+
+def path_segment(value: str) -> str:
+    """`value` as one path segment: a name with `/` or spaces stays one segment."""
+    return quote(value, safe="")
+
+
+def page_params(page_size: int, page_token: str | None) -> Json:
+    """The query parameters asking for one page of a listing."""
+    return {"page_size": page_size} | ({"page_token": page_token} if page_token else {})
