@@ -1,0 +1,1 @@
+"""Benchmarks of Flywheel's services, run by hand (see bench/README.md)."""
