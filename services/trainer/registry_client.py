@@ -90,6 +90,12 @@ class RegistryClient:
         )
         return version
 
+    async def latest_version(self, model: str) -> dict[str, Any] | None:
+        page: dict[str, Any] | None = await self._call(
+            "GET", f"/models/{model}/versions", params={"page_size": 1}, missing_ok=True
+        )
+        return page["versions"][0] if page and page["versions"] else None
+
     async def set_alias(self, model: str, alias: str, version: int) -> None:
         await self._call("PUT", f"/models/{model}/aliases/{alias}", json={"version": version})
 

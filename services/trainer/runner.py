@@ -250,8 +250,13 @@ class JobRunner:
     async def _previous_profile(
         self, model_name: str, champion: dict[str, Any] | None
     ) -> dict[str, Any] | None:
-        """The training profile of the model's production version, to check new data against."""
-        version = champion or await self.registry.version_by_alias(model_name, "production")
+        """The training profile to check new data against: the champion's, else production's, else the
+        latest version's; None for a model never trained before."""
+        version = (
+            champion
+            or await self.registry.version_by_alias(model_name, "production")
+            or await self.registry.latest_version(model_name)
+        )
         uri = version.get("reference_profile_uri") if version else None
         if not uri:
             return None

@@ -192,6 +192,24 @@ async def test_bad_input_fails_the_job_at_once_and_registers_nothing(
     assert (await platform.registry.get(f"/models/{model}")).status_code == 404
 
 
+async def test_new_data_unlike_the_previous_training_data_fails_with_every_problem(
+    platform: Platform,
+) -> None:
+    model = "validated"
+    first = await platform.train(**job_request(await platform.upload_csv(), "logistic_regression", model))
+    await platform.version_of_run(model, first["run_id"])
+    frame = credit_risk_frame(seed=2)
+    age_groups = frame["age"].map(lambda age: "senior" if age > 50 else "adult")  # was numeric
+    shifted = await platform.upload_csv(seed=2, income=frame["income"] * 1000, age=age_groups)
+    job = await platform.train(**job_request(shifted, "logistic_regression", model))
+    assert job["status"] == "failed"
+    assert any("income" in problem for problem in job["problems"]), job["problems"]
+    assert any("age" in problem for problem in job["problems"]), job["problems"]
+    assert (
+        len([v for v in (await platform.registry.get(f"/models/{model}/versions")).json()["versions"]]) == 1
+    )
+
+
 async def test_an_unreadable_dataset_fails_the_job_with_the_reason(platform: Platform) -> None:
     upload = await platform.trainer.post(
         "/datasets", params={"filename": "x.parquet"}, content=b"not parquet"
