@@ -4,15 +4,18 @@ requests are acted on (and coalesced), and a job whose replica died is picked up
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
+from aiokafka.partitioner import DefaultPartitioner
 
 from services.trainer.app import create_app as create_trainer_app
 from services.trainer.settings import TrainerSettings
@@ -33,6 +36,7 @@ class Platform:
     registry: httpx.AsyncClient
     bus: KafkaBus
     database_url: str
+    environment: dict[str, str]  # what a trainer process needs to join this platform
 
     async def upload_csv(self, rows: int = 400, seed: int = 0, **columns: Any) -> str:
         frame = credit_risk_frame(rows, seed).assign(**columns)
@@ -132,7 +136,8 @@ async def platform(
             httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://trainer") as trainer,
             httpx.AsyncClient(base_url=registry.url) as registry_client,
         ):
-            yield Platform(trainer, registry_client, bus, shared_database)
+            trainer_environment = {**environment, "FLYWHEEL_TRAINER_REGISTRY_URL": registry.url}
+            yield Platform(trainer, registry_client, bus, shared_database, trainer_environment)
     finally:
         await bus.stop()
         registry.stop()
@@ -376,3 +381,46 @@ async def test_a_due_schedule_requests_one_retrain_and_moves_to_its_next_time(pl
     assert fired["next_run_at"] > fired["last_run_at"]
     assert (await platform.trainer.delete(f"/schedules/{model}")).status_code == 204
     assert (await platform.trainer.delete(f"/schedules/{model}")).status_code == 404
+
+
+def model_names_covering_every_partition(partitions: int = 3) -> list[str]:
+    """One model name per partition of training-jobs (keyed by model name), so that every member of the
+    consumer group is given at least one job."""
+    chosen: dict[int, str] = {}
+    candidate = 0
+    while len(chosen) < partitions:
+        name = f"replicated-{candidate}"
+        partition = DefaultPartitioner()(name.encode(), list(range(partitions)), list(range(partitions)))
+        chosen.setdefault(partition, name)
+        candidate += 1
+    return list(chosen.values())
+
+
+async def test_two_replicas_share_the_jobs_and_each_job_runs_once(
+    platform: Platform, infrastructure: Infrastructure, tmp_path: Path
+) -> None:
+    second = ServiceProcess("trainer", platform.environment, tmp_path / "second-trainer.log").start()
+    try:
+        second.wait_until_ready()
+        await asyncio.sleep(3)  # let the consumer group rebalance onto both replicas
+        dataset = await platform.upload_csv()
+        submitted = [
+            (
+                await platform.trainer.post("/jobs", json=job_request(dataset, "logistic_regression", name))
+            ).json()
+            for name in model_names_covering_every_partition()
+        ]
+        jobs = [await platform.finished_job(job["id"]) for job in submitted]
+        assert [job["status"] for job in jobs] == ["succeeded"] * len(jobs)
+        assert [job["attempts"] for job in jobs] == [1] * len(jobs)
+        connection = await asyncpg.connect(platform.database_url)
+        try:
+            workers = await connection.fetch(
+                "SELECT DISTINCT worker FROM trainer.jobs WHERE id = ANY($1::text[])",
+                [job["id"] for job in jobs],
+            )
+        finally:
+            await connection.close()
+        assert len(workers) == 2, "both replicas should have trained a job"
+    finally:
+        second.stop()
