@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -72,9 +73,9 @@ async def s3_store(infrastructure: Infrastructure) -> S3ArtifactStore:
     return store
 
 
-@pytest.fixture
-async def fresh_database_url(infrastructure: Infrastructure) -> AsyncIterator[str]:
-    """A database created for this test alone, dropped afterwards."""
+@contextlib.asynccontextmanager
+async def fresh_database(infrastructure: Infrastructure) -> AsyncIterator[str]:
+    """A database of its own on the real server, dropped afterwards; yields its URL."""
     name = f"test_{uuid.uuid4().hex[:12]}"
     admin = await asyncpg.connect(infrastructure.database_url)
     try:
@@ -84,6 +85,20 @@ async def fresh_database_url(infrastructure: Infrastructure) -> AsyncIterator[st
         await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
     finally:
         await admin.close()
+
+
+@pytest.fixture
+async def fresh_database_url(infrastructure: Infrastructure) -> AsyncIterator[str]:
+    """A database created for this test alone."""
+    async with fresh_database(infrastructure) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+async def module_database_url(infrastructure: Infrastructure) -> AsyncIterator[str]:
+    """A database for one test module's services alone (they share it across its tests)."""
+    async with fresh_database(infrastructure) as url:
+        yield url
 
 
 @dataclass

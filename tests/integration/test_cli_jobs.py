@@ -9,12 +9,11 @@ import json
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 
 from flywheel.cli import main
@@ -29,19 +28,6 @@ JOB_SECONDS = 120.0
 class Services:
     registry_url: str
     trainer_url: str
-
-
-@pytest.fixture(scope="module")
-async def module_database_url(infrastructure: Infrastructure) -> AsyncIterator[str]:
-    """A database for this module's registry and trainer alone, dropped afterwards."""
-    name = f"test_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(infrastructure.database_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        yield f"{infrastructure.database_url.rpartition('/')[0]}/{name}"
-        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
 
 
 @pytest.fixture(scope="module")

@@ -6,10 +6,9 @@ import hashlib
 import json
 import subprocess
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
-import asyncpg
 import httpx
 import numpy as np
 import onnxruntime as ort
@@ -23,20 +22,6 @@ from tests.conftest import Infrastructure
 from tests.processes import ServiceProcess, free_port
 
 MAX_UPLOAD_BYTES = 1024 * 1024
-
-
-@pytest.fixture(scope="module")
-async def module_database_url(infrastructure: Infrastructure) -> AsyncIterator[str]:
-    """A database for this module's registry alone, dropped afterwards."""
-    name = f"test_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(infrastructure.database_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        base, _, _ = infrastructure.database_url.rpartition("/")
-        yield f"{base}/{name}"
-        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
 
 
 @pytest.fixture(scope="module")

@@ -90,25 +90,13 @@ def job_request(dataset_uri: str, estimator: str, model: str, **overrides: Any) 
 
 
 @pytest.fixture(scope="module")
-async def shared_database(infrastructure: Infrastructure) -> AsyncIterator[str]:
-    name = f"test_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(infrastructure.database_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        yield f"{infrastructure.database_url.rpartition('/')[0]}/{name}"
-        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
-
-
-@pytest.fixture(scope="module")
 async def platform(
-    infrastructure: Infrastructure, shared_database: str, tmp_path_factory: pytest.TempPathFactory
+    infrastructure: Infrastructure, module_database_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Platform]:
     namespace = f"test-{uuid.uuid4().hex[:12]}"
     environment = {
         **infrastructure.environment(),
-        "FLYWHEEL_DATABASE_URL": shared_database,
+        "FLYWHEEL_DATABASE_URL": module_database_url,
         "FLYWHEEL_KAFKA_NAMESPACE": namespace,
         "FLYWHEEL_S3_BUCKET": "flywheel-tests",
         "FLYWHEEL_LOG_LEVEL": "WARNING",
@@ -118,7 +106,7 @@ async def platform(
     ).start()
     registry.wait_until_ready()
     settings = infrastructure.settings(
-        database_url=shared_database, kafka_namespace=namespace, s3_bucket="flywheel-tests"
+        database_url=module_database_url, kafka_namespace=namespace, s3_bucket="flywheel-tests"
     )
     trainer_settings = TrainerSettings(
         registry_url=registry.url,
@@ -137,7 +125,7 @@ async def platform(
             httpx.AsyncClient(base_url=registry.url) as registry_client,
         ):
             trainer_environment = {**environment, "FLYWHEEL_TRAINER_REGISTRY_URL": registry.url}
-            yield Platform(trainer, registry_client, bus, shared_database, trainer_environment)
+            yield Platform(trainer, registry_client, bus, module_database_url, trainer_environment)
     finally:
         await bus.stop()
         registry.stop()
