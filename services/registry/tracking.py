@@ -100,40 +100,48 @@ class TrackingService:
 
     # ------------------------------------------------------------ runs
 
-    async def create_run(self, request: RunCreate, *, run_id: str | None = None) -> Run:
+    async def create_run(self, request: RunCreate) -> Run:
         """Start a run (status running) in an experiment named by id, or by name (created if missing)."""
         if (request.experiment_id is None) == (request.experiment_name is None):
             raise InvalidRequest("give exactly one of experiment_id and experiment_name")
-        run_id = run_id or new_id()
-        async with self.database.acquire() as connection, connection.transaction():
-            experiment_id = await self._experiment_id(connection, request)
-            run = await repository.insert_run(
-                connection,
-                run_id=run_id,
-                experiment_id=experiment_id,
-                name=request.name or f"run-{run_id[:8]}",
-                status="running",
-                start_time=request.start_time or utc_now(),
-                tags=request.tags,
-                dataset_fingerprint=request.dataset_fingerprint,
-                code_version=request.code_version,
-            )
-        if run is None:
-            raise Conflict(f"a run with id {run_id!r} exists already")
+        run_id = new_id()
+        async with self.database.acquire() as connection:
+            if request.experiment_id is not None:  # the common case: one statement, no transaction
+                run = await self._insert_run(connection, run_id, request.experiment_id, request)
+                if run is None:
+                    raise NotFound(f"no experiment with id {request.experiment_id!r}")
+                return run
+            async with connection.transaction():
+                assert request.experiment_name is not None
+                experiment_id = await self._experiment_named(connection, request.experiment_name)
+                run = await self._insert_run(connection, run_id, experiment_id, request)
+        assert run is not None  # the experiment exists within this transaction, and the id is new
         return run
 
-    async def _experiment_id(self, connection: Connection, request: RunCreate) -> str:
-        if request.experiment_id is not None:
-            experiment = await repository.get_experiment(connection, experiment_id=request.experiment_id)
-            if experiment is None:
-                raise NotFound(f"no experiment with id {request.experiment_id!r}")
-            return experiment.id
-        assert request.experiment_name is not None
-        experiment = await repository.get_experiment(connection, name=request.experiment_name)
+    @staticmethod
+    async def _insert_run(
+        connection: Connection, run_id: str, experiment_id: str, request: RunCreate
+    ) -> Run | None:
+        return await repository.insert_run(
+            connection,
+            run_id=run_id,
+            experiment_id=experiment_id,
+            name=request.name or f"run-{run_id[:8]}",
+            status="running",
+            start_time=request.start_time or utc_now(),
+            tags=request.tags,
+            dataset_fingerprint=request.dataset_fingerprint,
+            code_version=request.code_version,
+        )
+
+    @staticmethod
+    async def _experiment_named(connection: Connection, name: str) -> str:
+        """The id of the experiment called `name`, created when missing (safe when two runs race)."""
+        experiment = await repository.get_experiment(connection, name=name)
         if experiment is None:
             experiment = await repository.insert_experiment(
-                connection, new_id(), request.experiment_name, "", {}
-            ) or await repository.get_experiment(connection, name=request.experiment_name)
+                connection, new_id(), name, "", {}
+            ) or await repository.get_experiment(connection, name=name)
         assert experiment is not None
         return experiment.id
 
@@ -166,27 +174,22 @@ class TrackingService:
         for param in batch.params:
             if offered.setdefault(param.key, param.value) != param.value:
                 raise InvalidRequest(f"param {param.key!r} appears twice in the batch with different values")
-        async with self.database.acquire() as connection, connection.transaction():
-            if not await repository.lock_run(connection, run_id):
-                raise NotFound(f"no run with id {run_id!r}")
-            conflicts = await repository.log_batch(
-                connection, run_id, batch.params, batch.metrics, batch.tags, utc_now()
-            )
-            if conflicts:  # raising rolls the whole batch back
-                key, stored, new = conflicts[0]
-                raise Conflict(
-                    f"param {key!r} of run {run_id} is {stored!r} already; params are immutable "
-                    f"(offered {new!r})"
+        async with self.database.acquire() as connection:
+            try:
+                await repository.log_batch(
+                    connection, run_id, batch.params, batch.metrics, batch.tags, utc_now()
                 )
+            except repository.RunNotFound as error:
+                raise NotFound(str(error)) from error
+            except repository.ParamConflict as error:
+                raise Conflict(str(error)) from error
 
     async def record_completed_run(self, completed: RunCompleted) -> None:
         """Make tracking agree with a run-completed event: the run exists (created, with its experiment and
         metrics, when the producer never logged it here) and has its final status. Safe to repeat."""
         async with self.database.acquire() as connection, connection.transaction():
             if not await repository.lock_run(connection, completed.run_id):
-                experiment_id = await self._experiment_id(
-                    connection, RunCreate(experiment_name=completed.experiment)
-                )
+                experiment_id = await self._experiment_named(connection, completed.experiment)
                 await repository.insert_run(
                     connection,
                     run_id=completed.run_id,

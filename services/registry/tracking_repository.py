@@ -117,12 +117,13 @@ async def insert_run(
     dataset_fingerprint: str | None,
     code_version: str | None,
 ) -> Run | None:
-    """The new run; None when a run with that id exists already."""
+    """The new run; None when the experiment does not exist (or a run has that id already)."""
     row = await connection.fetchrow(
         f"""
         INSERT INTO runs AS r (id, experiment_id, name, status, start_time, tags, dataset_fingerprint,
                                code_version)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING RETURNING {RUN_COLUMNS}
+        SELECT $1, e.id, $3, $4, $5, $6, $7, $8 FROM experiments e WHERE e.id = $2
+        ON CONFLICT (id) DO NOTHING RETURNING {RUN_COLUMNS}
         """,
         run_id,
         experiment_id,
@@ -183,6 +184,14 @@ async def lock_run(connection: Connection, run_id: str) -> bool:
     return await connection.fetchval("SELECT true FROM runs WHERE id = $1 FOR UPDATE", run_id) is True
 
 
+class RunNotFound(LookupError):
+    pass
+
+
+class ParamConflict(ValueError):
+    pass
+
+
 async def log_batch(
     connection: Connection,
     run_id: str,
@@ -190,53 +199,27 @@ async def log_batch(
     points: list[MetricPoint],
     tags: dict[str, str],
     now: datetime,
-) -> list[tuple[str, str, str]]:
-    """Store params, metric points and tags in one statement: new params are inserted, points appended to
-    the histories (each key's latest value moved forward), tags merged. Returns (key, stored value,
-    offered value) for every param logged earlier with a different value; the caller then rolls back.
-
-    The final SELECT sees params as they were before this statement, so it finds exactly the keys logged
-    earlier; callers hold the run's row lock, so no concurrent batch can slip in between.
-    """
-    rows = await connection.fetch(
-        """
-        WITH offered_params AS (SELECT * FROM unnest($2::text[], $3::text[]) AS o(key, value)),
-             inserted_params AS (
-                 INSERT INTO params (run_id, key, value) SELECT $1, key, value FROM offered_params
-                 ON CONFLICT (run_id, key) DO NOTHING
-             ),
-             offered_points AS (
-                 SELECT * FROM unnest($4::text[], $5::float8[], $6::int8[], $7::timestamptz[])
-                 AS o(key, value, step, timestamp)
-             ),
-             appended AS (
-                 INSERT INTO metrics (run_id, key, value, step, timestamp)
-                 SELECT $1, key, value, step, timestamp FROM offered_points
-             ),
-             latest AS (
-                 INSERT INTO latest_metrics (run_id, key, value, step, timestamp)
-                 SELECT DISTINCT ON (key) $1, key, value, step, timestamp FROM offered_points
-                 ORDER BY key, step DESC, timestamp DESC
-                 ON CONFLICT (run_id, key) DO UPDATE
-                     SET value = excluded.value, step = excluded.step, timestamp = excluded.timestamp
-                     WHERE (excluded.step, excluded.timestamp)
-                           >= (latest_metrics.step, latest_metrics.timestamp)
-             ),
-             tagged AS (UPDATE runs SET tags = tags || $8 WHERE id = $1 AND $8 <> '{}'::jsonb)
-        SELECT p.key, p.value AS stored, o.value AS offered
-        FROM offered_params o JOIN params p ON p.run_id = $1 AND p.key = o.key
-        WHERE p.value <> o.value
-        """,
-        run_id,
-        [param.key for param in params],
-        [param.value for param in params],
-        [point.key for point in points],
-        [point.value for point in points],
-        [point.step for point in points],
-        [point.timestamp or now for point in points],
-        tags,
-    )
-    return [(row["key"], row["stored"], row["offered"]) for row in rows]
+) -> None:
+    """Store params, metric points and tags with `log_run_batch` (migration 0004): one round trip, all or
+    nothing. RunNotFound for an unknown run; ParamConflict names a param logged earlier with another value."""
+    try:
+        await connection.execute(
+            "SELECT log_run_batch($1, $2, $3, $4, $5, $6, $7, $8)",
+            run_id,
+            [param.key for param in params],
+            [param.value for param in params],
+            [point.key for point in points],
+            [point.value for point in points],
+            [point.step for point in points],
+            [point.timestamp or now for point in points],
+            tags,
+        )
+    except asyncpg.PostgresError as error:
+        if error.sqlstate == "FW404":
+            raise RunNotFound(error.args[0]) from error
+        if error.sqlstate == "FW409":
+            raise ParamConflict(error.args[0]) from error
+        raise
 
 
 async def fetch_runs(

@@ -145,3 +145,11 @@ async def test_deleting_a_run_or_its_experiment_removes_everything_logged_to_it(
     assert (await client.delete(f"/experiments/{other['experiment_id']}")).status_code == 204
     assert (await client.get(f"/runs/{other['id']}")).status_code == 404
     assert await metric_points(registry, other["id"]) == 0
+
+
+async def test_a_run_in_an_unknown_experiment_is_404(registry: RegistryUnderTest) -> None:
+    response = await registry.client.post("/runs", json={"experiment_id": "no-such-experiment"})
+    assert response.status_code == 404
+    assert "no-such-experiment" in response.json()["detail"]
+    both = await registry.client.post("/runs", json={"experiment_id": "x", "experiment_name": "y"})
+    assert both.status_code == 400
