@@ -1,0 +1,235 @@
+"""The model versions serving holds: loaded from the artifact store, checked, warmed, swapped and evicted.
+
+A version is loaded once (its sha256 checked against the registry's record), warmed with one inference,
+and given its own batcher. Aliases (`production`, `canary`, ...) map to versions; moving an alias loads
+and warms the new version first and then switches the map in one assignment, so requests in flight
+finish on the version they started with and new ones never wait for a load. At most `max_loaded`
+versions stay in memory; the least recently used one is unloaded (after answering its queue) when
+another is needed. Aliases are pinned: the versions they point at are never evicted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import onnxruntime
+
+from services.serving.batching import AdaptiveBatcher, Tensors
+from shared.artifacts import ArtifactStore
+from shared.events import ModelSignature
+
+log = logging.getLogger(__name__)
+
+NUMPY_DTYPES: dict[str, Any] = {
+    "BOOL": np.bool_,
+    "UINT8": np.uint8,
+    "UINT16": np.uint16,
+    "UINT32": np.uint32,
+    "UINT64": np.uint64,
+    "INT8": np.int8,
+    "INT16": np.int16,
+    "INT32": np.int32,
+    "INT64": np.int64,
+    "FP16": np.float16,
+    "FP32": np.float32,
+    "FP64": np.float64,
+    "BYTES": np.object_,
+}
+
+
+@dataclass(frozen=True)
+class VersionRecord:
+    """What the registry says of a version: where its file is, its checksum and its signature."""
+
+    name: str
+    version: int
+    artifact_uri: str
+    artifact_sha256: str
+    signature: ModelSignature
+
+
+DescribeVersion = Callable[[str, int | None, str | None], Awaitable[VersionRecord | None]]
+
+
+class ModelNotFound(LookupError):
+    """No such model, version or alias (a 404)."""
+
+
+class ModelUnavailable(RuntimeError):
+    """The version exists but cannot be served: its file is missing, altered or does not load."""
+
+
+class LoadedModel:
+    """One version in memory: an onnxruntime session behind its own batcher."""
+
+    def __init__(
+        self,
+        record: VersionRecord,
+        session: onnxruntime.InferenceSession,
+        batcher_settings: dict[str, Any],
+        executor: Executor | None,
+    ) -> None:
+        self.name = record.name
+        self.version = record.version
+        self.signature = record.signature
+        self.session = session
+        self.output_names = [output.name for output in record.signature.outputs]
+        self.batcher = AdaptiveBatcher(self.infer, executor=executor, **batcher_settings)
+
+    def infer(self, inputs: Tensors) -> Tensors:
+        """One onnxruntime call (blocking: the batcher runs it in the executor)."""
+        return dict(zip(self.output_names, self.session.run(self.output_names, inputs), strict=True))
+
+    async def predict(self, inputs: Tensors) -> Tensors:
+        """Infer through the batcher, merged with concurrent requests for this version."""
+        return await self.batcher.submit(inputs)
+
+    def warm_up_inputs(self) -> Tensors:
+        """One row of neutral values for every input: the first inference pays the allocations."""
+        return {
+            spec.name: np.full(
+                [1 if size < 0 else size for size in spec.shape] or [1],
+                "" if spec.datatype == "BYTES" else 0,
+                dtype=NUMPY_DTYPES[spec.datatype],
+            )
+            for spec in self.signature.inputs
+        }
+
+
+def session_options(intra_op_threads: int) -> onnxruntime.SessionOptions:
+    """One session per version, sized for this machine: the batcher gives it large calls, so a few
+    intra-op threads help; inter-op parallelism does not for these small graphs."""
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = intra_op_threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return options
+
+
+def default_intra_op_threads() -> int:
+    return max(1, min(4, (os.cpu_count() or 1)))
+
+
+class ModelStore:
+    def __init__(
+        self,
+        describe_version: DescribeVersion,
+        artifacts: ArtifactStore,
+        *,
+        max_loaded: int = 8,
+        intra_op_threads: int | None = None,
+        batcher_settings: dict[str, Any] | None = None,
+        executor: Executor | None = None,
+    ) -> None:
+        self.describe_version = describe_version
+        self.artifacts = artifacts
+        self.max_loaded = max_loaded
+        self.intra_op_threads = intra_op_threads or default_intra_op_threads()
+        self.batcher_settings = batcher_settings or {}
+        self.executor = executor
+        self._loaded: OrderedDict[tuple[str, int], LoadedModel] = OrderedDict()
+        self._aliases: dict[tuple[str, str], int] = {}
+        self._loading: dict[tuple[str, int], asyncio.Task[LoadedModel]] = {}
+
+    async def resolve(
+        self, name: str, *, version: int | None = None, alias: str = "production"
+    ) -> LoadedModel:
+        """The loaded version asked for (an explicit version, else the alias's); loads it when needed."""
+        if version is None:
+            version = self._aliases.get((name, alias))
+            if version is None:
+                record = await self.describe_version(name, None, alias)
+                if record is None:
+                    raise ModelNotFound(f"model {name!r} has no alias {alias!r}")
+                model = await self._load(record)
+                self._aliases[(name, alias)] = record.version
+                return model
+        loaded = self._loaded.get((name, version))
+        if loaded is not None:
+            self._loaded.move_to_end((name, version))
+            return loaded
+        record = await self.describe_version(name, version, None)
+        if record is None:
+            raise ModelNotFound(f"model {name!r} has no version {version}")
+        return await self._load(record)
+
+    async def promote(self, name: str, alias: str, version: int) -> None:
+        """Move an alias: load and warm the new version first, then switch (requests never wait on it)."""
+        record = await self.describe_version(name, version, None)
+        if record is None:
+            raise ModelNotFound(f"model {name!r} has no version {version}")
+        await self._load(record)
+        self._aliases[(name, alias)] = version
+        log.info("alias moved", extra={"model": name, "alias": alias, "version": version})
+
+    def aliases_of(self, name: str) -> dict[str, int]:
+        return {alias: version for (model, alias), version in self._aliases.items() if model == name}
+
+    def loaded_versions(self) -> list[tuple[str, int]]:
+        return list(self._loaded)
+
+    async def _load(self, record: VersionRecord) -> LoadedModel:
+        key = (record.name, record.version)
+        if key in self._loaded:
+            self._loaded.move_to_end(key)
+            return self._loaded[key]
+        if key not in self._loading:  # concurrent requests for a cold version share one load
+            self._loading[key] = asyncio.create_task(self._load_now(record))
+        try:
+            return await asyncio.shield(self._loading[key])
+        finally:
+            if self._loading.get(key) is not None and self._loading[key].done():
+                del self._loading[key]
+
+    async def _load_now(self, record: VersionRecord) -> LoadedModel:
+        try:
+            model_bytes = await self.artifacts.get_bytes(self.artifacts.key_from_uri(record.artifact_uri))
+        except Exception as error:
+            raise ModelUnavailable(
+                f"{record.name} v{record.version}: cannot read {record.artifact_uri}: {error}"
+            ) from error
+        sha256 = hashlib.sha256(model_bytes).hexdigest()
+        if sha256 != record.artifact_sha256:
+            raise ModelUnavailable(
+                f"{record.name} v{record.version}: the file's sha256 is {sha256}, the registry recorded "
+                f"{record.artifact_sha256}"
+            )
+        loop = asyncio.get_running_loop()
+        session = await loop.run_in_executor(
+            self.executor,
+            lambda: onnxruntime.InferenceSession(
+                model_bytes, session_options(self.intra_op_threads), providers=["CPUExecutionProvider"]
+            ),
+        )
+        model = LoadedModel(record, session, self.batcher_settings, self.executor)
+        await loop.run_in_executor(self.executor, model.infer, model.warm_up_inputs())
+        await model.batcher.start()
+        self._loaded[(record.name, record.version)] = model
+        await self._evict_beyond_capacity()
+        log.info("model loaded", extra={"model": record.name, "version": record.version})
+        return model
+
+    async def _evict_beyond_capacity(self) -> None:
+        pinned = {(name, version) for (name, _), version in self._aliases.items()}
+        for key in list(self._loaded):
+            if len(self._loaded) <= self.max_loaded:
+                break
+            if key in pinned:
+                continue
+            evicted = self._loaded.pop(key)
+            await evicted.batcher.stop()
+            log.info("model unloaded", extra={"model": key[0], "version": key[1]})
+
+    async def close(self) -> None:
+        for model in self._loaded.values():
+            await model.batcher.stop()
+        self._loaded.clear()
