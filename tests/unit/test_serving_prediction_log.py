@@ -1,0 +1,184 @@
+"""The prediction log: batches of at most batch_size, every prediction published exactly once, a full
+buffer drops and counts, a failing bus loses nothing, stop() flushes within its timeout, and record()
+never waits for Kafka."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections import Counter
+
+from prometheus_client import REGISTRY
+
+from services.serving.prediction_log import PredictionLog
+from shared.bus import InMemoryBus
+from shared.events import CloudEvent, PredictionLogged, PredictionRecord, Topic
+from tests.waiting import eventually
+
+
+def prediction(number: int, model: str = "churn") -> PredictionRecord:
+    return PredictionRecord(
+        request_id=f"request-{number}",
+        model=model,
+        version=1,
+        features={"x": float(number)},
+        outputs={"score": 0.5},
+        latency_ms=1.0,
+    )
+
+
+def published(bus: InMemoryBus) -> list[PredictionLogged]:
+    return [
+        CloudEvent.from_json(record.value).payload_as(PredictionLogged)
+        for record in bus.records(Topic.PREDICTION_LOGGED)
+    ]
+
+
+def published_ids(bus: InMemoryBus) -> list[str]:
+    return [record.request_id for event in published(bus) for record in event.predictions]
+
+
+def metric(name: str, labels: dict[str, str] | None = None) -> float:
+    return REGISTRY.get_sample_value(name, labels or {}) or 0.0
+
+
+class FailingBus(InMemoryBus):
+    """Raises on the first `failures` publishes, then works."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+        self.attempts = 0
+
+    async def publish_raw(self, topic: str, value: bytes, key: bytes | None = None) -> None:
+        self.attempts += 1
+        if self.attempts <= self.failures:
+            raise ConnectionError("Kafka is down")
+        await super().publish_raw(topic, value, key)
+
+
+class HangingBus(InMemoryBus):
+    """Every publish waits until `release` is set: Kafka that is slow to acknowledge."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+        self.entered = asyncio.Event()
+
+    async def publish_raw(self, topic: str, value: bytes, key: bytes | None = None) -> None:
+        self.entered.set()
+        await self.release.wait()
+        await super().publish_raw(topic, value, key)
+
+
+async def test_record_is_a_plain_function_that_cannot_await() -> None:
+    assert not inspect.iscoroutinefunction(PredictionLog.record)
+    assert not inspect.iscoroutinefunction(PredictionLog.record_many)
+
+
+async def test_everything_recorded_is_published_once_in_batches_of_at_most_batch_size() -> None:
+    bus = InMemoryBus()
+    prediction_log = PredictionLog(bus, batch_size=50, flush_interval_seconds=0.05)
+    await prediction_log.start()
+    prediction_log.record_many(prediction(number) for number in range(437))
+    await eventually(lambda: len(published_ids(bus)) == 437, within=5, what="437 predictions published")
+    await prediction_log.stop()
+
+    assert sorted(published_ids(bus)) == sorted(f"request-{number}" for number in range(437))
+    assert all(1 <= len(event.predictions) <= 50 for event in published(bus))
+    assert published_ids(bus) == [f"request-{number}" for number in range(437)]  # one model: in order
+
+
+async def test_a_batch_is_split_into_one_event_per_model_keyed_by_model() -> None:
+    bus = InMemoryBus()
+    prediction_log = PredictionLog(bus, batch_size=100)
+    await prediction_log.start()
+    prediction_log.record_many(prediction(number, model=f"model-{number % 3}") for number in range(30))
+    await prediction_log.stop()
+
+    records = bus.records(Topic.PREDICTION_LOGGED)
+    assert len(records) == 3
+    for record in records:
+        event = CloudEvent.from_json(record.value).payload_as(PredictionLogged)
+        assert {p.model for p in event.predictions} == {record.key.decode() if record.key else None}
+    assert Counter(published_ids(bus)) == Counter(f"request-{number}" for number in range(30))
+
+
+async def test_a_full_buffer_drops_and_counts_what_does_not_fit() -> None:
+    bus = InMemoryBus()
+    prediction_log = PredictionLog(bus, capacity=10)
+    dropped_before = metric("flywheel_serving_predictions_dropped_total", {"reason": "buffer_full"})
+
+    prediction_log.record_many(prediction(number) for number in range(15))  # not started: nothing drains
+
+    assert prediction_log.fill == 10
+    dropped = metric("flywheel_serving_predictions_dropped_total", {"reason": "buffer_full"}) - dropped_before
+    assert dropped == 5
+    await prediction_log.start()
+    await prediction_log.stop()
+    assert published_ids(bus) == [f"request-{number}" for number in range(10)]
+
+
+async def test_a_failing_bus_is_retried_and_loses_nothing() -> None:
+    bus = FailingBus(failures=3)
+    prediction_log = PredictionLog(bus, batch_size=20, flush_interval_seconds=0.02)
+    errors_before = metric("flywheel_serving_prediction_log_errors_total")
+    logged_before = metric("flywheel_serving_predictions_logged_total")
+    await prediction_log.start()
+
+    prediction_log.record_many(prediction(number) for number in range(50))
+    await eventually(lambda: len(published_ids(bus)) == 50, within=10, what="50 predictions published")
+    await prediction_log.stop()
+
+    assert published_ids(bus) == [f"request-{number}" for number in range(50)]
+    assert bus.attempts > 3
+    assert metric("flywheel_serving_prediction_log_errors_total") - errors_before == 3
+    assert metric("flywheel_serving_predictions_logged_total") - logged_before == 50
+
+
+async def test_stop_flushes_what_is_still_buffered() -> None:
+    bus = InMemoryBus()
+    prediction_log = PredictionLog(bus, batch_size=500, flush_interval_seconds=60)  # the timer never fires
+    await prediction_log.start()
+    prediction_log.record_many(prediction(number) for number in range(120))
+    assert published_ids(bus) == []
+
+    await prediction_log.stop()
+
+    assert published_ids(bus) == [f"request-{number}" for number in range(120)]
+    assert prediction_log.fill == 0
+
+
+async def test_record_keeps_working_while_a_publish_hangs() -> None:
+    bus = HangingBus()
+    prediction_log = PredictionLog(bus, batch_size=10, flush_interval_seconds=0.01)
+    await prediction_log.start()
+    prediction_log.record_many(prediction(number) for number in range(10))
+    await asyncio.wait_for(bus.entered.wait(), timeout=5)
+
+    prediction_log.record_many(prediction(number) for number in range(10, 25))
+
+    assert prediction_log.fill == 25  # the hung batch still counts until Kafka acknowledges it
+    bus.release.set()
+    await prediction_log.stop()
+    assert published_ids(bus) == [f"request-{number}" for number in range(25)]
+
+
+async def test_stop_gives_up_at_its_timeout_and_counts_the_rest_as_dropped() -> None:
+    bus = HangingBus()  # never released
+    prediction_log = PredictionLog(bus, batch_size=10, flush_interval_seconds=0.01)
+    dropped_before = metric("flywheel_serving_predictions_dropped_total", {"reason": "shutdown"})
+    await prediction_log.start()
+    prediction_log.record_many(prediction(number) for number in range(30))
+    await asyncio.wait_for(bus.entered.wait(), timeout=5)
+
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await prediction_log.stop(timeout=0.3)
+
+    assert loop.time() - started < 2
+    dropped = metric("flywheel_serving_predictions_dropped_total", {"reason": "shutdown"}) - dropped_before
+    assert dropped == 30
+    assert prediction_log.fill == 0
+    prediction_log.record(prediction(99))  # after stop: dropped, not buffered forever
+    assert prediction_log.fill == 0
