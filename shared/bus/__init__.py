@@ -1,6 +1,6 @@
 """The event bus: Kafka in production, in-memory for unit tests and the embedded mode."""
 
-from shared.bus.base import EventBus, Handler, RawRecord, Subscription
+from shared.bus.base import EventBus, Handler, RawRecord, StartAt, Subscription
 from shared.bus.kafka import KafkaBus, platform_topics
 from shared.bus.memory import InMemoryBus
 from shared.settings import FlywheelSettings
@@ -29,6 +29,7 @@ __all__ = [
     "InMemoryBus",
     "KafkaBus",
     "RawRecord",
+    "StartAt",
     "Subscription",
     "create_bus",
     "platform_topics",

@@ -13,12 +13,14 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Literal
 
 from prometheus_client import Counter
 
 from shared.events import CloudEvent, DeadLetter, InvalidEvent, dead_letter_topic
 
 Handler = Callable[[CloudEvent], Awaitable[None]]
+StartAt = Literal["earliest", "latest"]
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +79,12 @@ class EventBus(ABC):
         """Append bytes as any producer could: for records that are not Flywheel events."""
 
     @abstractmethod
-    async def subscribe(self, topic: str, group: str, handler: Handler) -> Subscription:
-        """Start consuming `topic` as a member of `group`, from the group's committed offset
-        (or the beginning of the log for a new group)."""
+    async def subscribe(
+        self, topic: str, group: str, handler: Handler, *, new_group_starts_at: StartAt = "earliest"
+    ) -> Subscription:
+        """Start consuming `topic` as a member of `group`, from the group's committed offset. A new group
+        starts at the beginning of the log, or with `latest` at its end (only what is published from now
+        on: for a replica that needs every future event but none of the past, in a group of its own)."""
 
     async def ready(self) -> bool:
         """Whether the bus can publish right now (used by readiness probes)."""

@@ -11,7 +11,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
-from shared.bus.base import EventBus, Handler, RawRecord, Subscription
+from shared.bus.base import EventBus, Handler, RawRecord, StartAt, Subscription
 from shared.events import Topic, dead_letter_topic
 
 log = logging.getLogger(__name__)
@@ -121,14 +121,16 @@ class KafkaBus(EventBus):
             self._on_cluster(topic), value=value, key=key, headers=[CONTENT_TYPE_HEADER]
         )
 
-    async def subscribe(self, topic: str, group: str, handler: Handler) -> Subscription:
+    async def subscribe(
+        self, topic: str, group: str, handler: Handler, *, new_group_starts_at: StartAt = "earliest"
+    ) -> Subscription:
         consumer = AIOKafkaConsumer(
             self._on_cluster(topic),
             bootstrap_servers=self.bootstrap_servers,
             client_id=f"{self.client_id}-{group}",
             group_id=self._on_cluster(group),
             enable_auto_commit=False,
-            auto_offset_reset="earliest",
+            auto_offset_reset=new_group_starts_at,
         )
         await consumer.start()
         task = asyncio.create_task(self._consume(consumer, group, handler), name=f"consume:{topic}:{group}")

@@ -12,7 +12,7 @@ import contextlib
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from shared.bus.base import EventBus, Handler, RawRecord, Subscription
+from shared.bus.base import EventBus, Handler, RawRecord, StartAt, Subscription
 
 
 @dataclass
@@ -57,7 +57,12 @@ class InMemoryBus(EventBus):
         """Everything appended to `topic` so far."""
         return list(self._logs[topic].records)
 
-    async def subscribe(self, topic: str, group: str, handler: Handler) -> Subscription:
+    async def subscribe(
+        self, topic: str, group: str, handler: Handler, *, new_group_starts_at: StartAt = "earliest"
+    ) -> Subscription:
+        cursor = (topic, group)
+        if new_group_starts_at == "latest" and cursor not in self._committed:
+            self._committed[cursor] = len(self._logs[topic].records)
         task = asyncio.create_task(self._consume(topic, group, handler), name=f"consume:{topic}:{group}")
         subscription = InMemorySubscription(task)
         self._subscriptions.append(subscription)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from aiokafka.admin import AIOKafkaAdminClient
 
 from shared.bus import KafkaBus, platform_topics
@@ -200,3 +202,19 @@ async def test_a_namespace_keeps_topics_and_groups_apart_on_one_cluster(
         await admin.close()
     assert f"{unique_name}-staging.ground-truth" in topics
     assert f"{unique_name}-staging.ground-truth.dlq" in topics
+
+
+async def test_a_new_group_starting_at_latest_sees_only_what_comes_after(
+    kafka_bus_factory: KafkaBusFactory, unique_name: str
+) -> None:
+    bus = await kafka_bus_factory(unique_name, partitions=1)
+    await bus.publish(unique_name, ground_truth("before"), key="k")
+    later = Recorder()
+    await bus.subscribe(unique_name, f"{unique_name}-replica", later, new_group_starts_at="latest")
+    for attempt in range(100):  # the group's start offset is fixed on its first fetch; keep publishing
+        await bus.publish(unique_name, ground_truth(f"after-{attempt}"), key="k")
+        with contextlib.suppress(AssertionError):
+            await eventually(lambda: later.events != [], within=0.3, what="a new event consumed")
+            break
+    assert later.events, "nothing published after subscribing was consumed"
+    assert "before" not in later.request_ids()

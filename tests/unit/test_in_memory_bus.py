@@ -107,3 +107,18 @@ async def test_a_handler_that_recovers_within_its_retries_is_not_dead_lettered()
     await eventually(lambda: len(calls) == 3, what="third attempt")
     assert bus.records("t.dlq") == []
     await bus.stop()
+
+
+async def test_a_new_group_starting_at_latest_sees_only_what_comes_after() -> None:
+    bus = InMemoryBus()
+    seen: list[CloudEvent] = []
+
+    async def record(event: CloudEvent) -> None:
+        seen.append(event)
+
+    await bus.publish("t", ground_truth("old"))
+    await bus.subscribe("t", "replica-1", record, new_group_starts_at="latest")
+    await bus.publish("t", ground_truth("new"))
+    await eventually(lambda: len(seen) == 1, what="the new event consumed")
+    assert request_ids(seen) == ["new"]
+    await bus.stop()
