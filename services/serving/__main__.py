@@ -6,4 +6,7 @@ from shared.service import run_service
 from shared.settings import FlywheelSettings
 
 infrastructure = FlywheelSettings()
-run_service("serving", create_app(infrastructure), ServingSettings(), infrastructure.log_level)
+serving_settings = ServingSettings()
+run_service(
+    "serving", create_app(infrastructure, serving_settings), serving_settings, infrastructure.log_level
+)

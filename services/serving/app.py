@@ -1,15 +1,73 @@
-"""The serving service's HTTP app: its lifespan opens the bus and the artifact store."""
+"""The serving service's HTTP app: its lifespan opens the bus and the artifact store, then the model store,
+the prediction log and the consumer of alias moves."""
+
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
 import services.serving
-from shared.service import create_service_app
+from services.serving.endpoints import add_error_handlers, router
+from services.serving.models import ModelStore, default_intra_op_threads
+from services.serving.prediction_log import PredictionLog
+from services.serving.registry_client import RegistryClient
+from services.serving.service import InferenceService
+from services.serving.settings import ServingSettings
+from services.serving.worker import ServingWorker
+from shared.service import Runtime, create_service_app
 from shared.settings import FlywheelSettings
 
 
-def create_app(settings: FlywheelSettings | None = None) -> FastAPI:
-    return create_service_app(
+def create_app(
+    settings: FlywheelSettings | None = None, serving_settings: ServingSettings | None = None
+) -> FastAPI:
+    serving = serving_settings or ServingSettings()
+
+    @asynccontextmanager
+    async def serving_lifespan(app: FastAPI, runtime: Runtime) -> AsyncIterator[None]:
+        registry = RegistryClient(serving.registry_url)
+        # onnxruntime releases the GIL: inference threads run beside the event loop, never on it.
+        executor = ThreadPoolExecutor(
+            max_workers=serving.max_concurrent_batches * 2, thread_name_prefix="infer"
+        )
+        models = ModelStore(
+            registry.describe_version,
+            runtime.artifacts,
+            max_loaded=serving.max_loaded_models,
+            intra_op_threads=default_intra_op_threads(),
+            batcher_settings={
+                "max_batch_size": serving.max_batch_size,
+                "max_wait_seconds": serving.max_batch_wait_ms / 1000,
+                "max_concurrent_batches": serving.max_concurrent_batches,
+            },
+            executor=executor,
+        )
+        predictions = PredictionLog(
+            runtime.bus,
+            capacity=serving.prediction_log_capacity,
+            batch_size=serving.prediction_log_batch_size,
+        )
+        await predictions.start()
+        app.state.models = models
+        app.state.inference = InferenceService(models, predictions, serving.default_alias)
+        await ServingWorker(models).subscribe(runtime.bus)
+        try:
+            yield
+        finally:
+            await models.close()
+            await predictions.stop()
+            executor.shutdown(wait=True)
+            await registry.close()
+
+    app = create_service_app(
         "serving",
         description=services.serving.__doc__ or "",
         settings=settings or FlywheelSettings(),
+        routers=[router],
+        service_lifespan=serving_lifespan,
     )
+    app.state.default_alias = serving.default_alias
+    app.state.max_request_bytes = serving.max_request_bytes
+    add_error_handlers(app)
+    return app

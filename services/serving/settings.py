@@ -1,5 +1,6 @@
-"""Where the serving service listens (FLYWHEEL_SERVING_HOST, FLYWHEEL_SERVING_PORT)."""
+"""The serving service's own settings (FLYWHEEL_SERVING_*)."""
 
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from shared.service import ServiceSettings
@@ -9,3 +10,14 @@ class ServingSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="FLYWHEEL_SERVING_", extra="ignore")
 
     port: int = 8080
+    registry_url: str = Field(
+        default="http://127.0.0.1:8081", description="where the registry service answers"
+    )
+    default_alias: str = Field(default="production", description="the alias served when no version is asked")
+    max_batch_size: int = Field(default=64, ge=1, description="most rows merged into one inference call")
+    max_batch_wait_ms: float = Field(default=2.0, ge=0, description="longest a request waits for company")
+    max_concurrent_batches: int = Field(default=1, ge=1, description="inference calls per version at once")
+    max_loaded_models: int = Field(default=8, ge=1, description="model versions kept in memory")
+    max_request_bytes: int = Field(default=16 * 1024 * 1024, ge=1, description="largest request body")
+    prediction_log_capacity: int = Field(default=100_000, ge=1, description="predictions buffered for Kafka")
+    prediction_log_batch_size: int = Field(default=500, ge=1, description="predictions per logged event")

@@ -1,0 +1,175 @@
+"""Serving on real servers with a real registry process: both protocols, the errors, a hot swap on
+model-promoted, and every answer logged to prediction-logged."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from services.serving.app import create_app as create_serving_app
+from services.serving.settings import ServingSettings
+from shared.bus import KafkaBus
+from shared.events import CloudEvent, PredictionLogged, Topic
+from tests.conftest import Infrastructure
+from tests.models import tiny_classifier_onnx
+from tests.processes import ServiceProcess
+from tests.waiting import eventually, eventually_true
+
+ROWS = np.random.default_rng(1).normal(size=(3, 4)).round(3).tolist()
+
+
+@dataclass
+class Serving:
+    client: httpx.AsyncClient
+    registry: httpx.AsyncClient
+    bus: KafkaBus
+
+
+@pytest.fixture(scope="module")
+async def serving(
+    infrastructure: Infrastructure, module_database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Serving]:
+    namespace = f"test-{uuid.uuid4().hex[:12]}"
+    environment = {
+        **infrastructure.environment(),
+        "FLYWHEEL_DATABASE_URL": module_database_url,
+        "FLYWHEEL_KAFKA_NAMESPACE": namespace,
+        "FLYWHEEL_S3_BUCKET": "flywheel-tests",
+    }
+    registry = ServiceProcess(
+        "registry", environment, tmp_path_factory.mktemp("logs") / "registry.log"
+    ).start()
+    registry.wait_until_ready()
+    settings = infrastructure.settings(kafka_namespace=namespace, s3_bucket="flywheel-tests")
+    app = create_serving_app(
+        settings, ServingSettings(registry_url=registry.url, max_request_bytes=64 * 1024)
+    )
+    bus = KafkaBus(infrastructure.kafka_bootstrap, client_id="tests", namespace=namespace)
+    await bus.start()
+    try:
+        async with (
+            httpx.AsyncClient(base_url=registry.url) as registry_client,
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://serving") as client,
+        ):
+            uploaded = await registry_client.post(
+                "/models/credit/versions", files={"model": tiny_classifier_onnx()}
+            )
+            assert uploaded.status_code == 201, uploaded.text
+            await registry_client.put("/models/credit/aliases/production", json={"version": 1})
+            yield Serving(client, registry_client, bus)
+    finally:
+        await bus.stop()
+        registry.stop()
+
+
+def v2_body(rows: list[list[Any]], datatype: str = "FP32") -> dict[str, Any]:
+    return {"inputs": [{"name": "X", "shape": [len(rows), 4], "datatype": datatype, "data": rows}]}
+
+
+async def test_v2_inference_answers_with_the_production_version(serving: Serving) -> None:
+    response = await serving.client.post(
+        "/v2/models/credit/infer", json=v2_body(ROWS), headers={"X-Request-Id": "req-v2"}
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["model_name"], body["model_version"], body["id"]) == ("credit", "1", "req-v2")
+    assert response.headers["X-Model-Version"] == "1"
+    outputs = {output["name"]: output for output in body["outputs"]}
+    assert outputs["label"]["shape"] == [3]
+    assert outputs["probabilities"]["shape"] == [3, 2]
+    assert outputs["probabilities"]["datatype"] == "FP32"
+
+
+async def test_v1_instances_answer_labels_and_probabilities(serving: Serving) -> None:
+    response = await serving.client.post("/v1/models/credit:predict", json={"instances": ROWS[:2]})
+    assert response.status_code == 200, response.text
+    predictions = response.json()["predictions"]
+    assert len(predictions) == 2
+    assert abs(sum(predictions[0]["probabilities"]) - 1) < 1e-5
+    assert response.json()["model_version"] == "1"
+
+
+async def test_model_metadata_lists_the_signature(serving: Serving) -> None:
+    metadata = (await serving.client.get("/v2/models/credit")).json()
+    assert metadata["inputs"] == [{"name": "X", "datatype": "FP32", "shape": [-1, 4]}]
+    assert (await serving.client.get("/v2/models/credit/ready")).json()["ready"] is True
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "message"),
+    [
+        ("/v2/models/nope/infer", v2_body(ROWS), 404, "nope"),
+        ("/v2/models/credit/versions/9/infer", v2_body(ROWS), 404, "no version 9"),
+        ("/v2/models/credit/infer", v2_body(ROWS, "FP64"), 422, "FP32"),
+        (
+            "/v2/models/credit/infer",
+            {"inputs": [{"name": "X", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]},
+            422,
+            "[-1, 4]",
+        ),
+        (
+            "/v2/models/credit/infer",
+            {"inputs": [{"name": "Y", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]},
+            422,
+            "'Y'",
+        ),
+        ("/v2/models/credit/infer", v2_body([[1.0, "NaN", 2.0, 3.0]]), 422, "non-finite"),
+        ("/v1/models/credit:predict", {"instances": [[1, 2, 3]]}, 422, "expects 4"),
+    ],
+)
+async def test_bad_requests_are_refused_naming_the_problem(
+    serving: Serving, path: str, body: dict[str, Any], status: int, message: str
+) -> None:
+    response = await serving.client.post(path, json=body)
+    assert response.status_code == status, response.text
+    assert message in response.json()["error"]
+
+
+async def test_an_oversized_body_is_413(serving: Serving) -> None:
+    response = await serving.client.post("/v2/models/credit/infer", content=b"x" * (65 * 1024))
+    assert response.status_code == 413
+
+
+async def test_every_answer_is_logged_to_prediction_logged_as_answered(serving: Serving) -> None:
+    request_id = f"logged-{uuid.uuid4().hex[:8]}"
+    response = await serving.client.post(
+        "/v2/models/credit/infer", json=v2_body(ROWS[:1]), headers={"X-Request-Id": request_id}
+    )
+    answered = {output["name"]: output["data"] for output in response.json()["outputs"]}
+    logged: list[Any] = []
+
+    async def collect(event: CloudEvent) -> None:
+        logged.extend(r for r in event.payload_as(PredictionLogged).predictions if r.request_id == request_id)
+
+    subscription = await serving.bus.subscribe(
+        Topic.PREDICTION_LOGGED, f"observer-{uuid.uuid4().hex[:6]}", collect
+    )
+    try:
+        await eventually(lambda: logged != [], within=30, what="the prediction logged")
+    finally:
+        await subscription.close()
+    record = logged[0]
+    assert (record.model, record.version) == ("credit", 1)
+    assert record.features == pytest.approx(ROWS[0], rel=1e-6)  # as the model saw them: float32
+    assert record.outputs["label"] == answered["label"][0]
+    assert record.outputs["probabilities"] == pytest.approx(answered["probabilities"][:2])
+
+
+async def test_promoting_a_new_version_swaps_what_answers(serving: Serving) -> None:
+    uploaded = await serving.registry.post("/models/credit/versions", files={"model": tiny_classifier_onnx()})
+    version = uploaded.json()["version"]
+    await serving.registry.put("/models/credit/aliases/production", json={"version": version})
+
+    async def answered_by_new_version() -> bool:
+        response = await serving.client.post("/v2/models/credit/infer", json=v2_body(ROWS))
+        assert response.status_code == 200, response.text
+        return bool(response.headers["X-Model-Version"] == str(version))
+
+    await eventually_true(answered_by_new_version, what=f"v{version} answering")
