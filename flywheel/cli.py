@@ -106,7 +106,12 @@ def command_up(names: list[str]) -> int:
         return 2
 
     # Services that call the registry over HTTP find it where this command starts it.
-    environment = {"FLYWHEEL_TRAINER_REGISTRY_URL": endpoints(["registry"])[0].url, **os.environ}
+    registry_url = endpoints(["registry"])[0].url
+    environment = {
+        "FLYWHEEL_TRAINER_REGISTRY_URL": registry_url,
+        "FLYWHEEL_SERVING_REGISTRY_URL": registry_url,
+        **os.environ,
+    }
     processes = {
         endpoint.name: subprocess.Popen([sys.executable, "-m", f"services.{endpoint.name}"], env=environment)
         for endpoint in endpoints(names)
