@@ -24,26 +24,11 @@ import numpy as np
 import onnxruntime
 
 from services.serving.batching import AdaptiveBatcher, Tensors
+from services.serving.protocol import NUMPY_DTYPES
 from shared.artifacts import ArtifactStore
 from shared.events import ModelSignature
 
 log = logging.getLogger(__name__)
-
-NUMPY_DTYPES: dict[str, Any] = {
-    "BOOL": np.bool_,
-    "UINT8": np.uint8,
-    "UINT16": np.uint16,
-    "UINT32": np.uint32,
-    "UINT64": np.uint64,
-    "INT8": np.int8,
-    "INT16": np.int16,
-    "INT32": np.int32,
-    "INT64": np.int64,
-    "FP16": np.float16,
-    "FP32": np.float32,
-    "FP64": np.float64,
-    "BYTES": np.object_,
-}
 
 
 @dataclass(frozen=True)

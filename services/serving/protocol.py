@@ -20,7 +20,7 @@ from shared.events import ModelSignature, TensorSpec
 
 Tensors = dict[str, np.ndarray]
 
-_NUMPY_DTYPES: dict[str, type[np.generic]] = {
+NUMPY_DTYPES: dict[str, type[np.generic]] = {
     "BOOL": np.bool_,
     "UINT8": np.uint8,
     "UINT16": np.uint16,
@@ -35,7 +35,7 @@ _NUMPY_DTYPES: dict[str, type[np.generic]] = {
     "FP64": np.float64,
     "BYTES": np.object_,  # onnxruntime takes string tensors as object arrays of str
 }
-_DATATYPES_BY_DTYPE = {np.dtype(dtype): name for name, dtype in _NUMPY_DTYPES.items() if name != "BYTES"}
+_DATATYPES_BY_DTYPE = {np.dtype(dtype): name for name, dtype in NUMPY_DTYPES.items() if name != "BYTES"}
 _FLOAT_DATATYPES = {"FP16", "FP32", "FP64"}
 _NON_FINITE_WORDS = {"nan", "inf", "infinity"}
 
@@ -342,7 +342,7 @@ def _to_array(
     """`values` (flat, row-major) as an array of `datatype` and `shape`, or InvalidInput naming the row."""
     row_width = math.prod(shape[1:]) or 1
     if not values:
-        return np.empty(shape, dtype=_NUMPY_DTYPES[datatype])
+        return np.empty(shape, dtype=NUMPY_DTYPES[datatype])
     if datatype == "BYTES":
         _check_each(name, values, row_width, lambda value: isinstance(value, str), "strings (BYTES)")
         return np.array(values, dtype=object).reshape(shape)
@@ -357,7 +357,7 @@ def _to_array(
         if not allow_non_finite:
             _check_finite(name, numbers, row_width)
         with np.errstate(over="ignore"):  # overflow is reported just below, naming the row
-            converted = numbers.astype(_NUMPY_DTYPES[datatype])
+            converted = numbers.astype(NUMPY_DTYPES[datatype])
         _check_in_range(name, np.isfinite(numbers) & ~np.isfinite(converted), numbers, row_width, datatype)
         return converted.reshape(shape)
     numbers = _number_array(values)
@@ -373,7 +373,7 @@ def _to_array(
         numbers = np.array([int(value) for value in values], dtype=object)
     limits = np.iinfo(datatype.lower())  # INT8 -> int8, UINT64 -> uint64
     _check_in_range(name, (numbers < limits.min) | (numbers > limits.max), numbers, row_width, datatype)
-    return numbers.astype(_NUMPY_DTYPES[datatype]).reshape(shape)
+    return numbers.astype(NUMPY_DTYPES[datatype]).reshape(shape)
 
 
 def _number_array(values: list[Any]) -> np.ndarray | None:
