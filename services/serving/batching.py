@@ -43,6 +43,7 @@ class AdaptiveBatcher:
         max_wait_seconds: float = 0.002,
         max_concurrent_batches: int = 1,
         executor: Executor | None = None,
+        on_batch: Callable[[int], None] | None = None,
     ) -> None:
         if max_batch_size < 1 or max_concurrent_batches < 1 or max_wait_seconds < 0:
             raise ValueError("max_batch_size and max_concurrent_batches must be >= 1, max_wait_seconds >= 0")
@@ -51,6 +52,7 @@ class AdaptiveBatcher:
         self.max_wait_seconds = max_wait_seconds
         self.max_concurrent_batches = max_concurrent_batches
         self.executor = executor
+        self.on_batch = on_batch  # told the rows of every inference call (a metric, say)
         self._pending: deque[_Request] = deque()
         self._running: set[asyncio.Task[None]] = set()
         self._arrived: asyncio.Event | None = None
@@ -127,6 +129,8 @@ class AdaptiveBatcher:
         assert self._slots is not None
         loop = asyncio.get_running_loop()
         try:
+            if self.on_batch is not None:
+                self.on_batch(sum(request.rows for request in batch))
             if len(batch) == 1:
                 await self._answer_alone(batch[0], loop)
                 return

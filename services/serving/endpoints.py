@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from services.serving.batching import BatcherStopped
+from services.serving.metrics import REQUEST_ERRORS
 from services.serving.models import ModelNotFound, ModelStore, ModelUnavailable
 from services.serving.protocol import InvalidInput
 from services.serving.registry_client import RegistryUnavailable
@@ -174,6 +175,7 @@ async def predict(name: str, request: Request, service: Inference) -> Response:
 def add_error_handlers(app: FastAPI) -> None:
     def handler(status: int) -> Any:
         async def respond(request: Request, error: Exception) -> Response:
+            REQUEST_ERRORS.labels(request.path_params.get("name", ""), str(status)).inc()
             return Response(
                 orjson.dumps({"error": str(error)}), status_code=status, media_type="application/json"
             )

@@ -24,6 +24,7 @@ import numpy as np
 import onnxruntime
 
 from services.serving.batching import AdaptiveBatcher, Tensors
+from services.serving.metrics import BATCH_ROWS, QUEUE_DEPTH
 from services.serving.protocol import NUMPY_DTYPES
 from shared.artifacts import ArtifactStore
 from shared.events import ModelSignature
@@ -68,7 +69,16 @@ class LoadedModel:
         self.signature = record.signature
         self.session = session
         self.output_names = [output.name for output in record.signature.outputs]
-        self.batcher = AdaptiveBatcher(self.infer, executor=executor, **batcher_settings)
+        labels = (record.name, str(record.version))
+        self.batcher = AdaptiveBatcher(
+            self.infer, executor=executor, on_batch=BATCH_ROWS.labels(*labels).observe, **batcher_settings
+        )
+        QUEUE_DEPTH.labels(*labels).set_function(lambda: self.batcher.queue_depth)
+
+    async def unload(self) -> None:
+        """Answer what is queued, then let go of the session and its metrics."""
+        await self.batcher.stop()
+        QUEUE_DEPTH.remove(self.name, str(self.version))
 
     def infer(self, inputs: Tensors) -> Tensors:
         """One onnxruntime call (blocking: the batcher runs it in the executor)."""
@@ -210,11 +220,10 @@ class ModelStore:
                 break
             if key in pinned:
                 continue
-            evicted = self._loaded.pop(key)
-            await evicted.batcher.stop()
+            await self._loaded.pop(key).unload()
             log.info("model unloaded", extra={"model": key[0], "version": key[1]})
 
     async def close(self) -> None:
         for model in self._loaded.values():
-            await model.batcher.stop()
+            await model.unload()
         self._loaded.clear()

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from services.serving.metrics import INFERENCE_LATENCY, PREDICTIONS
 from services.serving.models import LoadedModel, ModelStore
 from services.serving.prediction_log import PredictionLog
 from services.serving.protocol import (
@@ -40,7 +41,7 @@ class InferenceService:
         model = await self.models.resolve(name, version=version, alias=self.default_alias)
         inputs, meta = parse_v2_request(body, model.signature)
         request_id = request_id or meta.request_id or uuid.uuid4().hex
-        outputs = await self._predict(model, inputs, request_id)
+        outputs = await self._predict(model, inputs, request_id, "v2")
         response = encode_v2_response(
             model.name, str(model.version), outputs, model.signature, request_id, meta.requested_outputs
         )
@@ -51,15 +52,19 @@ class InferenceService:
         model = await self.models.resolve(name, alias=self.default_alias)
         inputs = parse_v1_instances(body, model.signature)
         request_id = request_id or uuid.uuid4().hex
-        outputs = await self._predict(model, inputs, request_id)
+        outputs = await self._predict(model, inputs, request_id, "v1")
         response = encode_v1_predictions(outputs)
         response.update(model_name=model.name, model_version=str(model.version), id=request_id)
         return Answer(response, model, request_id)
 
-    async def _predict(self, model: LoadedModel, inputs: Tensors, request_id: str) -> Tensors:
+    async def _predict(self, model: LoadedModel, inputs: Tensors, request_id: str, protocol: str) -> Tensors:
         started = time.perf_counter()
         outputs = await model.predict(inputs)
-        latency_ms = (time.perf_counter() - started) * 1000
+        seconds = time.perf_counter() - started
+        version = str(model.version)
+        INFERENCE_LATENCY.labels(model.name, version).observe(seconds)
+        PREDICTIONS.labels(model.name, version, protocol).inc(len(next(iter(inputs.values()))))
+        latency_ms = seconds * 1000
         self.predictions.record_many(prediction_records(model, inputs, outputs, request_id, latency_ms))
         return outputs
 

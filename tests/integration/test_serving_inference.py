@@ -173,3 +173,14 @@ async def test_promoting_a_new_version_swaps_what_answers(serving: Serving) -> N
         return bool(response.headers["X-Model-Version"] == str(version))
 
     await eventually_true(answered_by_new_version, what=f"v{version} answering")
+
+
+async def test_metrics_count_predictions_batches_and_errors_per_model(serving: Serving) -> None:
+    await serving.client.post("/v2/models/credit/infer", json=v2_body(ROWS))
+    await serving.client.post("/v2/models/credit/infer", json=v2_body(ROWS, "FP64"))
+    metrics = (await serving.client.get("/metrics")).text
+    assert 'flywheel_serving_predictions_total{model="credit",protocol="v2",version=' in metrics
+    assert 'flywheel_serving_batch_rows_count{model="credit"' in metrics
+    assert 'flywheel_serving_request_errors_total{model="credit",status="422"}' in metrics
+    assert 'flywheel_serving_queue_depth{model="credit"' in metrics
+    assert "flywheel_serving_prediction_log_buffered" in metrics

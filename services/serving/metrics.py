@@ -1,0 +1,23 @@
+"""Serving's Prometheus metrics, per model and version (HTTP totals per route come from shared.telemetry)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+PREDICTIONS = Counter("flywheel_serving_predictions_total", "Rows answered", ["model", "version", "protocol"])
+REQUEST_ERRORS = Counter(
+    "flywheel_serving_request_errors_total", "Inference requests refused or failed", ["model", "status"]
+)
+INFERENCE_LATENCY = Histogram(
+    "flywheel_serving_inference_seconds",
+    "Time from a request's inputs being valid to its outputs (queueing and inference)",
+    ["model", "version"],
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+BATCH_ROWS = Histogram(
+    "flywheel_serving_batch_rows",
+    "Rows per onnxruntime call",
+    ["model", "version"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+)
+QUEUE_DEPTH = Gauge("flywheel_serving_queue_depth", "Requests waiting for a batch", ["model", "version"])
