@@ -121,6 +121,9 @@ EOF
       || die "kafka storage format failed: $(tail -n5 "$dir/format.log")"
   fi
   : >"$dir/server.log"
+  # Every partition keeps its segment files open: a broker with thousands of partitions (test runs make
+  # many) needs far more descriptors than the usual default of 1024.
+  ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
   # setsid: the server outlives the shell that started it, until `down`.
   setsid "${KAFKA_JAVA[@]}" kafka.Kafka "$dir/server.properties" >"$dir/stdout.log" 2>&1 </dev/null &
   echo $! >"$dir/pid"

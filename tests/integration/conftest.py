@@ -11,6 +11,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
 from fastapi import FastAPI
 
 from services.registry.app import create_app as create_registry_app
@@ -59,6 +60,12 @@ async def kafka_bus_factory(infrastructure: Infrastructure) -> AsyncIterator[Kaf
     yield start
     for bus in started:
         await bus.stop()
+    for bus in started:  # the test's own topics, and with a namespace every topic in it
+        for topic in bus.topics if not bus.prefix else []:
+            if topic.startswith(TEST_TOPIC_PREFIX):
+                await delete_topics(infrastructure.kafka_bootstrap, topic)
+        if bus.prefix:
+            await delete_topics(infrastructure.kafka_bootstrap, bus.prefix)
 
 
 @pytest.fixture
@@ -144,3 +151,29 @@ async def registry(
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://registry") as client,
     ):
         yield RegistryUnderTest(app, client, settings, bus)
+
+
+TEST_TOPIC_PREFIX = "test-"
+
+
+async def delete_topics(bootstrap: str, prefix: str) -> int:
+    """Delete every topic whose name starts with `prefix`; how many there were. Each test namespace makes
+    dozens of partitions, and a broker keeps files open for every one: tests clean up after themselves."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        doomed = [name for name in await admin.list_topics() if name.startswith(prefix)]
+        for start in range(0, len(doomed), 500):
+            await admin.delete_topics(doomed[start : start + 500])
+        return len(doomed)
+    finally:
+        await admin.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+async def no_test_topics_left_behind(infrastructure: Infrastructure) -> AsyncIterator[None]:
+    """Start from a broker without the topics of earlier runs (one killed before cleaning up), and leave
+    none behind."""
+    await delete_topics(infrastructure.kafka_bootstrap, TEST_TOPIC_PREFIX)
+    yield
+    await delete_topics(infrastructure.kafka_bootstrap, TEST_TOPIC_PREFIX)

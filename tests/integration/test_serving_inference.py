@@ -3,6 +3,7 @@ model-promoted, and every answer logged to prediction-logged."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -184,3 +185,35 @@ async def test_metrics_count_predictions_batches_and_errors_per_model(serving: S
     assert 'flywheel_serving_request_errors_total{model="credit",status="422"}' in metrics
     assert 'flywheel_serving_queue_depth{model="credit"' in metrics
     assert "flywheel_serving_prediction_log_buffered" in metrics
+
+
+async def test_a_hot_swap_under_steady_load_fails_no_request(serving: Serving) -> None:
+    statuses: list[int] = []
+    versions: set[str] = set()
+    stop = asyncio.Event()
+
+    async def steady_load() -> None:
+        while not stop.is_set():
+            response = await serving.client.post("/v2/models/credit/infer", json=v2_body(ROWS))
+            statuses.append(response.status_code)
+            versions.add(response.headers.get("X-Model-Version", "?"))
+
+    clients = [asyncio.create_task(steady_load()) for _ in range(8)]
+    try:
+        await eventually(lambda: len(statuses) > 50, within=30, what="load under way")
+        before = set(versions)
+        uploaded = await serving.registry.post(
+            "/models/credit/versions", files={"model": tiny_classifier_onnx()}
+        )
+        new_version = str(uploaded.json()["version"])
+        await serving.registry.put("/models/credit/aliases/production", json={"version": int(new_version)})
+        await eventually(
+            lambda: new_version in versions, within=60, what=f"v{new_version} answering under load"
+        )
+        answered = len(statuses)
+        await eventually(lambda: len(statuses) > answered + 50, within=30, what="load after the swap")
+    finally:
+        stop.set()
+        await asyncio.gather(*clients)
+    assert set(statuses) == {200}, f"{len(statuses) - statuses.count(200)} of {len(statuses)} failed"
+    assert new_version not in before
