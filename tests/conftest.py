@@ -51,6 +51,16 @@ class Infrastructure:
             "FLYWHEEL_S3_SECRET_KEY": self.s3_secret_key,
         }
 
+    def isolated_environment(self, database_url: str, namespace: str) -> dict[str, str]:
+        """The environment of a service process that shares these servers with other tests but nothing
+        else: its own database, its own Kafka namespace, and the tests' bucket."""
+        return {
+            **self.environment(),
+            "FLYWHEEL_DATABASE_URL": database_url,
+            "FLYWHEEL_KAFKA_NAMESPACE": namespace,
+            "FLYWHEEL_S3_BUCKET": "flywheel-tests",
+        }
+
 
 def _from_environment() -> Infrastructure | None:
     names = {

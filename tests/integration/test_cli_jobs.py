@@ -37,10 +37,7 @@ def services(
     """A registry process and a trainer process that trains for it, in their own Kafka namespace."""
     logs = tmp_path_factory.mktemp("cli-jobs")
     environment = {
-        **infrastructure.environment(),
-        "FLYWHEEL_DATABASE_URL": module_database_url,
-        "FLYWHEEL_KAFKA_NAMESPACE": f"test-{uuid.uuid4().hex[:12]}",
-        "FLYWHEEL_S3_BUCKET": "flywheel-tests",
+        **infrastructure.isolated_environment(module_database_url, f"test-{uuid.uuid4().hex[:12]}"),
         "FLYWHEEL_LOG_LEVEL": "WARNING",
     }
     registry = ServiceProcess("registry", environment, logs / "registry.log").start()

@@ -204,10 +204,7 @@ def test_nothing_acknowledged_is_lost_when_the_service_is_killed_and_restarted(
     infrastructure: Infrastructure, fresh_database_url: str, unique_name: str, tmp_path: Path
 ) -> None:
     environment = {
-        **infrastructure.environment(),
-        "FLYWHEEL_DATABASE_URL": fresh_database_url,
-        "FLYWHEEL_KAFKA_NAMESPACE": unique_name,
-        "FLYWHEEL_S3_BUCKET": "flywheel-tests",
+        **infrastructure.isolated_environment(fresh_database_url, unique_name),
     }
     registry = ServiceProcess("registry", environment, tmp_path / "registry.log").start()
     try:

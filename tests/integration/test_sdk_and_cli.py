@@ -30,10 +30,7 @@ def registry_url(
 ) -> Iterator[str]:
     """One registry process for the module; each test uses its own experiment and model names."""
     environment = {
-        **infrastructure.environment(),
-        "FLYWHEEL_DATABASE_URL": module_database_url,
-        "FLYWHEEL_KAFKA_NAMESPACE": f"test-{uuid.uuid4().hex[:12]}",
-        "FLYWHEEL_S3_BUCKET": "flywheel-tests",
+        **infrastructure.isolated_environment(module_database_url, f"test-{uuid.uuid4().hex[:12]}"),
         "FLYWHEEL_REGISTRY_MAX_UPLOAD_BYTES": str(MAX_UPLOAD_BYTES),
     }
     registry = ServiceProcess("registry", environment, tmp_path_factory.mktemp("sdk") / "registry.log")

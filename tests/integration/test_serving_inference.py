@@ -38,10 +38,7 @@ async def serving(
 ) -> AsyncIterator[Serving]:
     namespace = f"test-{uuid.uuid4().hex[:12]}"
     environment = {
-        **infrastructure.environment(),
-        "FLYWHEEL_DATABASE_URL": module_database_url,
-        "FLYWHEEL_KAFKA_NAMESPACE": namespace,
-        "FLYWHEEL_S3_BUCKET": "flywheel-tests",
+        **infrastructure.isolated_environment(module_database_url, namespace),
     }
     registry = ServiceProcess(
         "registry", environment, tmp_path_factory.mktemp("logs") / "registry.log"

@@ -95,10 +95,7 @@ async def platform(
 ) -> AsyncIterator[Platform]:
     namespace = f"test-{uuid.uuid4().hex[:12]}"
     environment = {
-        **infrastructure.environment(),
-        "FLYWHEEL_DATABASE_URL": module_database_url,
-        "FLYWHEEL_KAFKA_NAMESPACE": namespace,
-        "FLYWHEEL_S3_BUCKET": "flywheel-tests",
+        **infrastructure.isolated_environment(module_database_url, namespace),
         "FLYWHEEL_LOG_LEVEL": "WARNING",
     }
     registry = ServiceProcess(
