@@ -63,6 +63,29 @@ class CheckedArtifact:
     failure: str | None = None
 
 
+@dataclass(frozen=True)
+class TagChange:
+    """Setting (or, with value None, deleting) one tag: the tags after, and the audit's before/after."""
+
+    tags: dict[str, str]
+    before: dict[str, str]
+    after: dict[str, str]
+
+    @classmethod
+    def of(cls, tags: dict[str, str], key: str, value: str | None) -> TagChange | None:
+        """None when asked to delete a tag that is not there."""
+        if value is None and key not in tags:
+            return None
+        changed = {name: current for name, current in tags.items() if name != key}
+        if value is not None:
+            changed[key] = value
+        return cls(
+            tags=changed,
+            before={key: tags[key]} if key in tags else {},
+            after={} if value is None else {key: value},
+        )
+
+
 class ModelRegistry:
     def __init__(
         self, database: asyncpg.Pool, artifacts: ArtifactStore, on_events: Callable[[], None]
@@ -118,22 +141,17 @@ class ModelRegistry:
     async def set_model_tag(self, name: str, key: str, value: str | None, actor: str) -> RegisteredModel:
         """Set a tag, or delete it with value None."""
         async with self.database.acquire() as connection, connection.transaction():
-            tags = dict((await self._lock_model(connection, name))["tags"])
-            if value is None and key not in tags:
+            change = TagChange.of((await self._lock_model(connection, name))["tags"], key, value)
+            if change is None:
                 raise NotFound(f"model {name!r} has no tag {key!r}")
-            before = {key: tags[key]} if key in tags else {}
-            if value is None:
-                del tags[key]
-            else:
-                tags[key] = value
-            await repository.update_model(connection, name, {"tags": tags})
+            await repository.update_model(connection, name, {"tags": change.tags})
             await repository.record_audit(
                 connection,
                 name=name,
                 action="delete_tag" if value is None else "set_tag",
                 actor=actor,
-                before=before,
-                after={} if value is None else {key: value},
+                before=change.before,
+                after=change.after,
             )
         return await self.get_model(name)
 
@@ -326,20 +344,18 @@ class ModelRegistry:
             current = await repository.get_version(connection, name, version)
             if current is None:
                 raise NotFound(f"model {name!r} has no version {version}")
-            if value is None and key not in current.tags:
+            change = TagChange.of(current.tags, key, value)
+            if change is None:
                 raise NotFound(f"{name} v{version} has no tag {key!r}")
-            tags = {k: v for k, v in current.tags.items() if k != key}
-            if value is not None:
-                tags[key] = value
-            await repository.update_version_tags(connection, name, version, tags)
+            await repository.update_version_tags(connection, name, version, change.tags)
             await repository.record_audit(
                 connection,
                 name=name,
                 action="delete_version_tag" if value is None else "set_version_tag",
                 actor=actor,
                 version=version,
-                before={key: current.tags[key]} if key in current.tags else {},
-                after={} if value is None else {key: value},
+                before=change.before,
+                after=change.after,
             )
         return await self.get_version(name, version)
 
