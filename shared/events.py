@@ -30,6 +30,7 @@ class Topic(StrEnum):
     RUN_COMPLETED = "run-completed"
     MODEL_REGISTERED = "model-registered"
     MODEL_PROMOTED = "model-promoted"
+    TRAFFIC_POLICY_CHANGED = "traffic-policy-changed"
     PREDICTION_LOGGED = "prediction-logged"
     GROUND_TRUTH = "ground-truth"
     DRIFT_DETECTED = "drift-detected"
@@ -151,6 +152,45 @@ class ModelPromoted(EventPayload):
     previous_version: int | None = Field(default=None, ge=1)
 
 
+AliasName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")]
+
+
+class TrafficPolicy(BaseModel):
+    """How serving shares a model's requests between its aliases: a weighted split (percentages that sum
+    to 100, e.g. 90 `production`, 10 `canary`) and shadows that get a copy of every request, whose
+    answers are logged but never returned. Requests for an explicit version bypass the policy."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    split: dict[AliasName, int] = Field(min_length=1, examples=[{"production": 90, "canary": 10}])
+    shadow: list[AliasName] = Field(default_factory=list, examples=[["staging"]])
+
+    @model_validator(mode="after")
+    def _weights_are_percentages(self) -> Self:
+        if any(weight < 0 or weight > 100 for weight in self.split.values()):
+            raise ValueError(f"split weights are percentages from 0 to 100, got {self.split}")
+        if sum(self.split.values()) != 100:
+            raise ValueError(f"split weights must sum to 100, they sum to {sum(self.split.values())}")
+        if both := sorted(set(self.split) & set(self.shadow)):
+            raise ValueError(f"alias(es) {both} cannot be both in the split and a shadow")
+        if len(set(self.shadow)) != len(self.shadow):
+            raise ValueError(f"shadow aliases repeat: {self.shadow}")
+        return self
+
+    def aliases(self) -> list[str]:
+        return [*self.split, *self.shadow]
+
+
+class TrafficPolicyChanged(EventPayload):
+    """registry -> serving: a model's traffic policy was set (or removed: `policy` is None)."""
+
+    event_type: ClassVar[str] = "io.flywheel.model.traffic-policy-changed.v1"
+    topic: ClassVar[Topic | None] = Topic.TRAFFIC_POLICY_CHANGED
+
+    name: Name
+    policy: TrafficPolicy | None
+
+
 class PredictionRecord(BaseModel):
     """One answered request: what went in, what came out, and which version answered."""
 
@@ -163,6 +203,8 @@ class PredictionRecord(BaseModel):
     outputs: dict[str, Any]
     latency_ms: float = Field(ge=0)
     timestamp: datetime = Field(default_factory=utc_now)
+    alias: str | None = Field(default=None, description="the alias that routed the request, if any")
+    shadow: bool = Field(default=False, description="a shadow's answer: logged, never returned")
 
 
 class PredictionLogged(EventPayload):
@@ -273,19 +315,9 @@ class DeadLetter(EventPayload):
         return self.value.encode() if self.value_encoding == "utf-8" else base64.b64decode(self.value)
 
 
+# Every payload class defined above, by its event type (a new payload cannot be forgotten here).
 PAYLOAD_TYPES: dict[str, type[EventPayload]] = {
-    payload.event_type: payload
-    for payload in (
-        RunCompleted,
-        ModelRegistered,
-        ModelPromoted,
-        PredictionLogged,
-        GroundTruth,
-        DriftDetected,
-        RetrainRequested,
-        TrainingJobQueued,
-        DeadLetter,
-    )
+    payload.event_type: payload for payload in EventPayload.__subclasses__()
 }
 
 PayloadT = TypeVar("PayloadT", bound=EventPayload)

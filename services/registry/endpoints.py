@@ -15,7 +15,6 @@ from services.registry.errors import InvalidRequest, PayloadTooLarge, RegistryEr
 from services.registry.model_registry import ModelRegistry, VersionDetails
 from services.registry.schemas import (
     AliasMove,
-    AliasName,
     AliasUpdate,
     Artifact,
     AuditPage,
@@ -45,6 +44,7 @@ from services.registry.schemas import (
 )
 from services.registry.search import FilterSyntaxError
 from services.registry.tracking import TrackingService
+from shared.events import AliasName, TrafficPolicy
 from shared.pagination import InvalidPageToken
 
 ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": Problem} for status in (400, 404, 409, 413, 415)}
@@ -388,8 +388,32 @@ async def get_version_by_alias(name: str, alias: str, service: Registry) -> Mode
 
 @registry_router.delete("/models/{name}/aliases/{alias}", status_code=204)
 async def delete_alias(name: str, alias: str, service: Registry, actor: Actor = "anonymous") -> None:
-    """Remove an alias."""
+    """Remove an alias (409 while the traffic policy routes to it)."""
     await service.delete_alias(name, alias, actor)
+
+
+@registry_router.get("/models/{name}/traffic-policy")
+async def get_traffic_policy(name: str, service: Registry) -> TrafficPolicy:
+    """How serving splits the model's requests between aliases and which aliases shadow them (404 when
+    the model has none: serving then answers every request from its default alias)."""
+    return await service.get_traffic_policy(name)
+
+
+@registry_router.put("/models/{name}/traffic-policy")
+async def set_traffic_policy(
+    name: str, policy: TrafficPolicy, service: Registry, actor: Actor = "anonymous"
+) -> TrafficPolicy:
+    """Split requests between aliases by percentage (`{"split": {"production": 90, "canary": 10}}`) and
+    mirror them to shadows (`"shadow": ["staging"]`); every alias must exist. Emits traffic-policy-changed,
+    which every serving replica applies to its next request."""
+    await service.set_traffic_policy(name, policy, actor)
+    return policy
+
+
+@registry_router.delete("/models/{name}/traffic-policy", status_code=204)
+async def delete_traffic_policy(name: str, service: Registry, actor: Actor = "anonymous") -> None:
+    """Remove the policy: serving goes back to answering every request from its default alias."""
+    await service.set_traffic_policy(name, None, actor)
 
 
 @registry_router.get("/models/{name}/audit")

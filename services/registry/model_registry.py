@@ -33,7 +33,16 @@ from services.registry.schemas import (
 )
 from shared.artifacts import ArtifactNotFound, ArtifactStore, InvalidArtifactKey
 from shared.db import Connection
-from shared.events import CloudEvent, ModelPromoted, ModelRegistered, ModelSignature, RunCompleted, Topic
+from shared.events import (
+    CloudEvent,
+    ModelPromoted,
+    ModelRegistered,
+    ModelSignature,
+    RunCompleted,
+    Topic,
+    TrafficPolicy,
+    TrafficPolicyChanged,
+)
 from shared.outbox import enqueue_event
 from shared.pagination import decode_page_token, next_page_token
 
@@ -417,7 +426,13 @@ class ModelRegistry:
 
     async def delete_alias(self, name: str, alias: str, actor: str) -> None:
         async with self.database.acquire() as connection, connection.transaction():
-            await self._lock_model(connection, name)
+            model = await self._lock_model(connection, name)
+            policy = model["traffic_policy"]
+            if policy is not None and alias in TrafficPolicy.model_validate(policy).aliases():
+                raise Conflict(
+                    f"model {name!r} routes traffic to alias {alias!r} ({policy}); change its traffic "
+                    "policy first"
+                )
             previous = await repository.alias_version(connection, name, alias, lock=True)
             if previous is None:
                 raise NotFound(f"model {name!r} has no alias {alias!r}")
@@ -431,6 +446,48 @@ class ModelRegistry:
                 before={"alias": alias, "version": previous},
                 after=None,
             )
+
+    # ------------------------------------------------------------ traffic policy
+
+    async def get_traffic_policy(self, name: str) -> TrafficPolicy:
+        model = await self.get_model(name)
+        if model.traffic_policy is None:
+            raise NotFound(f"model {name!r} has no traffic policy; serving answers from its default alias")
+        return model.traffic_policy
+
+    async def set_traffic_policy(self, name: str, policy: TrafficPolicy | None, actor: str) -> None:
+        """Set (or with None remove) how serving splits the model's traffic; every alias it names must
+        exist. Announced with traffic-policy-changed in the same transaction."""
+        async with self.database.acquire() as connection, connection.transaction():
+            model = await self._lock_model(connection, name)
+            if policy is None and model["traffic_policy"] is None:
+                raise NotFound(f"model {name!r} has no traffic policy")
+            if policy is not None:
+                aliases = await repository.aliases_of(connection, name)
+                if missing := [alias for alias in policy.aliases() if alias not in aliases]:
+                    raise InvalidRequest(
+                        f"model {name!r} has no alias {', '.join(map(repr, missing))}; it has "
+                        f"{sorted(aliases) or 'none'}"
+                    )
+            stored = None if policy is None else policy.model_dump(mode="json")
+            await repository.set_traffic_policy(connection, name, stored)
+            await repository.record_audit(
+                connection,
+                name=name,
+                action="set_traffic_policy" if policy is not None else "delete_traffic_policy",
+                actor=actor,
+                version=None,
+                before=model["traffic_policy"],
+                after=stored,
+            )
+            changed = TrafficPolicyChanged(name=name, policy=policy)
+            await enqueue_event(
+                connection,
+                Topic.TRAFFIC_POLICY_CHANGED,
+                CloudEvent.wrap(changed, source=EVENT_SOURCE, subject=name),
+                key=name,
+            )
+        self.on_events()
 
     # ------------------------------------------------------------ lineage and audit
 

@@ -33,7 +33,7 @@ async def get_models(
 ) -> list[RegisteredModel]:
     rows = await connection.fetch(
         """
-        SELECT m.name, m.description, m.tags, m.created_at, m.updated_at,
+        SELECT m.name, m.description, m.tags, m.traffic_policy, m.created_at, m.updated_at,
                (SELECT max(version) FROM model_versions v WHERE v.model_name = m.name) AS latest_version,
                coalesce((SELECT jsonb_object_agg(a.alias, a.version) FROM model_aliases a
                          WHERE a.model_name = m.name), '{}') AS aliases
@@ -67,9 +67,16 @@ async def update_model(connection: Connection, name: str, fields: dict[str, Any]
 async def lock_model(connection: Connection, name: str) -> dict[str, Any] | None:
     """Lock the model's row for this transaction; its current fields, or None when it does not exist."""
     row = await connection.fetchrow(
-        "SELECT name, description, tags FROM registered_models WHERE name = $1 FOR UPDATE", name
+        "SELECT name, description, tags, traffic_policy FROM registered_models WHERE name = $1 FOR UPDATE",
+        name,
     )
     return dict(row) if row else None
+
+
+async def set_traffic_policy(connection: Connection, name: str, policy: dict[str, Any] | None) -> None:
+    await connection.execute(
+        "UPDATE registered_models SET traffic_policy = $2, updated_at = now() WHERE name = $1", name, policy
+    )
 
 
 async def delete_model(connection: Connection, name: str) -> None:
@@ -180,6 +187,11 @@ async def alias_version(connection: Connection, name: str, alias: str, *, lock: 
         alias,
     )
     return version
+
+
+async def aliases_of(connection: Connection, name: str) -> dict[str, int]:
+    rows = await connection.fetch("SELECT alias, version FROM model_aliases WHERE model_name = $1", name)
+    return {row["alias"]: row["version"] for row in rows}
 
 
 async def set_alias(connection: Connection, name: str, alias: str, version: int) -> None:

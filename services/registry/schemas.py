@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from shared.events import ModelSignature
+from shared.events import ModelSignature, TrafficPolicy
 
 # Limits follow MLflow's, so that clients written for it fit.
 Key = Annotated[str, StringConstraints(min_length=1, max_length=250)]
@@ -15,7 +15,6 @@ TagValue = Annotated[str, StringConstraints(max_length=8000)]
 Tags = dict[Key, TagValue]
 EntityName = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 ModelName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
-AliasName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")]
 RunStatus = Literal["running", "finished", "failed", "killed"]
 VersionStatus = Literal["ready", "failed"]
 
@@ -185,6 +184,9 @@ class RegisteredModel(Contract):
     tags: dict[str, str]
     latest_version: int | None
     aliases: dict[str, int]
+    traffic_policy: TrafficPolicy | None = Field(
+        default=None, description="how serving splits requests between aliases; none: the default alias"
+    )
     created_at: datetime
     updated_at: datetime
 

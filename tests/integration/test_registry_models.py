@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 
 from shared.artifacts import S3ArtifactStore
-from shared.events import ModelPromoted, ModelRegistered, Topic
+from shared.events import ModelPromoted, ModelRegistered, Topic, TrafficPolicy, TrafficPolicyChanged
 from tests.conftest import Infrastructure
 from tests.integration.conftest import RegistryUnderTest
 from tests.models import tiny_classifier_onnx
@@ -135,6 +135,45 @@ async def test_alias_errors_are_404_and_409(registry: RegistryUnderTest) -> None
     in_use = await client.delete("/models/m/versions/1")
     assert in_use.status_code == 409
     assert "production" in in_use.json()["detail"]
+
+
+async def test_a_traffic_policy_names_existing_aliases_and_is_announced(registry: RegistryUnderTest) -> None:
+    client = registry.client
+    await upload(registry, "m")
+    await upload(registry, "m")
+    await client.put("/models/m/aliases/production", json={"version": 1})
+    await client.put("/models/m/aliases/canary", json={"version": 2})
+    assert (await client.get("/models/m/traffic-policy")).status_code == 404
+    policy = {"split": {"production": 90, "canary": 10}, "shadow": []}
+
+    missing_alias = await client.put("/models/m/traffic-policy", json={**policy, "shadow": ["staging"]})
+    assert missing_alias.status_code == 400
+    assert "'staging'" in missing_alias.json()["detail"]
+    bad_sum = await client.put("/models/m/traffic-policy", json={"split": {"production": 90, "canary": 5}})
+    assert bad_sum.status_code == 422
+    assert "sum to 95" in bad_sum.text
+    assert (await client.put("/models/nope/traffic-policy", json=policy)).status_code == 404
+
+    stored = await client.put("/models/m/traffic-policy", json=policy, headers={"X-Flywheel-Actor": "bob"})
+    assert stored.status_code == 200, stored.text
+    assert (await client.get("/models/m/traffic-policy")).json() == policy
+    assert (await client.get("/models/m")).json()["traffic_policy"] == policy
+    in_use = await client.delete("/models/m/aliases/canary")
+    assert in_use.status_code == 409
+    assert "traffic policy" in in_use.json()["detail"]
+    assert (await client.delete("/models/m/traffic-policy")).status_code == 204
+    assert (await client.get("/models/m")).json()["traffic_policy"] is None
+    assert (await client.delete("/models/m/aliases/canary")).status_code == 204
+
+    changes = [
+        e.payload_as(TrafficPolicyChanged)
+        for e in await registry.events(Topic.TRAFFIC_POLICY_CHANGED, count=2)
+    ]
+    assert [change.policy for change in changes] == [TrafficPolicy.model_validate(policy), None]
+    audit = (await client.get("/models/m/audit")).json()["entries"]
+    set_policy = next(entry for entry in audit if entry["action"] == "set_traffic_policy")
+    assert (set_policy["actor"], set_policy["before"], set_policy["after"]) == ("bob", None, policy)
+    assert any(entry["action"] == "delete_traffic_policy" for entry in audit)
 
 
 async def test_the_audit_trail_records_who_did_what_with_before_and_after(

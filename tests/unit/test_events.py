@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from shared.events import (
     PAYLOAD_TYPES,
@@ -20,6 +22,7 @@ from shared.events import (
     RunCompleted,
     TensorSpec,
     Topic,
+    TrafficPolicy,
     dead_letter_topic,
 )
 
@@ -132,3 +135,24 @@ def test_dead_letter_keeps_binary_and_text_values_intact() -> None:
 
 def test_dead_letter_topic_is_the_topics_dlq_twin() -> None:
     assert dead_letter_topic(Topic.PREDICTION_LOGGED) == "prediction-logged.dlq"
+
+
+@pytest.mark.parametrize(
+    ("policy", "complaint"),
+    [
+        ({"split": {}}, "at least 1"),
+        ({"split": {"production": 90, "canary": 5}}, "sum to 95"),
+        ({"split": {"production": 120, "canary": -20}}, "percentages"),
+        ({"split": {"production": 100}, "shadow": ["production"]}, "both in the split and a shadow"),
+        ({"split": {"production": 100}, "shadow": ["staging", "staging"]}, "repeat"),
+        ({"split": {"prod uction": 100}}, "pattern"),
+    ],
+)
+def test_a_traffic_policy_refuses_what_cannot_route(policy: dict[str, Any], complaint: str) -> None:
+    with pytest.raises(ValidationError, match=complaint):
+        TrafficPolicy.model_validate(policy)
+
+
+def test_a_traffic_policy_lists_its_aliases() -> None:
+    policy = TrafficPolicy(split={"production": 90, "canary": 10}, shadow=["staging"])
+    assert policy.aliases() == ["production", "canary", "staging"]
