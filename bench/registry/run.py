@@ -25,11 +25,12 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(REPO_ROOT) not in sys.path:  # run as a script: make `bench` importable
     sys.path.insert(0, str(REPO_ROOT))
 
+from bench.common.databases import BenchDatabases  # noqa: E402
+from bench.common.infrastructure import delete_kafka_topics, infrastructure_env  # noqa: E402
+from bench.common.machine import busy_warning, cpu_busy_fraction, percent  # noqa: E402
+from bench.common.mlflow_install import ensure_mlflow  # noqa: E402
 from bench.registry.clients import FlywheelClient, MlflowClient, TrackingClient  # noqa: E402
-from bench.registry.databases import BenchDatabases  # noqa: E402
-from bench.registry.infrastructure import delete_kafka_topics, infrastructure_env  # noqa: E402
 from bench.registry.measure import LOGGING_BLOCK_RUNS, Target, log_runs, time_searches  # noqa: E402
-from bench.registry.mlflow_install import ensure_mlflow  # noqa: E402
 from bench.registry.report import (  # noqa: E402
     Comparison,
     ServerFigures,
@@ -47,13 +48,11 @@ from bench.registry.servers import (  # noqa: E402
 from bench.registry.workload import expected_search_hits, make_runs  # noqa: E402
 
 MLFLOW_VENV = REPO_ROOT / "bench" / ".venv-mlflow"
-MLFLOW_REQUIREMENTS = Path(__file__).with_name("requirements-mlflow.txt")
+MLFLOW_REQUIREMENTS = REPO_ROOT / "bench" / "common" / "requirements-mlflow.txt"
 QUICK_RUNS = 100
 DEFAULT_RUNS = 1000
 SEARCH_EXPERIMENT_RUNS = 300
 SEED = 20261123
-CPU_SAMPLE_SECONDS = 1.0
-BUSY_CPU_FRACTION = 0.2
 
 
 def positive_int(text: str) -> int:
@@ -95,55 +94,23 @@ def stop_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, interrupt)
 
 
-def cpu_busy_fraction(seconds: float = CPU_SAMPLE_SECONDS) -> float | None:
-    """How busy the machine's CPUs were over the next `seconds` (from /proc/stat); None off Linux."""
-    try:
-        before = _cpu_times()
-        time.sleep(seconds)
-        after = _cpu_times()
-    except OSError:
-        return None
-    total = sum(after) - sum(before)
-    idle = (after[3] + after[4]) - (before[3] + before[4])  # idle and iowait
-    return (total - idle) / total if total else None
-
-
-def _cpu_times() -> list[int]:
-    with open("/proc/stat") as stat:
-        return [int(field) for field in stat.readline().split()[1:]]
-
-
-def _percent(fraction: float | None) -> str:
-    return "?" if fraction is None else f"{fraction:.0%}"
-
-
-def busy_warning(busy: float | None) -> str | None:
-    """Other work on this small machine skews latencies: say so next to the figures."""
-    if busy is None or busy < BUSY_CPU_FRACTION:
-        return None
-    return (
-        f"WARNING: the machine was busy ({busy:.0%} CPU in use by others just before the benchmark); "
-        "both servers were measured in turns, but the figures are noisier than usual"
-    )
-
-
 def measure(arguments: argparse.Namespace, infra: dict[str, str]) -> tuple[Comparison, str]:
     """Start both servers on fresh databases, measure them, and always clean up: the figures and
     PostgreSQL's version."""
     suffix = secrets.token_hex(4)
     namespace = f"bench-{suffix}"
-    databases = BenchDatabases(infra["FLYWHEEL_DATABASE_URL"], suffix)
+    databases = BenchDatabases(infra["FLYWHEEL_DATABASE_URL"], suffix, ("flywheel", "mlflow"))
     with ExitStack() as cleanup:
         work_dir = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="flywheel-bench-")))
-        print(f"creating databases {databases.flywheel_name} and {databases.mlflow_name}", flush=True)
+        print(f"creating databases {' and '.join(databases.names.values())}", flush=True)
         databases.create()
         cleanup.callback(databases.drop)
         cleanup.callback(delete_kafka_topics, infra["FLYWHEEL_KAFKA_BOOTSTRAP"], namespace)
         artifact_dir = work_dir / "mlflow-artifacts"
         artifact_dir.mkdir()
-        flywheel_server = start_flywheel(REPO_ROOT, infra, databases.flywheel_url, namespace, work_dir)
+        flywheel_server = start_flywheel(REPO_ROOT, infra, databases.url("flywheel"), namespace, work_dir)
         cleanup.callback(flywheel_server.stop)
-        mlflow_server = start_mlflow(MLFLOW_VENV, databases.mlflow_url, artifact_dir, work_dir)
+        mlflow_server = start_mlflow(MLFLOW_VENV, databases.url("mlflow"), artifact_dir, work_dir)
         cleanup.callback(mlflow_server.stop)
         print("waiting for both servers (MLflow migrates its schema first)", flush=True)
         flywheel_server.wait_until_healthy("/health/ready", FLYWHEEL_READY_SECONDS)
@@ -201,10 +168,10 @@ def main(argv: list[str]) -> int:
     mlflow_version = ensure_mlflow(MLFLOW_VENV, MLFLOW_REQUIREMENTS)
     comparison, postgres_version = measure(arguments, infrastructure_env(REPO_ROOT))
     print_report(arguments, comparison, mlflow_version, postgres_version)
-    if busy := busy_warning(busy_at_start):
+    if busy := busy_warning(busy_at_start, "both servers were measured in turns"):
         print(busy)
     print(
-        f"machine: {os.cpu_count()} cores ({_percent(busy_at_start)} CPU busy at start), "
+        f"machine: {os.cpu_count()} cores ({percent(busy_at_start)} CPU busy at start), "
         f"Python {platform.python_version()}, MLflow {mlflow_version}, PostgreSQL {postgres_version}; "
         f"the benchmark took {time.monotonic() - started:.0f}s"
     )

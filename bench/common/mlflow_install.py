@@ -1,4 +1,5 @@
-"""MLflow in a virtualenv of its own (bench/.venv-mlflow), installed once from the pinned requirements."""
+"""MLflow in a virtualenv of its own (bench/.venv-mlflow), installed from the pinned requirements and
+installed again only when they change."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import sys
 from pathlib import Path
 
 _PINNED_MLFLOW = re.compile(r"^mlflow==(\S+)$", re.MULTILINE)
+# The requirements the virtualenv was last installed from, kept inside it.
+_INSTALLED_REQUIREMENTS = "flywheel-bench-requirements.txt"
 
 
 def pinned_version(requirements: Path) -> str:
@@ -28,9 +31,12 @@ def installed_version(venv: Path) -> str | None:
 
 
 def ensure_mlflow(venv: Path, requirements: Path) -> str:
-    """The installed MLflow version; installs the pinned requirements first when it is not that one."""
+    """The installed MLflow version; installs the requirements first when the virtualenv was not
+    installed from exactly these."""
     wanted = pinned_version(requirements)
-    if installed_version(venv) == wanted:
+    stamp = venv / _INSTALLED_REQUIREMENTS
+    pins = requirements.read_text()
+    if installed_version(venv) == wanted and stamp.exists() and stamp.read_text() == pins:
         return wanted
     print(f"installing mlflow {wanted} into {venv} (a few minutes the first time)", flush=True)
     if not (venv / "bin" / "python").exists():
@@ -41,4 +47,5 @@ def ensure_mlflow(venv: Path, requirements: Path) -> str:
     found = installed_version(venv)
     if found != wanted:
         raise RuntimeError(f"{venv} has mlflow {found} after installing {requirements}, not {wanted}")
+    stamp.write_text(pins)
     return wanted
