@@ -4,7 +4,7 @@ flywheel up            start the five services, each as its own process, and wai
 flywheel status        say which services answer, and whether their dependencies do
 flywheel experiments   list, show
 flywheel runs          list (search), show, compare
-flywheel models        list, versions, show, lineage, set-alias, audit
+flywheel models        list, versions, show, lineage, set-alias, traffic, audit
 flywheel datasets      upload
 flywheel jobs          submit, follow, list, show
 flywheel retrain       retrain a model with the configuration behind its production version
@@ -247,6 +247,20 @@ def build_parser() -> argparse.ArgumentParser:
     models_set_alias.add_argument("name")
     models_set_alias.add_argument("alias")
     models_set_alias.add_argument("version", type=int)
+    models_traffic = add(model_actions, "traffic", commands.models_traffic)
+    models_traffic.add_argument("name")
+    change = models_traffic.add_mutually_exclusive_group()
+    change.add_argument(
+        "--split",
+        nargs="+",
+        type=commands.alias_share,
+        metavar="ALIAS=PERCENT",
+        help="share requests between aliases, e.g. production=90 canary=10 (percentages summing to 100)",
+    )
+    change.add_argument("--clear", action="store_true", help="every request to serving's default alias")
+    models_traffic.add_argument(
+        "--shadow", nargs="+", default=[], metavar="ALIAS", help="mirror every request to these aliases too"
+    )
     add(model_actions, "audit", commands.models_audit).add_argument("name")
     add_trainer_commands(groups)
     return parser

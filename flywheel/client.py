@@ -202,6 +202,23 @@ class RegistryClient(ServiceClient):
             "PUT", f"/models/{path_segment(name)}/aliases/{path_segment(alias)}", json={"version": version}
         )
 
+    def set_traffic_policy(self, name: str, split: dict[str, int], shadow: list[str] | None = None) -> Json:
+        """Split the model's requests between aliases by percentage ({"production": 90, "canary": 10}) and
+        mirror them to `shadow` aliases (answers logged, never returned)."""
+        return self._send(
+            "PUT",
+            f"/models/{path_segment(name)}/traffic-policy",
+            json={"split": split, "shadow": shadow or []},
+        )
+
+    def get_traffic_policy(self, name: str) -> Json:
+        """The model's traffic policy: {"split": {...}, "shadow": [...]}; NotFoundError when it has none."""
+        return self._get(f"/models/{path_segment(name)}/traffic-policy")
+
+    def clear_traffic_policy(self, name: str) -> None:
+        """Back to serving every request from the default alias."""
+        self._request("DELETE", f"/models/{path_segment(name)}/traffic-policy")
+
     def audit(self, name: str, page_size: int = 100, page_token: str | None = None) -> Json:
         """One page of the model's audit trail, oldest first: {"entries": [...], "next_page_token": ...}."""
         return self._get(f"/models/{path_segment(name)}/audit", params=page_params(page_size, page_token))

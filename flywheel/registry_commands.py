@@ -10,6 +10,7 @@ import argparse
 from collections.abc import Callable
 
 from flywheel.client import MAX_PAGE_SIZE, RegistryClient, every_page
+from flywheel.errors import InvalidRequestError
 from flywheel.reports import Report
 from flywheel.service_client import Json
 from flywheel.tables import format_cell, format_fields, format_table, format_timestamp
@@ -158,6 +159,7 @@ def models_show(client: RegistryClient, arguments: argparse.Namespace) -> Report
         ("description", model["description"]),
         ("latest_version", model["latest_version"]),
         ("aliases", model["aliases"]),
+        ("traffic", format_traffic_policy(model["traffic_policy"])),
         ("tags", model["tags"]),
         ("created", format_timestamp(model["created_at"])),
         ("updated", format_timestamp(model["updated_at"])),
@@ -197,6 +199,38 @@ def models_set_alias(client: RegistryClient, arguments: argparse.Namespace) -> R
     move = client.set_alias(arguments.name, arguments.alias, arguments.version)
     rows = [(move["model_name"], move["alias"], move["version"], move["previous_version"])]
     return Report(move, format_table(["model", "alias", "version", "previous_version"], rows))
+
+
+def models_traffic(client: RegistryClient, arguments: argparse.Namespace) -> Report:
+    """Show the model's traffic policy, set it with --split (and --shadow), or remove it with --clear."""
+    name = arguments.name
+    if arguments.clear:
+        client.clear_traffic_policy(name)
+        return Report(
+            {"model_name": name, "traffic_policy": None}, f"{name}: every request to the default alias"
+        )
+    if arguments.shadow and not arguments.split:
+        raise InvalidRequestError("--shadow goes with --split: give the whole policy", status_code=400)
+    if arguments.split:
+        policy = client.set_traffic_policy(name, dict(arguments.split), arguments.shadow)
+    else:
+        policy = client.get_model(name)["traffic_policy"]
+    return Report({"model_name": name, "traffic_policy": policy}, f"{name}: {format_traffic_policy(policy)}")
+
+
+def format_traffic_policy(policy: Json | None) -> str:
+    if policy is None:
+        return "every request to the default alias"
+    split = ", ".join(f"{alias} {weight}%" for alias, weight in policy["split"].items())
+    return split + "".join(f"; shadow {alias}" for alias in policy["shadow"])
+
+
+def alias_share(text: str) -> tuple[str, int]:
+    """`canary=10` -> ("canary", 10), for --split."""
+    alias, _, weight = text.partition("=")
+    if not alias or not weight.isdigit():
+        raise argparse.ArgumentTypeError(f"expected ALIAS=PERCENT (e.g. canary=10), got {text!r}")
+    return alias, int(weight)
 
 
 def models_audit(client: RegistryClient, arguments: argparse.Namespace) -> Report:

@@ -14,6 +14,7 @@ from services.serving.prediction_log import PredictionLog
 from services.serving.registry_client import RegistryClient
 from services.serving.service import InferenceService
 from services.serving.settings import ServingSettings
+from services.serving.traffic import TrafficPolicies
 from services.serving.worker import ServingWorker
 from shared.service import Runtime, create_service_app
 from shared.settings import FlywheelSettings
@@ -49,12 +50,17 @@ def create_app(
             batch_size=serving.prediction_log_batch_size,
         )
         await predictions.start()
+        traffic = TrafficPolicies(registry.traffic_policy, serving.default_alias)
+        inference = InferenceService(
+            models, predictions, traffic, max_shadows_in_flight=serving.max_shadows_in_flight
+        )
         app.state.models = models
-        app.state.inference = InferenceService(models, predictions, serving.default_alias)
-        await ServingWorker(models).subscribe(runtime.bus)
+        app.state.inference = inference
+        await ServingWorker(models, traffic).subscribe(runtime.bus)
         try:
             yield
         finally:
+            await inference.drain_shadows()
             await models.close()
             await predictions.stop()
             executor.shutdown(wait=True)

@@ -21,3 +21,8 @@ BATCH_ROWS = Histogram(
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
 )
 QUEUE_DEPTH = Gauge("flywheel_serving_queue_depth", "Requests waiting for a batch", ["model", "version"])
+SHADOW_REQUESTS = Counter(
+    "flywheel_serving_shadow_requests_total",
+    "Requests mirrored to a shadow alias, by outcome (answered, failed, dropped when too many in flight)",
+    ["model", "alias", "outcome"],
+)

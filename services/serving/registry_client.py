@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 
-from services.serving.models import VersionRecord
-from shared.events import ModelSignature
+from services.serving.models import ModelNotFound, VersionRecord
+from shared.events import ModelSignature, TrafficPolicy
 
 
 class RegistryUnavailable(RuntimeError):
@@ -27,6 +29,29 @@ class RegistryClient:
         path = (
             f"/models/{name}/versions/{version}" if version is not None else f"/models/{name}/aliases/{alias}"
         )
+        found = await self._get(path)
+        if found is None:
+            return None
+        if found["status"] != "ready" or found["signature"] is None:
+            return None
+        return VersionRecord(
+            name=found["model_name"],
+            version=found["version"],
+            artifact_uri=found["artifact_uri"],
+            artifact_sha256=found["artifact_sha256"],
+            signature=ModelSignature.model_validate(found["signature"]),
+        )
+
+    async def traffic_policy(self, name: str) -> TrafficPolicy | None:
+        """The model's traffic policy (None: it has none); ModelNotFound when there is no such model."""
+        found = await self._get(f"/models/{name}")
+        if found is None:
+            raise ModelNotFound(f"no model named {name!r}")
+        policy = found.get("traffic_policy")
+        return None if policy is None else TrafficPolicy.model_validate(policy)
+
+    async def _get(self, path: str) -> dict[str, Any] | None:
+        """The JSON the registry answers, None for a 404; RegistryUnavailable for anything but a 200."""
         try:
             response = await self.http.get(path)
         except httpx.TransportError as error:
@@ -37,13 +62,5 @@ class RegistryClient:
             return None
         if response.status_code != 200:
             raise RegistryUnavailable(f"registry GET {path}: {response.status_code} {response.text[:300]}")
-        found = response.json()
-        if found["status"] != "ready" or found["signature"] is None:
-            return None
-        return VersionRecord(
-            name=found["model_name"],
-            version=found["version"],
-            artifact_uri=found["artifact_uri"],
-            artifact_sha256=found["artifact_sha256"],
-            signature=ModelSignature.model_validate(found["signature"]),
-        )
+        found: dict[str, Any] = response.json()
+        return found

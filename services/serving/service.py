@@ -1,16 +1,19 @@
-"""Answering predictions: resolve the version, validate the request against its signature, infer through
-the version's batcher, log every prediction, and say which version answered."""
+"""Answering predictions: route the request (traffic policy), resolve the version, validate the request
+against its signature, infer through the version's batcher, log every prediction, say which version
+answered, and mirror the request to the policy's shadows without making the caller wait for them."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
-from services.serving.metrics import INFERENCE_LATENCY, PREDICTIONS
+from services.serving.metrics import INFERENCE_LATENCY, PREDICTIONS, SHADOW_REQUESTS
 from services.serving.models import LoadedModel, ModelStore
 from services.serving.prediction_log import PredictionLog
 from services.serving.protocol import (
@@ -20,7 +23,12 @@ from services.serving.protocol import (
     parse_v1_instances,
     parse_v2_request,
 )
+from services.serving.traffic import Route, TrafficPolicies
 from shared.events import PredictionRecord
+
+log = logging.getLogger(__name__)
+
+Protocol = Literal["v1", "v2"]
 
 
 @dataclass(frozen=True)
@@ -31,17 +39,26 @@ class Answer:
 
 
 class InferenceService:
-    def __init__(self, models: ModelStore, predictions: PredictionLog, default_alias: str) -> None:
+    def __init__(
+        self,
+        models: ModelStore,
+        predictions: PredictionLog,
+        traffic: TrafficPolicies,
+        *,
+        max_shadows_in_flight: int = 256,
+    ) -> None:
         self.models = models
         self.predictions = predictions
-        self.default_alias = default_alias
+        self.traffic = traffic
+        self.max_shadows_in_flight = max_shadows_in_flight
+        self._shadows: set[asyncio.Task[None]] = set()
 
     async def infer_v2(self, name: str, body: bytes, version: int | None, request_id: str | None) -> Answer:
         """An Open Inference Protocol request; InvalidInput (422) names what does not fit the model."""
-        model = await self.models.resolve(name, version=version, alias=self.default_alias)
+        model, route = await self._resolve(name, version, request_id)
         inputs, meta = parse_v2_request(body, model.signature)
         request_id = request_id or meta.request_id or uuid.uuid4().hex
-        outputs = await self._predict(model, inputs, request_id, "v2")
+        outputs = await self._predict(model, inputs, request_id, "v2", route)
         response = encode_v2_response(
             model.name, str(model.version), outputs, model.signature, request_id, meta.requested_outputs
         )
@@ -49,28 +66,100 @@ class InferenceService:
 
     async def predict_v1(self, name: str, body: bytes, request_id: str | None) -> Answer:
         """`{"instances": [...]}` in, predictions (labels and probabilities) out."""
-        model = await self.models.resolve(name, alias=self.default_alias)
+        model, route = await self._resolve(name, None, request_id)
         inputs = parse_v1_instances(body, model.signature)
         request_id = request_id or uuid.uuid4().hex
-        outputs = await self._predict(model, inputs, request_id, "v1")
+        outputs = await self._predict(model, inputs, request_id, "v1", route)
         response = encode_v1_predictions(outputs)
         response.update(model_name=model.name, model_version=str(model.version), id=request_id)
         return Answer(response, model, request_id)
 
-    async def _predict(self, model: LoadedModel, inputs: Tensors, request_id: str, protocol: str) -> Tensors:
+    async def _resolve(
+        self, name: str, version: int | None, request_id: str | None
+    ) -> tuple[LoadedModel, Route | None]:
+        """An explicit version bypasses the traffic policy; otherwise the policy picks the alias."""
+        if version is not None:
+            return await self.models.resolve(name, version=version), None
+        route = await self.traffic.route(name, request_id)
+        return await self.models.resolve(name, alias=route.alias), route
+
+    async def _predict(
+        self, model: LoadedModel, inputs: Tensors, request_id: str, protocol: Protocol, route: Route | None
+    ) -> Tensors:
+        outputs = await self._infer_and_log(
+            model, inputs, request_id, protocol, route.alias if route else None
+        )
+        if route is not None:
+            for alias in route.shadows:
+                self._mirror(alias, model, inputs, request_id, protocol)
+        return outputs
+
+    async def _infer_and_log(
+        self,
+        model: LoadedModel,
+        inputs: Tensors,
+        request_id: str,
+        protocol: Protocol,
+        alias: str | None,
+        *,
+        shadow: bool = False,
+    ) -> Tensors:
         started = time.perf_counter()
         outputs = await model.predict(inputs)
         seconds = time.perf_counter() - started
         version = str(model.version)
         INFERENCE_LATENCY.labels(model.name, version).observe(seconds)
         PREDICTIONS.labels(model.name, version, protocol).inc(len(next(iter(inputs.values()))))
-        latency_ms = seconds * 1000
-        self.predictions.record_many(prediction_records(model, inputs, outputs, request_id, latency_ms))
+        self.predictions.record_many(
+            prediction_records(model, inputs, outputs, request_id, seconds * 1000, alias=alias, shadow=shadow)
+        )
         return outputs
+
+    def _mirror(
+        self, alias: str, primary: LoadedModel, inputs: Tensors, request_id: str, protocol: Protocol
+    ) -> None:
+        """Answer the request with the shadow alias too, in the background; bounded, never waited for."""
+        if len(self._shadows) >= self.max_shadows_in_flight:
+            SHADOW_REQUESTS.labels(primary.name, alias, "dropped").inc()
+            return
+        task = asyncio.create_task(self._shadow(alias, primary, inputs, request_id, protocol))
+        self._shadows.add(task)
+        task.add_done_callback(self._shadows.discard)
+
+    async def _shadow(
+        self, alias: str, primary: LoadedModel, inputs: Tensors, request_id: str, protocol: Protocol
+    ) -> None:
+        try:
+            model = await self.models.resolve(primary.name, alias=alias)
+            if model.signature.inputs != primary.signature.inputs:
+                raise ValueError(
+                    f"{model.name} v{model.version} ({alias}) takes other inputs than v{primary.version}; "
+                    "a shadow must take the same inputs"
+                )
+            await self._infer_and_log(model, inputs, request_id, protocol, alias, shadow=True)
+        except Exception as error:  # a shadow's failure is logged and counted, never the caller's
+            SHADOW_REQUESTS.labels(primary.name, alias, "failed").inc()
+            log.warning(
+                "shadow request failed", extra={"model": primary.name, "alias": alias, "error": str(error)}
+            )
+        else:
+            SHADOW_REQUESTS.labels(primary.name, alias, "answered").inc()
+
+    async def drain_shadows(self) -> None:
+        """Let the shadows in flight finish (at shutdown, before the prediction log's last flush)."""
+        if self._shadows:
+            await asyncio.wait(list(self._shadows), timeout=10)
 
 
 def prediction_records(
-    model: LoadedModel, inputs: Tensors, outputs: Tensors, request_id: str, latency_ms: float
+    model: LoadedModel,
+    inputs: Tensors,
+    outputs: Tensors,
+    request_id: str,
+    latency_ms: float,
+    *,
+    alias: str | None = None,
+    shadow: bool = False,
 ) -> list[PredictionRecord]:
     """One record per row; a request of several rows gets request ids `<id>:<row>` after its first row."""
     rows = len(next(iter(inputs.values())))
@@ -90,6 +179,8 @@ def prediction_records(
                 features=features,
                 outputs={name: _scalar_or_list(array[row]) for name, array in outputs.items()},
                 latency_ms=latency_ms,
+                alias=alias,
+                shadow=shadow,
             )
         )
     return records

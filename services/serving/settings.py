@@ -19,5 +19,8 @@ class ServingSettings(ServiceSettings):
     max_concurrent_batches: int = Field(default=1, ge=1, description="inference calls per version at once")
     max_loaded_models: int = Field(default=8, ge=1, description="model versions kept in memory")
     max_request_bytes: int = Field(default=16 * 1024 * 1024, ge=1, description="largest request body")
+    max_shadows_in_flight: int = Field(
+        default=256, ge=0, description="shadow requests answered at once; beyond, mirroring is skipped"
+    )
     prediction_log_capacity: int = Field(default=100_000, ge=1, description="predictions buffered for Kafka")
     prediction_log_batch_size: int = Field(default=500, ge=1, description="predictions per logged event")

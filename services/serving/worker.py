@@ -1,4 +1,6 @@
-"""Serving's Kafka consumer: alias moves, so that the next request is answered by the new version."""
+"""Serving's Kafka consumers: alias moves and traffic policy changes, so that the next request is answered
+the new way. Every replica must see every event, so each has a consumer group of its own, starting from
+now (the aliases and policies of the past are read from the registry when a model is first asked for)."""
 
 from __future__ import annotations
 
@@ -6,22 +8,28 @@ import logging
 import uuid
 
 from services.serving.models import ModelNotFound, ModelStore
+from services.serving.traffic import TrafficPolicies
 from shared.bus import EventBus
-from shared.events import CloudEvent, ModelPromoted, Topic
+from shared.events import CloudEvent, ModelPromoted, Topic, TrafficPolicyChanged
 
 log = logging.getLogger(__name__)
 
 
 class ServingWorker:
-    def __init__(self, models: ModelStore) -> None:
+    def __init__(self, models: ModelStore, traffic: TrafficPolicies) -> None:
         self.models = models
+        self.traffic = traffic
 
     async def subscribe(self, bus: EventBus) -> None:
-        # Every replica must see every promotion, so each has a group of its own, starting from now (the
-        # aliases of the past are read from the registry when a model is first asked for).
         group = f"serving-{uuid.uuid4().hex[:12]}"
         await bus.subscribe(
             Topic.MODEL_PROMOTED, group, self.handle_model_promoted, new_group_starts_at="latest"
+        )
+        await bus.subscribe(
+            Topic.TRAFFIC_POLICY_CHANGED,
+            group,
+            self.handle_traffic_policy_changed,
+            new_group_starts_at="latest",
         )
 
     async def handle_model_promoted(self, event: CloudEvent) -> None:
@@ -33,3 +41,8 @@ class ServingWorker:
             log.warning(
                 "promoted version is gone", extra={"model": promoted.name, "version": promoted.version}
             )
+
+    async def handle_traffic_policy_changed(self, event: CloudEvent) -> None:
+        changed = event.payload_as(TrafficPolicyChanged)
+        self.traffic.apply(changed.name, changed.policy)
+        log.info("traffic policy changed", extra={"model": changed.name, "policy": changed.policy})

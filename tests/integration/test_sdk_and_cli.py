@@ -339,6 +339,22 @@ def test_cli_model_versions_aliases_lineage_and_audit(
     audit = cli_json(capsys, "models", "audit", name)
     assert {entry["actor"] for entry in audit["entries"]} == {"alice"}  # type: ignore[attr-defined]
 
+    cli(capsys, "models", "set-alias", name, "canary", "1")
+    status, out, _ = cli(capsys, "models", "traffic", name, "--split", "production=90", "canary=10")
+    assert (status, out.strip()) == (0, f"{name}: production 90%, canary 10%")
+    assert cli_json(capsys, "models", "traffic", name)["traffic_policy"] == {
+        "split": {"production": 90, "canary": 10},
+        "shadow": [],
+    }
+    status, _, err = cli(capsys, "models", "traffic", name, "--split", "production=90", "canary=5")
+    assert status != 0
+    assert "sum to 95" in err
+    status, _, err = cli(capsys, "models", "traffic", name, "--shadow", "canary")
+    assert status != 0
+    assert "--shadow goes with --split" in err
+    status, out, _ = cli(capsys, "models", "traffic", name, "--clear")
+    assert (status, out.strip()) == (0, f"{name}: every request to the default alias")
+
 
 def test_cli_errors_go_to_stderr_with_exit_status_1_and_usage_errors_exit_2(
     client: RegistryClient, registry_url: str, capsys: pytest.CaptureFixture[str]

@@ -214,3 +214,109 @@ async def test_a_hot_swap_under_steady_load_fails_no_request(serving: Serving) -
         await asyncio.gather(*clients)
     assert set(statuses) == {200}, f"{len(statuses) - statuses.count(200)} of {len(statuses)} failed"
     assert new_version not in before
+
+
+async def upload_versions(serving: Serving, name: str, aliases: list[str]) -> dict[str, str]:
+    """One new version of `name` per alias, each alias pointing at its own; alias -> version."""
+    versions = {}
+    for alias in aliases:
+        uploaded = await serving.registry.post(
+            f"/models/{name}/versions", files={"model": tiny_classifier_onnx()}
+        )
+        versions[alias] = str(uploaded.json()["version"])
+        moved = await serving.registry.put(
+            f"/models/{name}/aliases/{alias}", json={"version": int(versions[alias])}
+        )
+        assert moved.status_code == 200, moved.text
+    return versions
+
+
+async def answering_versions(
+    serving: Serving, name: str, requests: int, request_id: str | None = None
+) -> list[str]:
+    headers = {"X-Request-Id": request_id} if request_id else {}
+
+    async def one() -> str:
+        response = await serving.client.post(
+            f"/v2/models/{name}/infer", json=v2_body(ROWS[:1]), headers=headers
+        )
+        assert response.status_code == 200, response.text
+        return str(response.headers["X-Model-Version"])
+
+    answered: list[str] = []
+    for _ in range(0, requests, 50):  # in waves, like concurrent callers
+        answered += await asyncio.gather(*(one() for _ in range(min(50, requests - len(answered)))))
+    return answered
+
+
+async def test_a_canary_split_sends_each_alias_its_share_of_requests(serving: Serving) -> None:
+    versions = await upload_versions(serving, "split", ["production", "canary"])
+    assert set(await answering_versions(serving, "split", 10)) == {versions["production"]}  # no policy yet
+
+    policy = {"split": {"production": 80, "canary": 20}}
+    assert (await serving.registry.put("/models/split/traffic-policy", json=policy)).status_code == 200
+
+    async def canary_answers() -> bool:  # the policy reaches serving over traffic-policy-changed
+        return versions["canary"] in await answering_versions(serving, "split", 20)
+
+    await eventually_true(canary_answers, what="the canary answering after the policy changed")
+    answered = await answering_versions(serving, "split", 1000)
+    canary_share = answered.count(versions["canary"]) / len(answered)
+    # 1,000 draws at p = 0.2: the standard deviation of the share is 0.0126; 5 of them is 0.063.
+    assert 0.2 - 0.063 < canary_share < 0.2 + 0.063, canary_share
+    assert set(answered) == {versions["production"], versions["canary"]}
+    # The caller's request id picks the alias, so a retried request lands where it did before.
+    assert len(set(await answering_versions(serving, "split", 20, request_id="retry-me"))) == 1
+    # An explicit version is outside the policy.
+    explicit = await serving.client.post(
+        f"/v2/models/split/versions/{versions['canary']}/infer", json=v2_body(ROWS)
+    )
+    assert explicit.headers["X-Model-Version"] == versions["canary"]
+
+    assert (await serving.registry.delete("/models/split/traffic-policy")).status_code == 204
+
+    async def only_production_answers() -> bool:
+        return set(await answering_versions(serving, "split", 50)) == {versions["production"]}
+
+    await eventually_true(only_production_answers, what="production alone after the policy was removed")
+
+
+async def test_a_shadow_answers_every_request_in_the_log_but_never_to_the_caller(serving: Serving) -> None:
+    versions = await upload_versions(serving, "shadowed", ["production", "staging"])
+    policy = {"split": {"production": 100}, "shadow": ["staging"]}
+    assert (await serving.registry.put("/models/shadowed/traffic-policy", json=policy)).status_code == 200
+    request_ids = [f"shadowed-{uuid.uuid4().hex[:8]}" for _ in range(5)]
+    answers = []
+    for request_id in request_ids:
+        response = await serving.client.post(
+            "/v2/models/shadowed/infer", json=v2_body(ROWS[:1]), headers={"X-Request-Id": request_id}
+        )
+        assert response.headers["X-Model-Version"] == versions["production"]
+        answers.append({output["name"]: output["data"] for output in response.json()["outputs"]})
+    logged: dict[tuple[str, bool], Any] = {}
+
+    async def collect(event: CloudEvent) -> None:
+        for record in event.payload_as(PredictionLogged).predictions:
+            if record.request_id in request_ids:
+                logged[(record.request_id, record.shadow)] = record
+
+    subscription = await serving.bus.subscribe(
+        Topic.PREDICTION_LOGGED, f"observer-{uuid.uuid4().hex[:6]}", collect
+    )
+    try:
+        await eventually(
+            lambda: len(logged) == 2 * len(request_ids), within=30, what="primary and shadow logged"
+        )
+    finally:
+        await subscription.close()
+    for request_id, answer in zip(request_ids, answers, strict=True):
+        primary, shadow = logged[(request_id, False)], logged[(request_id, True)]
+        assert (primary.version, primary.alias) == (int(versions["production"]), "production")
+        assert (shadow.version, shadow.alias) == (int(versions["staging"]), "staging")
+        assert shadow.features == primary.features
+        assert shadow.outputs["label"] == answer["label"][0]  # the same model file: the same answer
+    metrics = (await serving.client.get("/metrics")).text
+    assert (
+        'flywheel_serving_shadow_requests_total{alias="staging",model="shadowed",outcome="answered"} 5.0'
+        in metrics
+    )
