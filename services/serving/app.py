@@ -8,7 +8,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 import services.serving
-from services.serving.endpoints import add_error_handlers, router
+from services.serving.endpoints import add_error_handlers, document_hot_routes, router
+from services.serving.hot_routes import HotInferenceRoutes
 from services.serving.models import ModelStore, default_intra_op_threads
 from services.serving.prediction_log import PredictionLog
 from services.serving.registry_client import RegistryClient
@@ -76,4 +77,6 @@ def create_app(
     app.state.default_alias = serving.default_alias
     app.state.max_request_bytes = serving.max_request_bytes
     add_error_handlers(app)
+    app.add_middleware(HotInferenceRoutes)  # added last: the outermost, before FastAPI's own machinery
+    document_hot_routes(app)
     return app

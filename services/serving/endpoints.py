@@ -1,28 +1,22 @@
-"""Serving's routes: the Open Inference Protocol (KServe V2) and a v1 JSON form for people.
+"""Serving's FastAPI routes: Open Inference Protocol (KServe V2) health and model metadata.
 
-Inference routes read the raw body and answer with orjson: the protocol module validates against the
-model's signature, so FastAPI's own body parsing and response validation would only add a second pass.
+The inference routes themselves are answered by `hot_routes` before FastAPI sees them; their request
+bodies are described here and their OpenAPI added to the app's document by `document_hot_routes`.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 import orjson
-from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from services.serving.batching import BatcherStopped
+from services.serving.hot_routes import ERROR_STATUS, openapi_paths
 from services.serving.metrics import REQUEST_ERRORS
-from services.serving.models import ModelNotFound, ModelStore, ModelUnavailable
-from services.serving.protocol import InvalidInput
-from services.serving.registry_client import RegistryUnavailable
-from services.serving.service import Answer, InferenceService
+from services.serving.models import ModelStore
 from shared.events import TensorSpec
-
-REQUEST_ID_HEADER = "X-Request-Id"
-VERSION_HEADER = "X-Model-Version"
 
 
 class Problem(BaseModel):
@@ -43,16 +37,6 @@ class ModelMetadata(BaseModel):
     outputs: list[TensorMetadata]
 
 
-class RequestTooLarge(ValueError):
-    pass
-
-
-async def inference(request: Request) -> InferenceService:
-    service: InferenceService = request.app.state.inference
-    return service
-
-
-Inference = Annotated[InferenceService, Depends(inference)]
 V2_BODY = {
     "requestBody": {
         "required": True,
@@ -148,31 +132,9 @@ async def model_ready(name: str, request: Request) -> dict[str, Any]:
     return {"name": name, "version": str(model.version), "ready": True}
 
 
-@router.post("/v2/models/{name}/infer", openapi_extra=V2_BODY)
-async def infer(name: str, request: Request, service: Inference) -> Response:
-    """Infer with the version behind the default alias (`production`)."""
-    answer = await service.infer_v2(name, await _body(request), None, request.headers.get(REQUEST_ID_HEADER))
-    return _respond(answer)
-
-
-@router.post("/v2/models/{name}/versions/{version}/infer", openapi_extra=V2_BODY)
-async def infer_version(name: str, version: int, request: Request, service: Inference) -> Response:
-    """Infer with one explicit version."""
-    answer = await service.infer_v2(
-        name, await _body(request), version, request.headers.get(REQUEST_ID_HEADER)
-    )
-    return _respond(answer)
-
-
-@router.post("/v1/models/{name}:predict", openapi_extra=V1_BODY)
-async def predict(name: str, request: Request, service: Inference) -> Response:
-    """`{"instances": [[...], ...]}` or `{"instances": [{"feature": value, ...}]}` in; labels and class
-    probabilities out, with the version that answered."""
-    answer = await service.predict_v1(name, await _body(request), request.headers.get(REQUEST_ID_HEADER))
-    return _respond(answer)
-
-
 def add_error_handlers(app: FastAPI) -> None:
+    """The same statuses and `{"error": ...}` bodies on FastAPI's routes as on the hot routes."""
+
     def handler(status: int) -> Any:
         async def respond(request: Request, error: Exception) -> Response:
             REQUEST_ERRORS.labels(request.path_params.get("name", ""), str(status)).inc()
@@ -182,30 +144,22 @@ def add_error_handlers(app: FastAPI) -> None:
 
         return respond
 
-    app.add_exception_handler(ModelNotFound, handler(404))
-    app.add_exception_handler(RequestTooLarge, handler(413))
-    app.add_exception_handler(InvalidInput, handler(422))
-    for unavailable in (ModelUnavailable, RegistryUnavailable, BatcherStopped):
-        app.add_exception_handler(unavailable, handler(503))
+    for error, status in ERROR_STATUS.items():
+        app.add_exception_handler(error, handler(status))
 
 
-async def _body(request: Request) -> bytes:
-    limit: int = request.app.state.max_request_bytes
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise RequestTooLarge(f"the body is {declared} bytes; the limit is {limit}")
-    body = await request.body()
-    if len(body) > limit:
-        raise RequestTooLarge(f"the body is larger than the limit of {limit} bytes")
-    return body
+def document_hot_routes(app: FastAPI) -> None:
+    """Add the hot inference routes, which FastAPI never sees, to the app's OpenAPI document."""
+    generate = app.openapi
 
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = generate()
+            schema["paths"].update(openapi_paths(V2_BODY, V1_BODY))
+            app.openapi_schema = schema
+        return app.openapi_schema
 
-def _respond(answer: Answer) -> Response:
-    return Response(
-        orjson.dumps(answer.body),
-        media_type="application/json",
-        headers={VERSION_HEADER: str(answer.model.version), REQUEST_ID_HEADER: answer.request_id},
-    )
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _tensor(spec: TensorSpec) -> TensorMetadata:

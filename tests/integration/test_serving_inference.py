@@ -182,6 +182,9 @@ async def test_metrics_count_predictions_batches_and_errors_per_model(serving: S
     assert 'flywheel_serving_request_errors_total{model="credit",status="422"}' in metrics
     assert 'flywheel_serving_queue_depth{model="credit"' in metrics
     assert "flywheel_serving_prediction_log_buffered" in metrics
+    hot_route = 'flywheel_http_requests_total{method="POST",route="/v2/models/{name}/infer",service="serving"'
+    assert f'{hot_route},status="200"}}' in metrics
+    assert f'{hot_route},status="422"}}' in metrics
 
 
 async def test_a_hot_swap_under_steady_load_fails_no_request(serving: Serving) -> None:

@@ -1,0 +1,41 @@
+"""The lean inference routes: which paths they take from FastAPI, and their hand-written OpenAPI."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.serving.app import create_app
+from services.serving.hot_routes import V1_PREDICT, V2_INFER, V2_VERSION_INFER, match_inference_route
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("/v2/models/credit/infer", (V2_INFER, "credit", None)),
+        ("/v2/models/credit-risk.v2_x/infer", (V2_INFER, "credit-risk.v2_x", None)),
+        ("/v2/models/credit/versions/12/infer", (V2_VERSION_INFER, "credit", 12)),
+        ("/v1/models/credit:predict", (V1_PREDICT, "credit", None)),
+        ("/v2/models//infer", None),
+        ("/v2/models/credit/versions/x/infer", None),
+        ("/v2/models/credit/versions/1/extra/infer", None),
+        ("/v2/models/a/b/infer", None),
+        ("/v2/models/credit", None),
+        ("/v2/models/credit/ready", None),
+        ("/v1/models/:predict", None),
+        ("/v1/models/a/b:predict", None),
+        ("/metrics", None),
+    ],
+)
+def test_only_the_inference_paths_are_taken(path: str, expected: tuple[str, str, int | None] | None) -> None:
+    assert match_inference_route(path) == expected
+
+
+def test_the_openapi_document_describes_the_hot_routes() -> None:
+    document = create_app().openapi()
+    for path in (V2_INFER, V2_VERSION_INFER, V1_PREDICT):
+        operation = document["paths"][path]["post"]
+        assert operation["requestBody"]["required"] is True
+        assert set(operation["responses"]) == {"200", "404", "413", "422", "503"}
+        assert "X-Model-Version" in operation["responses"]["200"]["headers"]
+    assert document["components"]["schemas"]["Problem"]["required"] == ["error"]
+    assert "/v2/models/{name}/ready" in document["paths"]
