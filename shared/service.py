@@ -7,6 +7,9 @@ A service's `app.py` calls `create_service_app` with its name, migrations and ro
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -17,7 +20,7 @@ import asyncpg
 import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 from pydantic_settings import BaseSettings
 
@@ -26,7 +29,7 @@ from shared.bus import EventBus, create_bus
 from shared.db import create_pool
 from shared.migrations import migrate
 from shared.settings import FlywheelSettings
-from shared.telemetry import PrometheusMiddleware, configure_logging
+from shared.telemetry import PrometheusMiddleware, logging_config, metrics_exposition
 
 READINESS_CHECK_TIMEOUT_SECONDS = 2.0
 
@@ -119,7 +122,7 @@ def operations_router() -> APIRouter:
     @router.get("/metrics", response_class=Response)
     async def metrics() -> Response:
         """Prometheus metrics in the text exposition format."""
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        return Response(metrics_exposition(), media_type=CONTENT_TYPE_LATEST)
 
     return router
 
@@ -154,10 +157,31 @@ def create_service_app(
     return app
 
 
-def run_service(service: str, app: FastAPI, settings: ServiceSettings, log_level: str) -> None:
-    """Serve `app` with uvicorn, logging JSON lines."""
-    configure_logging(service, log_level)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False)
+def run_service(
+    service: str, app: FastAPI | str, settings: ServiceSettings, log_level: str, *, workers: int = 1
+) -> None:
+    """Serve `app` with uvicorn, logging JSON lines. Several `workers` share the port, each a process
+    with the whole service; they need the app as the import string of a factory (`module:function`,
+    called with no arguments), and count their metrics in one directory so that /metrics sums them."""
+    if workers > 1 and not isinstance(app, str):
+        raise ValueError("several workers need the app as a factory's import string, 'module:function'")
+    metrics_directory = None
+    if workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        metrics_directory = tempfile.mkdtemp(prefix=f"flywheel-{service}-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_directory  # inherited by the workers
+    try:
+        uvicorn.run(
+            app,
+            factory=isinstance(app, str),
+            host=settings.host,
+            port=settings.port,
+            workers=workers,
+            log_config=logging_config(service, log_level),
+            access_log=False,
+        )
+    finally:
+        if metrics_directory is not None:
+            shutil.rmtree(metrics_directory, ignore_errors=True)
 
 
 async def _database_answers(pool: asyncpg.Pool) -> bool:

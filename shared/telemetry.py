@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
+import os
 import time
 from datetime import UTC, datetime
 from typing import Any
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -52,12 +52,29 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-def configure_logging(service: str, level: str = "INFO") -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter(service))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
+def logging_config(service: str, level: str = "INFO") -> dict[str, Any]:
+    """JSON lines on stderr for every logger, as a `logging.config.dictConfig` dict (which uvicorn also
+    applies in each of its worker processes)."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": "shared.telemetry.JsonFormatter", "service": service}},
+        "handlers": {
+            "stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}
+        },
+        "loggers": {name: {"handlers": [], "propagate": True} for name in ("uvicorn", "uvicorn.error")},
+        "root": {"handlers": ["stderr"], "level": level.upper()},
+    }
+
+
+def metrics_exposition() -> bytes:
+    """Every metric in Prometheus' text format; summed over the worker processes when several serve the
+    same port (they write to PROMETHEUS_MULTIPROC_DIR, see shared.service.run_service)."""
+    if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        return generate_latest()
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return generate_latest(registry)
 
 
 class PrometheusMiddleware:

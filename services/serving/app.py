@@ -37,7 +37,7 @@ def create_app(
             registry.describe_version,
             runtime.artifacts,
             max_loaded=serving.max_loaded_models,
-            intra_op_threads=default_intra_op_threads(),
+            intra_op_threads=serving.intra_op_threads or default_intra_op_threads(serving.workers),
             batcher_settings={
                 "max_batch_size": serving.max_batch_size,
                 "max_wait_seconds": serving.max_batch_wait_ms / 1000,

@@ -20,7 +20,13 @@ BATCH_ROWS = Histogram(
     ["model", "version"],
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
 )
-QUEUE_DEPTH = Gauge("flywheel_serving_queue_depth", "Requests waiting for a batch", ["model", "version"])
+# Summed over live worker processes when several serve the port (see shared.service.run_service).
+QUEUE_DEPTH = Gauge(
+    "flywheel_serving_queue_depth",
+    "Requests waiting for a batch, when the last batch started",
+    ["model", "version"],
+    multiprocess_mode="livesum",
+)
 SHADOW_REQUESTS = Counter(
     "flywheel_serving_shadow_requests_total",
     "Requests mirrored to a shadow alias, by outcome (answered, failed, dropped when too many in flight)",

@@ -70,10 +70,16 @@ class LoadedModel:
         self.session = session
         self.output_names = [output.name for output in record.signature.outputs]
         labels = (record.name, str(record.version))
+        self._batch_rows = BATCH_ROWS.labels(*labels)
+        self._queue_depth = QUEUE_DEPTH.labels(*labels)
         self.batcher = AdaptiveBatcher(
-            self.infer, executor=executor, on_batch=BATCH_ROWS.labels(*labels).observe, **batcher_settings
+            self.infer, executor=executor, on_batch=self._on_batch, **batcher_settings
         )
-        QUEUE_DEPTH.labels(*labels).set_function(lambda: self.batcher.queue_depth)
+
+    def _on_batch(self, rows: int) -> None:
+        # Set per batch, not read on scrape: worker processes share metrics through files, not callbacks.
+        self._batch_rows.observe(rows)
+        self._queue_depth.set(self.batcher.queue_depth)
 
     async def unload(self) -> None:
         """Answer what is queued, then let go of the session and its metrics."""
@@ -110,8 +116,9 @@ def session_options(intra_op_threads: int) -> onnxruntime.SessionOptions:
     return options
 
 
-def default_intra_op_threads() -> int:
-    return max(1, min(4, (os.cpu_count() or 1)))
+def default_intra_op_threads(workers: int = 1) -> int:
+    """The cores shared among the worker processes, at most 4 each (more rarely helps small graphs)."""
+    return max(1, min(4, (os.cpu_count() or 1) // workers))
 
 
 class ModelStore:

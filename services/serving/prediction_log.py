@@ -34,7 +34,11 @@ PREDICTIONS_DROPPED = Counter(
 PUBLISH_ERRORS = Counter(
     "flywheel_serving_prediction_log_errors_total", "Failed publishes of a prediction batch (retried)"
 )
-BUFFERED = Gauge("flywheel_serving_prediction_log_buffered", "Predictions waiting to be published")
+BUFFERED = Gauge(
+    "flywheel_serving_prediction_log_buffered",
+    "Predictions waiting to be published",
+    multiprocess_mode="livesum",
+)
 
 BACKOFF_BASE_SECONDS = 0.1
 BACKOFF_CAP_SECONDS = 5.0

@@ -1,5 +1,7 @@
 """The serving service's own settings (FLYWHEEL_SERVING_*)."""
 
+import os
+
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
@@ -10,6 +12,16 @@ class ServingSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="FLYWHEEL_SERVING_", extra="ignore")
 
     port: int = 8080
+    workers: int = Field(
+        default_factory=lambda: min(os.cpu_count() or 1, 8),
+        ge=1,
+        description="processes sharing the port, each holding every model (default: a core each, at most 8)",
+    )
+    intra_op_threads: int | None = Field(
+        default=None,
+        ge=1,
+        description="onnxruntime threads per inference call (default: the cores divided among the workers)",
+    )
     registry_url: str = Field(
         default="http://127.0.0.1:8081", description="where the registry service answers"
     )
