@@ -74,6 +74,7 @@ class HotInferenceRoutes:
     def __init__(self, app: ASGIApp, *, service: str = "serving") -> None:
         self.app = app
         self.service = service
+        self._http_metrics: dict[tuple[str, int], tuple[Any, Any]] = {}  # metric children, looked up once
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
@@ -107,8 +108,17 @@ class HotInferenceRoutes:
                 message = str(error)
             REQUEST_ERRORS.labels(name, str(status)).inc()
             await _send_json(send, status, orjson.dumps({"error": message}), ())
-        HTTP_REQUESTS.labels(self.service, "POST", template, str(status)).inc()
-        HTTP_LATENCY.labels(self.service, "POST", template).observe(time.perf_counter() - started)
+        requests, latency = self._http_metrics.get((template, status)) or self._children(template, status)
+        requests.inc()
+        latency.observe(time.perf_counter() - started)
+
+    def _children(self, template: str, status: int) -> tuple[Any, Any]:
+        children = (
+            HTTP_REQUESTS.labels(self.service, "POST", template, str(status)),
+            HTTP_LATENCY.labels(self.service, "POST", template),
+        )
+        self._http_metrics[(template, status)] = children
+        return children
 
 
 def _headers(scope: Scope) -> tuple[str | None, int | None]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from prometheus_client import Counter, Gauge, Histogram
 
 PREDICTIONS = Counter("flywheel_serving_predictions_total", "Rows answered", ["model", "version", "protocol"])
@@ -32,3 +34,28 @@ SHADOW_REQUESTS = Counter(
     "Requests mirrored to a shadow alias, by outcome (answered, failed, dropped when too many in flight)",
     ["model", "alias", "outcome"],
 )
+
+
+@dataclass(frozen=True)
+class VersionMetrics:
+    """One version's metric children, looked up once when it loads rather than on every request."""
+
+    inference_seconds: Histogram
+    predictions: dict[str, Counter]
+    batch_rows: Histogram
+    queue_depth: Gauge
+
+    @classmethod
+    def of(cls, model: str, version: int) -> VersionMetrics:
+        labels = (model, str(version))
+        return cls(
+            inference_seconds=INFERENCE_LATENCY.labels(*labels),
+            predictions={protocol: PREDICTIONS.labels(*labels, protocol) for protocol in ("v1", "v2")},
+            batch_rows=BATCH_ROWS.labels(*labels),
+            queue_depth=QUEUE_DEPTH.labels(*labels),
+        )
+
+    @staticmethod
+    def remove(model: str, version: int) -> None:
+        """Forget an unloaded version's gauge (its counters and histograms stay, as Prometheus expects)."""
+        QUEUE_DEPTH.remove(model, str(version))

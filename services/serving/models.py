@@ -24,7 +24,7 @@ import numpy as np
 import onnxruntime
 
 from services.serving.batching import AdaptiveBatcher, Tensors
-from services.serving.metrics import BATCH_ROWS, QUEUE_DEPTH
+from services.serving.metrics import VersionMetrics
 from services.serving.protocol import NUMPY_DTYPES
 from shared.artifacts import ArtifactStore
 from shared.events import ModelSignature
@@ -69,22 +69,20 @@ class LoadedModel:
         self.signature = record.signature
         self.session = session
         self.output_names = [output.name for output in record.signature.outputs]
-        labels = (record.name, str(record.version))
-        self._batch_rows = BATCH_ROWS.labels(*labels)
-        self._queue_depth = QUEUE_DEPTH.labels(*labels)
+        self.metrics = VersionMetrics.of(record.name, record.version)
         self.batcher = AdaptiveBatcher(
             self.infer, executor=executor, on_batch=self._on_batch, **batcher_settings
         )
 
     def _on_batch(self, rows: int) -> None:
         # Set per batch, not read on scrape: worker processes share metrics through files, not callbacks.
-        self._batch_rows.observe(rows)
-        self._queue_depth.set(self.batcher.queue_depth)
+        self.metrics.batch_rows.observe(rows)
+        self.metrics.queue_depth.set(self.batcher.queue_depth)
 
     async def unload(self) -> None:
         """Answer what is queued, then let go of the session and its metrics."""
         await self.batcher.stop()
-        QUEUE_DEPTH.remove(self.name, str(self.version))
+        VersionMetrics.remove(self.name, self.version)
 
     def infer(self, inputs: Tensors) -> Tensors:
         """One onnxruntime call (blocking: the batcher runs it in the executor)."""

@@ -1,12 +1,13 @@
 """Prediction logging off the request path: a bounded in-memory buffer flushed to Kafka in batches.
 
-`record` never awaits: it appends to a deque, so a slow or absent Kafka never slows an answer. A
-flusher task wakes every `flush_interval_seconds`, or as soon as `batch_size` records are buffered,
-and publishes everything buffered in batches of at most `batch_size` records. Each batch becomes one
-`PredictionLogged` event per model in it, keyed by the model name, so one model's predictions stay in
-order on one partition. A failed publish puts its records back at the front of the buffer and the
-flusher retries with exponential backoff. Records that do not fit in `capacity` (counting those being
-published) are dropped and counted; `stop` flushes what is left, within its timeout.
+`record` never awaits: it appends the answered request (its arrays, as they are) to a deque, so a slow
+or absent Kafka never slows an answer, and the request path pays nothing per row. A flusher task wakes
+every `flush_interval_seconds`, or as soon as `batch_size` rows are buffered, and publishes them in
+batches of at most `batch_size` rows: one columnar `PredictionLogged` event per model version in the
+batch, keyed by the model name, so one model's predictions stay in order on one partition. A failed
+publish puts its requests back at the front of the buffer and the flusher retries with exponential
+backoff. Rows that do not fit in `capacity` (counting those being published) are dropped and counted;
+`stop` flushes what is left, within its timeout.
 """
 
 from __future__ import annotations
@@ -16,12 +17,15 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
 
+import numpy as np
 from prometheus_client import Counter, Gauge
 
 from shared.bus import EventBus
-from shared.events import CloudEvent, PredictionLogged, PredictionRecord, Topic
+from shared.events import CloudEvent, PredictionLogged, Topic
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +49,97 @@ BACKOFF_CAP_SECONDS = 5.0
 DROP_WARNING_INTERVAL_SECONDS = 10.0
 
 
+@dataclass(frozen=True, slots=True)
+class AnsweredRequest:
+    """One answered request as the request path hands it over: whole arrays (rows first), not rows.
+    Its rows are logged as request ids `<id>`, `<id>:1`, `<id>:2`, ... (`first_row` > 0 for a part of a
+    request too large for one batch)."""
+
+    request_id: str
+    model: str
+    version: int
+    inputs: dict[str, np.ndarray]
+    outputs: dict[str, np.ndarray]
+    latency_ms: float
+    timestamp: float  # time.time() when answered
+    alias: str | None = None
+    shadow: bool = False
+    first_row: int = 0
+
+    @property
+    def rows(self) -> int:
+        return len(next(iter(self.inputs.values())))
+
+    def split(self, rows: int) -> list[AnsweredRequest]:
+        """Parts of at most `rows` rows (array views: nothing is copied)."""
+        return [
+            AnsweredRequest(
+                self.request_id,
+                self.model,
+                self.version,
+                {name: array[start : start + rows] for name, array in self.inputs.items()},
+                {name: array[start : start + rows] for name, array in self.outputs.items()},
+                self.latency_ms,
+                self.timestamp,
+                self.alias,
+                self.shadow,
+                self.first_row + start,
+            )
+            for start in range(0, self.rows, rows)
+        ]
+
+    @property
+    def batch_key(self) -> tuple[str, int, str | None, bool]:
+        """Requests with the same key share one event."""
+        return self.model, self.version, self.alias, self.shadow
+
+
+def encode_batch(group: list[AnsweredRequest], source: str) -> bytes:
+    """One `PredictionLogged` event (JSON) for requests of one batch key, in columns: arrays are
+    concatenated and written by orjson in C, so logging costs next to nothing per row. One input per
+    feature (each of shape [rows, 1]) gives named feature columns; otherwise the first input's rows,
+    flattened, are the features."""
+    first = group[0]
+    inputs = first.inputs
+    features: dict[str, Any] | Any
+    if all(array.ndim == 2 and array.shape[1] == 1 for array in inputs.values()):
+        features = {name: _json_ready(_concatenated(group, "inputs", name)[:, 0]) for name in inputs}
+    else:
+        name = next(iter(inputs))
+        features = _json_ready(np.concatenate([a.inputs[name].reshape(a.rows, -1) for a in group]))
+    data = {
+        "model": first.model,
+        "version": first.version,
+        "alias": first.alias,
+        "shadow": first.shadow,
+        "requests": [
+            {
+                "request_id": answered.request_id,
+                "rows": answered.rows,
+                "first_row": answered.first_row,
+                "latency_ms": answered.latency_ms,
+                "timestamp": datetime.fromtimestamp(answered.timestamp, UTC),
+            }
+            for answered in group
+        ],
+        "features": features,
+        "outputs": {name: _json_ready(_concatenated(group, "outputs", name)) for name in first.outputs},
+    }
+    return CloudEvent.unchecked_json(PredictionLogged, data, source=source, subject=first.model)
+
+
+def _concatenated(group: list[AnsweredRequest], side: str, name: str) -> np.ndarray:
+    arrays = [getattr(answered, side)[name] for answered in group]
+    return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+
+
+def _json_ready(array: np.ndarray) -> Any:
+    """What orjson writes fastest: a C-contiguous numeric array as is; strings and objects as lists."""
+    if array.dtype.kind in "biuf" and array.dtype.itemsize <= 8:
+        return np.ascontiguousarray(array)
+    return array.tolist()
+
+
 class PredictionLog:
     def __init__(
         self,
@@ -62,8 +157,9 @@ class PredictionLog:
         self.batch_size = batch_size
         self.flush_interval_seconds = flush_interval_seconds
         self.source = source
-        self._buffer: deque[PredictionRecord] = deque()
-        self._in_flight = 0  # taken from the buffer, not yet acknowledged: still counts towards capacity
+        self._buffer: deque[AnsweredRequest] = deque()
+        self._buffered_rows = 0
+        self._in_flight = 0  # rows taken from the buffer, not yet acknowledged: still count towards capacity
         self._failures = 0  # consecutive failed publishes; drives the backoff
         self._wake: asyncio.Event | None = None
         self._flusher: asyncio.Task[None] | None = None
@@ -81,26 +177,26 @@ class PredictionLog:
 
     @property
     def fill(self) -> int:
-        """Predictions not yet published: buffered plus the batch being published."""
-        return len(self._buffer) + self._in_flight
+        """Predictions (rows) not yet published: buffered plus the batch being published."""
+        return self._buffered_rows + self._in_flight
 
-    def record(self, record: PredictionRecord) -> None:
-        """Buffer one prediction for publishing; drops it (counted) if the buffer is full."""
+    def record(self, answered: AnsweredRequest) -> None:
+        """Buffer a request's predictions for publishing; drops them (counted) if they do not fit."""
+        rows = answered.rows
         if self._closed:
-            self._drop(1, "shutdown")
+            self._drop(rows, "shutdown")
             return
-        if self.fill >= self.capacity:
-            self._drop(1, "buffer_full")
+        if self.fill + rows > self.capacity:
+            self._drop(rows, "buffer_full")
             return
-        self._buffer.append(record)
+        if rows > self.batch_size:
+            self._buffer.extend(answered.split(self.batch_size))
+        else:
+            self._buffer.append(answered)
+        self._buffered_rows += rows
         # While publishes fail the flusher is backing off; waking it early would hammer Kafka.
-        if self._wake is not None and len(self._buffer) >= self.batch_size and not self._failures:
+        if self._wake is not None and self._buffered_rows >= self.batch_size and not self._failures:
             self._wake.set()
-
-    def record_many(self, records: Iterable[PredictionRecord]) -> None:
-        """Buffer several predictions, each as `record` would."""
-        for record in records:
-            self.record(record)
 
     # A shutdown budget owned by the log (it must count what it could not flush), not a caller's deadline.
     async def stop(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
@@ -123,6 +219,7 @@ class PredictionLog:
             )
             self._drop(left, "shutdown")
             self._buffer.clear()
+            self._buffered_rows = 0
         BUFFERED.set(self.fill)
 
     def _drop(self, count: int, reason: str) -> None:
@@ -159,27 +256,34 @@ class PredictionLog:
     async def _drain(self) -> None:
         """Publish batches until the buffer is empty or a publish fails."""
         while self._buffer:
-            batch = [self._buffer.popleft() for _ in range(min(self.batch_size, len(self._buffer)))]
-            unpublished = _by_model(batch)
-            self._in_flight = len(batch)
+            batch = [self._buffer.popleft()]  # each part is at most batch_size rows (see record)
+            rows = batch[0].rows
+            while self._buffer and rows + self._buffer[0].rows <= self.batch_size:
+                rows += self._buffer[0].rows
+                batch.append(self._buffer.popleft())
+            self._buffered_rows -= rows
+            unpublished = _by_batch_key(batch)
+            self._in_flight = rows
             try:
                 while unpublished and await self._publish(unpublished[0]):
-                    self._in_flight -= len(unpublished.pop(0))
+                    self._in_flight -= sum(answered.rows for answered in unpublished.pop(0))
             finally:
                 # After a failure, or when stop() cancels a hung publish: back at the front, in order.
                 for group in reversed(unpublished):
                     self._buffer.extendleft(reversed(group))
+                    self._buffered_rows += sum(answered.rows for answered in group)
                 self._in_flight = 0
             if unpublished:
                 return
             self._failures = 0
 
-    async def _publish(self, group: list[PredictionRecord]) -> bool:
-        """Publish one model's records as one event; False (counted, logged) if the bus failed."""
+    async def _publish(self, group: list[AnsweredRequest]) -> bool:
+        """Publish one batch key's predictions as one event; False (counted, logged) if the bus failed."""
         model = group[0].model
-        event = CloudEvent.wrap(PredictionLogged(predictions=group), source=self.source, subject=model)
+        rows = sum(answered.rows for answered in group)
         try:
-            await self.bus.publish(Topic.PREDICTION_LOGGED, event, key=model)
+            value = encode_batch(group, self.source)
+            await self.bus.publish_raw(Topic.PREDICTION_LOGGED, value, key=model.encode())
         except Exception as error:
             self._failures += 1
             PUBLISH_ERRORS.inc()
@@ -187,19 +291,20 @@ class PredictionLog:
                 "publishing predictions failed, will retry",
                 extra={
                     "model": model,
-                    "records": len(group),
+                    "records": rows,
                     "failures": self._failures,
                     "error": repr(error),
                 },
             )
             return False
-        PREDICTIONS_LOGGED.inc(len(group))
+        PREDICTIONS_LOGGED.inc(rows)
         return True
 
 
-def _by_model(batch: list[PredictionRecord]) -> list[list[PredictionRecord]]:
-    """The batch split per model, keeping each model's records in order (one event, one key each)."""
-    groups: dict[str, list[PredictionRecord]] = {}
-    for record in batch:
-        groups.setdefault(record.model, []).append(record)
+def _by_batch_key(batch: list[AnsweredRequest]) -> list[list[AnsweredRequest]]:
+    """The batch split per model version (and alias and shadow role), keeping each one's requests in
+    order: one event each, keyed by the model, so a model's predictions stay in order on one partition."""
+    groups: dict[tuple[str, int, str | None, bool], list[AnsweredRequest]] = {}
+    for answered in batch:
+        groups.setdefault(answered.batch_key, []).append(answered)
     return list(groups.values())

@@ -233,6 +233,13 @@ def parse_v1_instances(
         }
     if len(signature.inputs) == 1 and len(signature.inputs[0].shape) == 2:
         spec = signature.inputs[0]
+        matrix = _number_matrix(instances)  # the common case, read by numpy in one call
+        if matrix is not None and spec.shape[1] in (-1, matrix.shape[1]):
+            return {
+                spec.name: _to_array(
+                    spec.name, matrix.ravel(), spec.datatype, list(matrix.shape), allow_non_finite
+                )
+            }
         width = spec.shape[1] if spec.shape[1] != -1 else _instance_length(instances[0], 0)
         values: list[Any] = []
         for position, instance in enumerate(instances):
@@ -259,12 +266,13 @@ def encode_v1_predictions(outputs: Tensors, class_labels: list[Any] | None = Non
     if "label" in outputs:
         labels = _json_values(outputs["label"].ravel())
         probabilities = outputs.get("probabilities")
-        predictions: list[Any] = [
-            {"label": label}
-            if probabilities is None
-            else {"label": label, "probabilities": _json_values(probabilities[row])}
-            for row, label in enumerate(labels)
-        ]
+        if probabilities is None:
+            predictions: list[Any] = [{"label": label} for label in labels]
+        else:
+            per_row = _json_values(probabilities)
+            predictions = [
+                {"label": label, "probabilities": row} for label, row in zip(labels, per_row, strict=True)
+            ]
     elif "variable" in outputs:
         predictions = _json_values(outputs["variable"].ravel())
     else:
@@ -337,11 +345,11 @@ def _json_object(body: bytes | dict[str, Any]) -> dict[str, Any]:
 
 
 def _to_array(
-    name: str, values: list[Any], datatype: str, shape: list[int], allow_non_finite: bool
+    name: str, values: list[Any] | np.ndarray, datatype: str, shape: list[int], allow_non_finite: bool
 ) -> np.ndarray:
     """`values` (flat, row-major) as an array of `datatype` and `shape`, or InvalidInput naming the row."""
     row_width = math.prod(shape[1:]) or 1
-    if not values:
+    if len(values) == 0:
         return np.empty(shape, dtype=NUMPY_DTYPES[datatype])
     if datatype == "BYTES":
         _check_each(name, values, row_width, lambda value: isinstance(value, str), "strings (BYTES)")
@@ -376,7 +384,16 @@ def _to_array(
     return numbers.astype(NUMPY_DTYPES[datatype]).reshape(shape)
 
 
-def _number_array(values: list[Any]) -> np.ndarray | None:
+def _number_matrix(rows: list[Any]) -> np.ndarray | None:
+    """Rows of numbers of one length as a 2-D array; None for anything else (then checked row by row)."""
+    try:
+        matrix = np.asarray(rows)
+    except (ValueError, OverflowError):
+        return None
+    return matrix if matrix.dtype.kind in "iuf" and matrix.ndim == 2 else None
+
+
+def _number_array(values: list[Any] | np.ndarray) -> np.ndarray | None:
     """The values as one numeric array when numpy can read them so; None for anything else."""
     try:
         numbers = np.asarray(values)
@@ -396,7 +413,7 @@ def _is_integer(value: Any) -> bool:
 
 
 def _check_each(
-    name: str, values: list[Any], row_width: int, accepts: Callable[[Any], bool], expected: str
+    name: str, values: list[Any] | np.ndarray, row_width: int, accepts: Callable[[Any], bool], expected: str
 ) -> None:
     for index, value in enumerate(values):
         if not accepts(value):

@@ -144,7 +144,7 @@ async def test_every_answer_is_logged_to_prediction_logged_as_answered(serving: 
     logged: list[Any] = []
 
     async def collect(event: CloudEvent) -> None:
-        logged.extend(r for r in event.payload_as(PredictionLogged).predictions if r.request_id == request_id)
+        logged.extend(r for r in event.payload_as(PredictionLogged).records() if r.request_id == request_id)
 
     subscription = await serving.bus.subscribe(
         Topic.PREDICTION_LOGGED, f"observer-{uuid.uuid4().hex[:6]}", collect
@@ -299,7 +299,7 @@ async def test_a_shadow_answers_every_request_in_the_log_but_never_to_the_caller
     logged: dict[tuple[str, bool], Any] = {}
 
     async def collect(event: CloudEvent) -> None:
-        for record in event.payload_as(PredictionLogged).predictions:
+        for record in event.payload_as(PredictionLogged).records():
             if record.request_id in request_ids:
                 logged[(record.request_id, record.shadow)] = record
 

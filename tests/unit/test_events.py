@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from shared.events import (
     CloudEvent,
     DeadLetter,
     InvalidEvent,
+    LoggedRequest,
     ModelPromoted,
     ModelRegistered,
     ModelSignature,
@@ -66,7 +68,7 @@ def test_envelope_round_trips_to_the_same_typed_payload() -> None:
 def test_every_payload_type_is_versioned_and_has_a_home_topic() -> None:
     for event_type, payload_type in PAYLOAD_TYPES.items():
         assert event_type.startswith("io.flywheel.")
-        assert event_type.endswith(".v1")
+        assert re.fullmatch(r"io\.flywheel\.[a-z.-]+\.v[1-9][0-9]*", event_type), event_type
         assert payload_type.topic is not None or payload_type is DeadLetter
     assert {payload.topic for payload in PAYLOAD_TYPES.values()} - {None} == set(Topic)
 
@@ -111,18 +113,41 @@ def test_run_completed_must_say_what_it_produced_or_why_it_failed() -> None:
     assert failed.failure_reason
 
 
-def test_prediction_logged_batches_records_and_refuses_an_empty_batch() -> None:
-    record = PredictionRecord(
-        request_id="req-1",
+def test_prediction_logged_holds_columns_and_reads_as_one_record_per_row() -> None:
+    at = datetime(2026, 11, 23, tzinfo=UTC)
+    logged = PredictionLogged(
         model="m",
-        version=1,
-        features={"income": 1.5},
-        outputs={"label": 1},
-        latency_ms=0.4,
+        version=2,
+        alias="canary",
+        requests=[
+            LoggedRequest(request_id="a", rows=2, latency_ms=0.4, timestamp=at),
+            LoggedRequest(request_id="b", rows=1, first_row=500, latency_ms=0.3, timestamp=at),
+        ],
+        features={"income": [1.5, 2.5, 3.5], "city": ["Oslo", "Lima", None]},
+        outputs={"label": [1, 0, 1], "probabilities": [[0.1, 0.9], [0.8, 0.2], [0.3, 0.7]]},
     )
-    assert PredictionLogged(predictions=[record, record]).predictions[1].request_id == "req-1"
+    records = logged.records()
+    assert [record.request_id for record in records] == ["a", "a:1", "b:500"]
+    assert records[1] == PredictionRecord(
+        request_id="a:1",
+        model="m",
+        version=2,
+        features={"income": 2.5, "city": "Lima"},
+        outputs={"label": 0, "probabilities": [0.8, 0.2]},
+        latency_ms=0.4,
+        timestamp=at,
+        alias="canary",
+    )
+
+
+def test_prediction_logged_refuses_columns_that_do_not_match_its_rows() -> None:
+    request = LoggedRequest(request_id="a", rows=2, latency_ms=0.4, timestamp=datetime.now(UTC))
+    with pytest.raises(ValueError, match="'label' has 1 values; the requests have 2 rows"):
+        PredictionLogged(
+            model="m", version=1, requests=[request], features=[[1.0], [2.0]], outputs={"label": [1]}
+        )
     with pytest.raises(ValueError, match="at least 1 item"):
-        PredictionLogged(predictions=[])
+        PredictionLogged(model="m", version=1, requests=[], features=[], outputs={})
 
 
 def test_dead_letter_keeps_binary_and_text_values_intact() -> None:

@@ -6,25 +6,34 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import time
 from collections import Counter
+from collections.abc import Iterable
 
+import numpy as np
 from prometheus_client import REGISTRY
 
-from services.serving.prediction_log import PredictionLog
+from services.serving.prediction_log import AnsweredRequest, PredictionLog, encode_batch
 from shared.bus import InMemoryBus
-from shared.events import CloudEvent, PredictionLogged, PredictionRecord, Topic
+from shared.events import CloudEvent, PredictionLogged, Topic
 from tests.waiting import eventually
 
 
-def prediction(number: int, model: str = "churn") -> PredictionRecord:
-    return PredictionRecord(
+def prediction(number: int, model: str = "churn") -> AnsweredRequest:
+    return AnsweredRequest(
         request_id=f"request-{number}",
         model=model,
         version=1,
-        features={"x": float(number)},
-        outputs={"score": 0.5},
+        inputs={"x": np.array([[float(number)]], dtype=np.float32)},
+        outputs={"score": np.array([0.5], dtype=np.float32)},
         latency_ms=1.0,
+        timestamp=time.time(),
     )
+
+
+def record_all(prediction_log: PredictionLog, answered: Iterable[AnsweredRequest]) -> None:
+    for request in answered:
+        prediction_log.record(request)
 
 
 def published(bus: InMemoryBus) -> list[PredictionLogged]:
@@ -35,7 +44,7 @@ def published(bus: InMemoryBus) -> list[PredictionLogged]:
 
 
 def published_ids(bus: InMemoryBus) -> list[str]:
-    return [record.request_id for event in published(bus) for record in event.predictions]
+    return [record.request_id for event in published(bus) for record in event.records()]
 
 
 def metric(name: str, labels: dict[str, str] | None = None) -> float:
@@ -73,19 +82,18 @@ class HangingBus(InMemoryBus):
 
 async def test_record_is_a_plain_function_that_cannot_await() -> None:
     assert not inspect.iscoroutinefunction(PredictionLog.record)
-    assert not inspect.iscoroutinefunction(PredictionLog.record_many)
 
 
 async def test_everything_recorded_is_published_once_in_batches_of_at_most_batch_size() -> None:
     bus = InMemoryBus()
     prediction_log = PredictionLog(bus, batch_size=50, flush_interval_seconds=0.05)
     await prediction_log.start()
-    prediction_log.record_many(prediction(number) for number in range(437))
+    record_all(prediction_log, [prediction(number) for number in range(437)])
     await eventually(lambda: len(published_ids(bus)) == 437, within=5, what="437 predictions published")
     await prediction_log.stop()
 
     assert sorted(published_ids(bus)) == sorted(f"request-{number}" for number in range(437))
-    assert all(1 <= len(event.predictions) <= 50 for event in published(bus))
+    assert all(1 <= event.rows <= 50 for event in published(bus))
     assert published_ids(bus) == [f"request-{number}" for number in range(437)]  # one model: in order
 
 
@@ -93,14 +101,14 @@ async def test_a_batch_is_split_into_one_event_per_model_keyed_by_model() -> Non
     bus = InMemoryBus()
     prediction_log = PredictionLog(bus, batch_size=100)
     await prediction_log.start()
-    prediction_log.record_many(prediction(number, model=f"model-{number % 3}") for number in range(30))
+    record_all(prediction_log, [prediction(number, model=f"model-{number % 3}") for number in range(30)])
     await prediction_log.stop()
 
     records = bus.records(Topic.PREDICTION_LOGGED)
     assert len(records) == 3
     for record in records:
         event = CloudEvent.from_json(record.value).payload_as(PredictionLogged)
-        assert {p.model for p in event.predictions} == {record.key.decode() if record.key else None}
+        assert event.model == (record.key.decode() if record.key else None)
     assert Counter(published_ids(bus)) == Counter(f"request-{number}" for number in range(30))
 
 
@@ -109,7 +117,7 @@ async def test_a_full_buffer_drops_and_counts_what_does_not_fit() -> None:
     prediction_log = PredictionLog(bus, capacity=10)
     dropped_before = metric("flywheel_serving_predictions_dropped_total", {"reason": "buffer_full"})
 
-    prediction_log.record_many(prediction(number) for number in range(15))  # not started: nothing drains
+    record_all(prediction_log, [prediction(number) for number in range(15)])  # not started: nothing drains
 
     assert prediction_log.fill == 10
     dropped = metric("flywheel_serving_predictions_dropped_total", {"reason": "buffer_full"}) - dropped_before
@@ -126,7 +134,7 @@ async def test_a_failing_bus_is_retried_and_loses_nothing() -> None:
     logged_before = metric("flywheel_serving_predictions_logged_total")
     await prediction_log.start()
 
-    prediction_log.record_many(prediction(number) for number in range(50))
+    record_all(prediction_log, [prediction(number) for number in range(50)])
     await eventually(lambda: len(published_ids(bus)) == 50, within=10, what="50 predictions published")
     await prediction_log.stop()
 
@@ -140,7 +148,7 @@ async def test_stop_flushes_what_is_still_buffered() -> None:
     bus = InMemoryBus()
     prediction_log = PredictionLog(bus, batch_size=500, flush_interval_seconds=60)  # the timer never fires
     await prediction_log.start()
-    prediction_log.record_many(prediction(number) for number in range(120))
+    record_all(prediction_log, [prediction(number) for number in range(120)])
     assert published_ids(bus) == []
 
     await prediction_log.stop()
@@ -153,10 +161,10 @@ async def test_record_keeps_working_while_a_publish_hangs() -> None:
     bus = HangingBus()
     prediction_log = PredictionLog(bus, batch_size=10, flush_interval_seconds=0.01)
     await prediction_log.start()
-    prediction_log.record_many(prediction(number) for number in range(10))
+    record_all(prediction_log, [prediction(number) for number in range(10)])
     await asyncio.wait_for(bus.entered.wait(), timeout=5)
 
-    prediction_log.record_many(prediction(number) for number in range(10, 25))
+    record_all(prediction_log, [prediction(number) for number in range(10, 25)])
 
     assert prediction_log.fill == 25  # the hung batch still counts until Kafka acknowledges it
     bus.release.set()
@@ -169,7 +177,7 @@ async def test_stop_gives_up_at_its_timeout_and_counts_the_rest_as_dropped() -> 
     prediction_log = PredictionLog(bus, batch_size=10, flush_interval_seconds=0.01)
     dropped_before = metric("flywheel_serving_predictions_dropped_total", {"reason": "shutdown"})
     await prediction_log.start()
-    prediction_log.record_many(prediction(number) for number in range(30))
+    record_all(prediction_log, [prediction(number) for number in range(30)])
     await asyncio.wait_for(bus.entered.wait(), timeout=5)
 
     loop = asyncio.get_running_loop()
@@ -182,3 +190,59 @@ async def test_stop_gives_up_at_its_timeout_and_counts_the_rest_as_dropped() -> 
     assert prediction_log.fill == 0
     prediction_log.record(prediction(99))  # after stop: dropped, not buffered forever
     assert prediction_log.fill == 0
+
+
+def test_answered_requests_become_one_columnar_event_per_model_version() -> None:
+    named = AnsweredRequest(
+        request_id="r",
+        model="credit",
+        version=3,
+        inputs={"age": np.array([[41.0], [52.0]]), "city": np.array([["Oslo"], ["Lima"]], dtype=object)},
+        outputs={"label": np.array([1, 0]), "probabilities": np.array([[0.2, 0.8], [0.9, float("nan")]])},
+        latency_ms=2.5,
+        timestamp=0.0,
+        alias="canary",
+        shadow=True,
+    )
+    second = AnsweredRequest(
+        "s",
+        "credit",
+        3,
+        {"age": np.array([[30.0]]), "city": np.array([["Rome"]], dtype=object)},
+        {"label": np.array([1]), "probabilities": np.array([[0.4, 0.6]])},
+        1.0,
+        0.0,
+        "canary",
+        True,
+    )
+    event = CloudEvent.from_json(encode_batch([named, second], source="/serving"))
+    assert (event.source, event.subject, event.type) == ("/serving", "credit", PredictionLogged.event_type)
+    logged = event.payload_as(PredictionLogged)
+    assert logged.features == {"age": [41.0, 52.0, 30.0], "city": ["Oslo", "Lima", "Rome"]}
+    assert logged.outputs["probabilities"] == [[0.2, 0.8], [0.9, None], [0.4, 0.6]]  # NaN is JSON null
+    records = logged.records()
+    assert [record.request_id for record in records] == ["r", "r:1", "s"]
+    assert records[1].features == {"age": 52.0, "city": "Lima"}
+    assert records[0].outputs == {"label": 1, "probabilities": [0.2, 0.8]}
+    assert (records[0].alias, records[0].shadow, records[0].version) == ("canary", True, 3)
+    assert records[0].timestamp.isoformat() == "1970-01-01T00:00:00+00:00"
+
+    positional = AnsweredRequest(
+        "p", "m", 1, {"x": np.arange(6.0).reshape(3, 2)}, {"y": np.zeros(3)}, 1.0, 0.0
+    )
+    positional_event = CloudEvent.from_json(encode_batch([positional], source="/s")).payload_as(
+        PredictionLogged
+    )
+    assert positional_event.features == [[0.0, 1.0], [2.0, 3.0], [4.0, 5.0]]
+
+
+async def test_a_request_larger_than_a_batch_is_split_keeping_its_row_ids() -> None:
+    bus = InMemoryBus()
+    prediction_log = PredictionLog(bus, batch_size=4)
+    await prediction_log.start()
+    prediction_log.record(
+        AnsweredRequest("big", "m", 1, {"x": np.arange(10.0).reshape(10, 1)}, {"y": np.zeros(10)}, 1.0, 0.0)
+    )
+    await prediction_log.stop()
+    assert [event.rows for event in published(bus)] == [4, 4, 2]
+    assert published_ids(bus) == ["big"] + [f"big:{row}" for row in range(1, 10)]
