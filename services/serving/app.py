@@ -12,11 +12,11 @@ from services.serving.endpoints import add_error_handlers, document_hot_routes, 
 from services.serving.hot_routes import HotInferenceRoutes
 from services.serving.models import ModelStore, default_intra_op_threads
 from services.serving.prediction_log import PredictionLog
-from services.serving.registry_client import RegistryClient
 from services.serving.service import InferenceService
 from services.serving.settings import ServingSettings
 from services.serving.traffic import TrafficPolicies
 from services.serving.worker import ServingWorker
+from shared.model_versions import RegistryClient
 from shared.service import Runtime, create_service_app
 from shared.settings import FlywheelSettings
 

@@ -18,10 +18,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.serving.batching import BatcherStopped
 from services.serving.metrics import REQUEST_ERRORS
-from services.serving.models import ModelNotFound, ModelUnavailable
 from services.serving.protocol import InvalidInput
-from services.serving.registry_client import RegistryUnavailable
 from services.serving.service import Answer, InferenceService
+from shared.model_versions import ModelNotFound, ModelUnavailable, RegistryUnavailable
 from shared.telemetry import HTTP_LATENCY, HTTP_REQUESTS
 
 log = logging.getLogger(__name__)

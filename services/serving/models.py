@@ -11,13 +11,11 @@ another is needed. Aliases are pinned: the versions they point at are never evic
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import os
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -27,31 +25,12 @@ from services.serving.batching import AdaptiveBatcher, Tensors
 from services.serving.metrics import VersionMetrics
 from services.serving.protocol import NUMPY_DTYPES
 from shared.artifacts import ArtifactStore
-from shared.events import ModelSignature
+from shared.model_versions import ModelNotFound, VersionRecord, load_session
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class VersionRecord:
-    """What the registry says of a version: where its file is, its checksum and its signature."""
-
-    name: str
-    version: int
-    artifact_uri: str
-    artifact_sha256: str
-    signature: ModelSignature
-
-
 DescribeVersion = Callable[[str, int | None, str | None], Awaitable[VersionRecord | None]]
-
-
-class ModelNotFound(LookupError):
-    """No such model, version or alias (a 404)."""
-
-
-class ModelUnavailable(RuntimeError):
-    """The version exists but cannot be served: its file is missing, altered or does not load."""
 
 
 class LoadedModel:
@@ -102,16 +81,6 @@ class LoadedModel:
             )
             for spec in self.signature.inputs
         }
-
-
-def session_options(intra_op_threads: int) -> onnxruntime.SessionOptions:
-    """One session per version, sized for this machine: the batcher gives it large calls, so a few
-    intra-op threads help; inter-op parallelism does not for these small graphs."""
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = intra_op_threads
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return options
 
 
 def default_intra_op_threads(workers: int = 1) -> int:
@@ -191,25 +160,8 @@ class ModelStore:
                 del self._loading[key]
 
     async def _load_now(self, record: VersionRecord) -> LoadedModel:
-        try:
-            model_bytes = await self.artifacts.get_bytes(self.artifacts.key_from_uri(record.artifact_uri))
-        except Exception as error:
-            raise ModelUnavailable(
-                f"{record.name} v{record.version}: cannot read {record.artifact_uri}: {error}"
-            ) from error
-        sha256 = hashlib.sha256(model_bytes).hexdigest()
-        if sha256 != record.artifact_sha256:
-            raise ModelUnavailable(
-                f"{record.name} v{record.version}: the file's sha256 is {sha256}, the registry recorded "
-                f"{record.artifact_sha256}"
-            )
+        session = await load_session(record, self.artifacts, self.intra_op_threads, self.executor)
         loop = asyncio.get_running_loop()
-        session = await loop.run_in_executor(
-            self.executor,
-            lambda: onnxruntime.InferenceSession(
-                model_bytes, session_options(self.intra_op_threads), providers=["CPUExecutionProvider"]
-            ),
-        )
         model = LoadedModel(record, session, self.batcher_settings, self.executor)
         await loop.run_in_executor(self.executor, model.infer, model.warm_up_inputs())
         await model.batcher.start()

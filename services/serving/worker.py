@@ -7,10 +7,11 @@ from __future__ import annotations
 import logging
 import uuid
 
-from services.serving.models import ModelNotFound, ModelStore
+from services.serving.models import ModelStore
 from services.serving.traffic import TrafficPolicies
 from shared.bus import EventBus
 from shared.events import CloudEvent, ModelPromoted, Topic, TrafficPolicyChanged
+from shared.model_versions import ModelNotFound
 
 log = logging.getLogger(__name__)
 

@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from services.serving.models import ModelNotFound, ModelStore, ModelUnavailable, VersionRecord
+from services.serving.models import ModelStore
 from shared.artifacts import FilesystemArtifactStore
 from shared.events import ModelSignature, TensorSpec
+from shared.model_versions import ModelNotFound, ModelUnavailable, VersionRecord
 from tests.models import tiny_classifier_onnx
 
 SIGNATURE = ModelSignature(

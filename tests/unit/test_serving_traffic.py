@@ -8,9 +8,9 @@ from collections import Counter
 
 import pytest
 
-from services.serving.models import ModelNotFound
 from services.serving.traffic import Route, TrafficPolicies
 from shared.events import TrafficPolicy
+from shared.model_versions import ModelNotFound
 
 CANARY = TrafficPolicy(split={"production": 90, "canary": 10}, shadow=["staging"])
 

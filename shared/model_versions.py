@@ -1,0 +1,130 @@
+"""Model versions as the services that run them see them: the registry's record of a version (file,
+checksum, signature), a client that asks the registry for it, and loading its ONNX file into an
+onnxruntime session with the checksum checked. Serving and batch both run models this way."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import onnxruntime
+
+from shared.artifacts import ArtifactStore
+from shared.events import ModelSignature, TrafficPolicy
+
+
+@dataclass(frozen=True)
+class VersionRecord:
+    """What the registry says of a version: where its file is, its checksum and its signature."""
+
+    name: str
+    version: int
+    artifact_uri: str
+    artifact_sha256: str
+    signature: ModelSignature
+
+
+class ModelNotFound(LookupError):
+    """No such model, version or alias."""
+
+
+class ModelUnavailable(RuntimeError):
+    """The version exists but cannot run: its file is missing, altered or does not load."""
+
+
+class RegistryUnavailable(RuntimeError):
+    """The registry did not answer, so a version cannot be resolved now (try again later)."""
+
+
+class RegistryClient:
+    def __init__(self, base_url: str, *, timeout: float = 10.0) -> None:
+        self.http = httpx.AsyncClient(base_url=base_url, timeout=timeout)
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+    async def describe_version(
+        self, name: str, version: int | None, alias: str | None
+    ) -> VersionRecord | None:
+        """The version's record, by number or alias; None when there is no such model, version or alias,
+        or when the version failed registration (it cannot run)."""
+        path = (
+            f"/models/{name}/versions/{version}" if version is not None else f"/models/{name}/aliases/{alias}"
+        )
+        found = await self._get(path)
+        if found is None or found["status"] != "ready" or found["signature"] is None:
+            return None
+        return VersionRecord(
+            name=found["model_name"],
+            version=found["version"],
+            artifact_uri=found["artifact_uri"],
+            artifact_sha256=found["artifact_sha256"],
+            signature=ModelSignature.model_validate(found["signature"]),
+        )
+
+    async def traffic_policy(self, name: str) -> TrafficPolicy | None:
+        """The model's traffic policy (None: it has none); ModelNotFound when there is no such model."""
+        found = await self._get(f"/models/{name}")
+        if found is None:
+            raise ModelNotFound(f"no model named {name!r}")
+        policy = found.get("traffic_policy")
+        return None if policy is None else TrafficPolicy.model_validate(policy)
+
+    async def _get(self, path: str) -> dict[str, Any] | None:
+        """The JSON the registry answers, None for a 404; RegistryUnavailable for anything but a 200."""
+        try:
+            response = await self.http.get(path)
+        except httpx.TransportError as error:
+            raise RegistryUnavailable(
+                f"registry at {self.http.base_url} did not answer: {error!r}"
+            ) from error
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise RegistryUnavailable(f"registry GET {path}: {response.status_code} {response.text[:300]}")
+        found: dict[str, Any] = response.json()
+        return found
+
+
+def session_options(intra_op_threads: int) -> onnxruntime.SessionOptions:
+    """Sized for a service that hands the session large calls: a few intra-op threads help, inter-op
+    parallelism does not for these small graphs, and idle threads must not spin on cores that the
+    service's HTTP or Kafka work needs."""
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = intra_op_threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
+async def load_session(
+    record: VersionRecord, artifacts: ArtifactStore, intra_op_threads: int, executor: Executor | None = None
+) -> onnxruntime.InferenceSession:
+    """The version's ONNX file, its sha256 checked against the registry's record, as a session (built off
+    the event loop); ModelUnavailable says what is wrong."""
+    try:
+        model_bytes = await artifacts.get_bytes(artifacts.key_from_uri(record.artifact_uri))
+    except Exception as error:
+        raise ModelUnavailable(
+            f"{record.name} v{record.version}: cannot read {record.artifact_uri}: {error}"
+        ) from error
+    sha256 = hashlib.sha256(model_bytes).hexdigest()
+    if sha256 != record.artifact_sha256:
+        raise ModelUnavailable(
+            f"{record.name} v{record.version}: the file's sha256 is {sha256}, the registry recorded "
+            f"{record.artifact_sha256}"
+        )
+    try:
+        return await asyncio.get_running_loop().run_in_executor(
+            executor,
+            lambda: onnxruntime.InferenceSession(
+                model_bytes, session_options(intra_op_threads), providers=["CPUExecutionProvider"]
+            ),
+        )
+    except Exception as error:
+        raise ModelUnavailable(f"{record.name} v{record.version} does not load: {error}") from error
