@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-Tensors = dict[str, np.ndarray]
+from shared.tensors import Tensors
+
 Infer = Callable[[Tensors], Tensors]
 
 

@@ -18,10 +18,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.serving.batching import BatcherStopped
 from services.serving.metrics import REQUEST_ERRORS
-from services.serving.protocol import InvalidInput
 from services.serving.service import Answer, InferenceService
 from shared.model_versions import ModelNotFound, ModelUnavailable, RegistryUnavailable
 from shared.telemetry import HTTP_LATENCY, HTTP_REQUESTS
+from shared.tensors import InvalidInput
 
 log = logging.getLogger(__name__)
 

@@ -21,11 +21,11 @@ from typing import Any
 import numpy as np
 import onnxruntime
 
-from services.serving.batching import AdaptiveBatcher, Tensors
+from services.serving.batching import AdaptiveBatcher
 from services.serving.metrics import VersionMetrics
-from services.serving.protocol import NUMPY_DTYPES
 from shared.artifacts import ArtifactStore
 from shared.model_versions import ModelNotFound, VersionRecord, load_session
+from shared.tensors import NUMPY_DTYPES, Tensors
 
 log = logging.getLogger(__name__)
 

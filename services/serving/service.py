@@ -15,13 +15,13 @@ from services.serving.metrics import SHADOW_REQUESTS
 from services.serving.models import LoadedModel, ModelStore
 from services.serving.prediction_log import AnsweredRequest, PredictionLog
 from services.serving.protocol import (
-    Tensors,
     encode_v1_predictions,
     encode_v2_response,
     parse_v1_instances,
     parse_v2_request,
 )
 from services.serving.traffic import Route, TrafficPolicies
+from shared.tensors import Tensors
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from services.serving.batching import AdaptiveBatcher, BatcherStopped, Tensors
+from services.serving.batching import AdaptiveBatcher, BatcherStopped
+from shared.tensors import Tensors
 
 
 class DoublingModel:

@@ -12,13 +12,13 @@ import orjson
 import pytest
 
 from services.serving.protocol import (
-    InvalidInput,
     encode_v1_predictions,
     encode_v2_response,
     parse_v1_instances,
     parse_v2_request,
 )
 from shared.events import ModelSignature, TensorSpec
+from shared.tensors import InvalidInput
 
 CLASSIFIER_OUTPUTS = [
     TensorSpec(name="label", datatype="INT64", shape=[-1]),
