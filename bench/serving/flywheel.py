@@ -1,0 +1,115 @@
+"""Flywheel's side of the benchmark, besides starting its processes: the models uploaded to the registry
+as ONNX versions behind the `production` alias, and afterwards the uploaded files deleted and the
+predictions serving logged to Kafka counted."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from minio import Minio
+
+from bench.serving.workload import BenchModel
+from shared.events import Topic
+
+SERVED_ALIAS = "production"
+FETCH_MAX_BYTES = 64 * 1024 * 1024
+
+
+class RegistrationFailed(RuntimeError):
+    """The registry refused a model upload or an alias move; the message holds its answer."""
+
+
+def register_models(registry_url: str, models: list[BenchModel]) -> list[str]:
+    """Upload each model's ONNX file as its first version and point `production` at it; the artifact
+    URIs of the uploaded files."""
+    uris = []
+    with httpx.Client(base_url=registry_url, timeout=120.0) as client:
+        for model in models:
+            upload = ("model.onnx", model.onnx_path.read_bytes(), "application/octet-stream")
+            response = client.post(f"/models/{model.name}/versions", files={"model": upload})
+            if response.status_code != 201:
+                raise RegistrationFailed(f"uploading {model.name}: {response.status_code} {response.text}")
+            version = response.json()
+            if version["status"] != "ready":
+                raise RegistrationFailed(f"{model.name} version is {version['status']}: {version}")
+            uris.append(version["artifact_uri"])
+            moved = client.put(
+                f"/models/{model.name}/aliases/{SERVED_ALIAS}", json={"version": version["version"]}
+            )
+            if moved.status_code != 200:
+                raise RegistrationFailed(f"moving {SERVED_ALIAS} of {model.name}: {moved.text}")
+    return uris
+
+
+def delete_artifacts(infra: dict[str, str], uris: list[str]) -> None:
+    """Delete the uploaded model files (`s3://bucket/key`), which the dropped database no longer names."""
+    endpoint = urlsplit(infra["FLYWHEEL_S3_ENDPOINT"])
+    client = Minio(
+        endpoint.netloc,
+        access_key=infra["FLYWHEEL_S3_ACCESS_KEY"],
+        secret_key=infra["FLYWHEEL_S3_SECRET_KEY"],
+        secure=endpoint.scheme == "https",
+    )
+    for uri in uris:
+        location = urlsplit(uri)
+        client.remove_object(location.netloc, location.path.lstrip("/"))
+
+
+def count_logged_predictions(bootstrap: str, namespace: str) -> int:
+    """The predictions (rows) in the namespace's prediction-logged topic, from its beginning to its end."""
+    return asyncio.run(_count_logged_predictions(bootstrap, f"{namespace}.{Topic.PREDICTION_LOGGED.value}"))
+
+
+async def _count_logged_predictions(bootstrap: str, topic: str) -> int:
+    partitions = [TopicPartition(topic, p) for p in await _partitions(bootstrap, topic)]
+    if not partitions:
+        return 0
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        fetch_max_bytes=FETCH_MAX_BYTES,
+        max_partition_fetch_bytes=FETCH_MAX_BYTES,
+    )
+    await consumer.start()
+    try:
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        predictions = 0
+        while [p for p in partitions if await consumer.position(p) < ends[p]]:
+            batches = await consumer.getmany(timeout_ms=1000)
+            for records in batches.values():
+                for record in records:
+                    if record.value is not None:
+                        predictions += answered_rows(orjson.loads(record.value))
+        return predictions
+    finally:
+        await consumer.stop()
+
+
+def answered_rows(event: dict[str, Any]) -> int:
+    """The rows a prediction-logged event holds that were answered to a caller (a shadow's are not):
+    v1 has a record per row, v2 columns with the rows of each request."""
+    data = event["data"]
+    if event["type"] == "io.flywheel.prediction.logged.v1":
+        return sum(1 for prediction in data["predictions"] if not prediction.get("shadow", False))
+    if event["type"] == "io.flywheel.prediction.logged.v2":
+        return 0 if data.get("shadow", False) else sum(request["rows"] for request in data["requests"])
+    raise ValueError(f"a prediction-logged event of unknown type {event['type']!r}")
+
+
+async def _partitions(bootstrap: str, topic: str) -> list[int]:
+    """The topic's partition numbers; none when it does not exist (nothing was ever logged)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        (description,) = await admin.describe_topics([topic])
+        return sorted(partition["partition"] for partition in description["partitions"])
+    finally:
+        await admin.close()
