@@ -1,0 +1,60 @@
+"""Batch scoring: versions resolved by number or alias and loaded once, an alias move taking effect
+at the next resolve, and a bad row rejected with its reason while the others are scored."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from services.batch.scoring import ModelRef, ScoringModels
+from shared.artifacts import FilesystemArtifactStore
+from shared.model_versions import ModelNotFound
+from tests.models import tiny_classifier_onnx
+from tests.unit.test_serving_models import Registry
+
+
+@pytest.fixture
+async def models(tmp_path: Path) -> tuple[ScoringModels, Registry]:
+    store = FilesystemArtifactStore(tmp_path)
+    await store.start()
+    stored = await store.put_bytes("models/credit/model.onnx", tiny_classifier_onnx())
+    registry = Registry(stored.uri, hashlib.sha256(tiny_classifier_onnx()).hexdigest())
+    return ScoringModels(registry.describe, store, intra_op_threads=1, max_loaded=2), registry
+
+
+async def test_versions_resolve_by_alias_and_number_and_load_once(
+    models: tuple[ScoringModels, Registry],
+) -> None:
+    scoring, registry = models
+    production = await scoring.resolve(ModelRef("credit"))
+    assert production.version == 1
+    assert await scoring.resolve(ModelRef("credit")) is production
+    assert registry.lookups == 1
+    assert (await scoring.resolve(ModelRef("credit", version=2))).version == 2
+    scoring.promote("credit", "production", 3)
+    assert (await scoring.resolve(ModelRef("credit"))).version == 3
+    with pytest.raises(ModelNotFound, match="credit@canary"):
+        await scoring.resolve(ModelRef("credit", alias="canary"))
+    with pytest.raises(ModelNotFound, match="nope v1"):
+        await scoring.resolve(ModelRef("nope", version=1))
+
+
+async def test_a_bad_row_is_rejected_with_its_reason_and_the_rest_scored(
+    models: tuple[ScoringModels, Registry],
+) -> None:
+    scoring, _ = models
+    version = await scoring.resolve(ModelRef("credit"))
+    rows = [[0.1, 0.2, 0.3, 0.4], [1.0, 2.0], [0.5, "x", 0.1, 0.2], [0.0, 0.0, 0.0, 1.0]]
+    scored = await scoring.score(version, rows)
+    assert scored.scored == [0, 3]
+    assert set(scored.rejected) == {1, 2}
+    assert "has 2 values; the model expects 4" in scored.rejected[1]
+    assert '"x"' in scored.rejected[2]
+    outputs = scored.output_rows()
+    assert len(outputs) == 2
+    assert set(outputs[0]) == {"label", "probabilities"}
+    assert sum(outputs[0]["probabilities"]) == pytest.approx(1.0, rel=1e-5)
+    all_good = await scoring.score(version, rows[:1] * 3)
+    assert (all_good.scored, all_good.rejected) == ([0, 1, 2], {})
