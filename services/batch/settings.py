@@ -1,11 +1,55 @@
-"""Where the batch service listens (FLYWHEEL_BATCH_HOST, FLYWHEEL_BATCH_PORT)."""
+"""The batch service's own settings (FLYWHEEL_BATCH_*)."""
 
+from __future__ import annotations
+
+import os
+import socket
+
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import SettingsConfigDict
 
 from shared.service import ServiceSettings
+
+
+class RequestTopic(BaseModel):
+    """A topic producers send scoring requests to, with what its records get when they do not say."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = Field(default=None, description="the model of records that name none")
+    alias: str = Field(default="production", description="the alias of records that name no version or alias")
+    version: int | None = Field(default=None, ge=1, description="the version of records that name none")
+    result_topic: str = Field(default="scoring-results", description="where this topic's results go")
 
 
 class BatchSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="FLYWHEEL_BATCH_", extra="ignore")
 
     port: int = 8083
+    registry_url: str = Field(default="http://127.0.0.1:8081", description="where the registry answers")
+    intra_op_threads: int = Field(
+        default_factory=lambda: os.cpu_count() or 1, ge=1, description="onnxruntime threads per call"
+    )
+    max_loaded_models: int = Field(default=8, ge=1, description="model versions kept in memory")
+    prediction_log_sample_rate: float = Field(
+        default=0.01, ge=0, le=1, description="share of scored rows reported to prediction-logged"
+    )
+
+    # ---- Kafka-fed scoring
+    request_topics: dict[str, RequestTopic] = Field(
+        default_factory=lambda: {"scoring-requests": RequestTopic()},
+        description='JSON: {"scoring-requests": {"model": "credit", "result_topic": "scoring-results"}}',
+    )
+    consumer_group: str = Field(default="batch-scoring", description="replicas share partitions through it")
+    replica_id: str = Field(
+        default="",
+        description="stable per replica, unique in the group (default: host name and port); a restarted "
+        "replica with the same id fences its old self's open transaction at once",
+    )
+    max_batch_records: int = Field(
+        default=5000, ge=1, description="records consumed, scored and committed at once"
+    )
+
+    @property
+    def transactional_id(self) -> str:
+        return f"{self.consumer_group}-{self.replica_id or f'{socket.gethostname()}-{self.port}'}"

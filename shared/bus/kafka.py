@@ -99,7 +99,7 @@ class KafkaBus(EventBus):
         await admin.start()
         try:
             existing = set(await admin.list_topics())
-            missing = [name for name in dict.fromkeys(map(self._on_cluster, topics)) if name not in existing]
+            missing = [name for name in dict.fromkeys(map(self.cluster_name, topics)) if name not in existing]
             if not missing:
                 return
             response = await admin.create_topics(
@@ -118,17 +118,17 @@ class KafkaBus(EventBus):
         if self._producer is None:
             raise RuntimeError("KafkaBus.publish before start()")
         await self._producer.send_and_wait(
-            self._on_cluster(topic), value=value, key=key, headers=[CONTENT_TYPE_HEADER]
+            self.cluster_name(topic), value=value, key=key, headers=[CONTENT_TYPE_HEADER]
         )
 
     async def subscribe(
         self, topic: str, group: str, handler: Handler, *, new_group_starts_at: StartAt = "earliest"
     ) -> Subscription:
         consumer = AIOKafkaConsumer(
-            self._on_cluster(topic),
+            self.cluster_name(topic),
             bootstrap_servers=self.bootstrap_servers,
             client_id=f"{self.client_id}-{group}",
-            group_id=self._on_cluster(group),
+            group_id=self.cluster_name(group),
             enable_auto_commit=False,
             auto_offset_reset=new_group_starts_at,
         )
@@ -138,7 +138,7 @@ class KafkaBus(EventBus):
         self._subscriptions.append(subscription)
         return subscription
 
-    def _on_cluster(self, name: str) -> str:
+    def cluster_name(self, name: str) -> str:
         """The name of a topic or group on the cluster: prefixed by the namespace, if any."""
         return f"{self.prefix}{name}"
 
