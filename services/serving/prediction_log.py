@@ -19,13 +19,13 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 import numpy as np
 from prometheus_client import Counter, Gauge
 
 from shared.bus import EventBus
-from shared.events import CloudEvent, PredictionLogged, Topic
+from shared.events import Topic
+from shared.prediction_events import logged_request, prediction_logged_json
 
 log = logging.getLogger(__name__)
 
@@ -95,49 +95,33 @@ class AnsweredRequest:
 
 
 def encode_batch(group: list[AnsweredRequest], source: str) -> bytes:
-    """One `PredictionLogged` event (JSON) for requests of one batch key, in columns: arrays are
-    concatenated and written by orjson in C, so logging costs next to nothing per row. One input per
-    feature (each of shape [rows, 1]) gives named feature columns; otherwise the first input's rows,
-    flattened, are the features."""
+    """One `PredictionLogged` event (JSON) for requests of one batch key: their arrays concatenated,
+    written in columns (see `shared.prediction_events`)."""
     first = group[0]
-    inputs = first.inputs
-    features: dict[str, Any] | Any
-    if all(array.ndim == 2 and array.shape[1] == 1 for array in inputs.values()):
-        features = {name: _json_ready(_concatenated(group, "inputs", name)[:, 0]) for name in inputs}
-    else:
-        name = next(iter(inputs))
-        features = _json_ready(np.concatenate([a.inputs[name].reshape(a.rows, -1) for a in group]))
-    data = {
-        "model": first.model,
-        "version": first.version,
-        "alias": first.alias,
-        "shadow": first.shadow,
-        "requests": [
-            {
-                "request_id": answered.request_id,
-                "rows": answered.rows,
-                "first_row": answered.first_row,
-                "latency_ms": answered.latency_ms,
-                "timestamp": datetime.fromtimestamp(answered.timestamp, UTC),
-            }
+    return prediction_logged_json(
+        model=first.model,
+        version=first.version,
+        alias=first.alias,
+        shadow=first.shadow,
+        requests=[
+            logged_request(
+                answered.request_id,
+                answered.rows,
+                answered.latency_ms,
+                datetime.fromtimestamp(answered.timestamp, UTC),
+                answered.first_row,
+            )
             for answered in group
         ],
-        "features": features,
-        "outputs": {name: _json_ready(_concatenated(group, "outputs", name)) for name in first.outputs},
-    }
-    return CloudEvent.unchecked_json(PredictionLogged, data, source=source, subject=first.model)
+        inputs={name: _concatenated(group, "inputs", name) for name in first.inputs},
+        outputs={name: _concatenated(group, "outputs", name) for name in first.outputs},
+        source=source,
+    )
 
 
 def _concatenated(group: list[AnsweredRequest], side: str, name: str) -> np.ndarray:
     arrays = [getattr(answered, side)[name] for answered in group]
     return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
-
-
-def _json_ready(array: np.ndarray) -> Any:
-    """What orjson writes fastest: a C-contiguous numeric array as is; strings and objects as lists."""
-    if array.dtype.kind in "biuf" and array.dtype.itemsize <= 8:
-        return np.ascontiguousarray(array)
-    return array.tolist()
 
 
 class PredictionLog:
