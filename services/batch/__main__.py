@@ -6,4 +6,5 @@ from shared.service import run_service
 from shared.settings import FlywheelSettings
 
 infrastructure = FlywheelSettings()
-run_service("batch", create_app(infrastructure), BatchSettings(), infrastructure.log_level)
+batch_settings = BatchSettings()
+run_service("batch", create_app(infrastructure, batch_settings), batch_settings, infrastructure.log_level)

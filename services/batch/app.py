@@ -1,20 +1,66 @@
-"""The batch service's HTTP app: its lifespan opens the bus, the artifact store and the database."""
+"""The batch service's HTTP app: its lifespan opens the bus, the artifact store and the database, then
+the scoring models, the Kafka-fed scoring stream and the consumer of alias moves."""
 
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
 
 import services.batch
-from shared.service import create_service_app
+from services.batch.scoring import ScoringModels
+from services.batch.settings import BatchSettings
+from services.batch.stream import ScoringStream
+from services.batch.worker import BatchWorker
+from shared.bus import KafkaBus
+from shared.model_versions import RegistryClient
+from shared.service import Runtime, create_service_app
 from shared.settings import FlywheelSettings
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+log = logging.getLogger(__name__)
 
 
-def create_app(settings: FlywheelSettings | None = None) -> FastAPI:
+def create_app(
+    settings: FlywheelSettings | None = None, batch_settings: BatchSettings | None = None
+) -> FastAPI:
+    batch = batch_settings or BatchSettings()
+
+    @asynccontextmanager
+    async def batch_lifespan(app: FastAPI, runtime: Runtime) -> AsyncIterator[None]:
+        registry = RegistryClient(batch.registry_url)
+        executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="score")  # scoring runs off the loop
+        models = ScoringModels(
+            registry.describe_version,
+            runtime.artifacts,
+            intra_op_threads=batch.intra_op_threads,
+            max_loaded=batch.max_loaded_models,
+            executor=executor,
+        )
+        app.state.models = models
+        await BatchWorker(models).subscribe(runtime.bus)
+        stream = None
+        if isinstance(runtime.bus, KafkaBus):
+            stream = ScoringStream(runtime.bus, models, batch)
+            await stream.start()
+        else:
+            log.warning("no Kafka: scoring requests are not consumed (file jobs still run)")
+        try:
+            yield
+        finally:
+            if stream is not None:
+                await stream.stop()
+            executor.shutdown(wait=True)
+            await registry.close()
+
     return create_service_app(
         "batch",
         description=services.batch.__doc__ or "",
         settings=settings or FlywheelSettings(),
         migrations=MIGRATIONS,
+        service_lifespan=batch_lifespan,
     )

@@ -59,10 +59,11 @@ class ScoringVersion:
 
 @dataclass
 class ScoredRows:
-    """The outcome of scoring a list of rows: `outputs` has one row per index in `scored` (in order);
-    `rejected` maps the other indexes to why they could not be scored."""
+    """The outcome of scoring a list of rows: `inputs` and `outputs` have one row per index in `scored`
+    (in order); `rejected` maps the other indexes to why they could not be scored."""
 
     scored: list[int]
+    inputs: Tensors
     outputs: Tensors
     rejected: dict[int, str] = field(default_factory=dict)
 
@@ -131,10 +132,10 @@ class ScoringModels:
         rows that do not fit the signature are rejected with the reason, the others scored."""
         scored, inputs, rejected = _checked_inputs(rows, version.signature)
         if not scored:
-            return ScoredRows([], {}, rejected)
+            return ScoredRows([], {}, {}, rejected)
         loop = asyncio.get_running_loop()
         outputs = await loop.run_in_executor(self.executor, version.infer, inputs)
-        return ScoredRows(scored, outputs, rejected)
+        return ScoredRows(scored, inputs, outputs, rejected)
 
 
 def _checked_inputs(rows: list[Any], signature: ModelSignature) -> tuple[list[int], Tensors, dict[int, str]]:

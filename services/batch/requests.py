@@ -1,0 +1,105 @@
+"""Scoring requests as producers send them to a request topic, and the results written back.
+
+A request record's key is the caller's entity id, echoed as the result's key. Its value is JSON, one of:
+
+- `{"features": <features>, "model": "credit", "version": 3 | "alias": "canary", "request_id": "..."}`
+  (everything but `features` optional, falling back to the topic's defaults);
+- bare `<features>`, scored by the topic's default model.
+
+Features are a list of values in the model's input order, or an object of named features. A result's
+value is `{"key", "request_id", "model", "version", "outputs", "source": {"topic", "partition", "offset"}}`
+with CloudEvents binary-mode headers (`ce_type: io.flywheel.scoring.result.v1`, `ce_id` made of the
+source topic, partition and offset, so a consumer can spot a duplicate if it ever sees one).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from services.batch.scoring import ModelRef
+from services.batch.settings import RequestTopic
+
+RESULT_EVENT_TYPE = b"io.flywheel.scoring.result.v1"
+RESULT_SOURCE = b"/flywheel/batch"
+
+
+class InvalidRequest(ValueError):
+    """A record that cannot be a scoring request; the message says why (it goes to the dead letters)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ScoringRequest:
+    topic: str  # the request topic's plain name (without a namespace)
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes  # as sent: a dead letter keeps it whole
+    model: ModelRef
+    features: list[Any] | dict[str, Any]
+    request_id: str
+
+
+def parse_request(
+    topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None, defaults: RequestTopic
+) -> ScoringRequest:
+    """The request a record holds; InvalidRequest names what is wrong with it."""
+    try:
+        body = orjson.loads(value or b"")
+    except orjson.JSONDecodeError as error:
+        raise InvalidRequest(f"the value is not JSON: {error}") from error
+    envelope = body if isinstance(body, dict) and "features" in body else {"features": body}
+    features = envelope["features"]
+    if not isinstance(features, list | dict):
+        raise InvalidRequest("'features' must be a list of values or an object of named features")
+    model = envelope.get("model", defaults.model)
+    if not isinstance(model, str) or not model:
+        raise InvalidRequest(f"the record names no model and topic {topic!r} has no default model")
+    version = envelope.get("version")
+    alias = envelope.get("alias")
+    if version is not None and (not isinstance(version, int) or isinstance(version, bool) or version < 1):
+        raise InvalidRequest(f"'version' must be a whole number from 1, got {version!r}")
+    if alias is not None and (not isinstance(alias, str) or not alias):
+        raise InvalidRequest(f"'alias' must be a name, got {alias!r}")
+    if version is None and alias is None and model == defaults.model:
+        version = defaults.version
+    request_id = envelope.get("request_id")
+    if request_id is not None and (not isinstance(request_id, str) or not 0 < len(request_id) <= 256):
+        raise InvalidRequest("'request_id' must be a string of 1 to 256 characters")
+    return ScoringRequest(
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        key=key,
+        value=value or b"",
+        model=ModelRef(model, version, alias or defaults.alias),
+        features=features,
+        request_id=request_id or f"{topic}-{partition}-{offset}",
+    )
+
+
+def result_value(request: ScoringRequest, version: int, outputs: dict[str, Any]) -> bytes:
+    return orjson.dumps(
+        {
+            "key": None if request.key is None else request.key.decode("utf-8", "replace"),
+            "request_id": request.request_id,
+            "model": request.model.name,
+            "version": version,
+            "outputs": outputs,
+            "source": {"topic": request.topic, "partition": request.partition, "offset": request.offset},
+        }
+    )
+
+
+def result_headers(request: ScoringRequest, time: bytes) -> list[tuple[str, bytes]]:
+    """CloudEvents binary-mode headers for a result."""
+    return [
+        ("ce_specversion", b"1.0"),
+        ("ce_id", f"{request.topic}-{request.partition}-{request.offset}".encode()),
+        ("ce_source", RESULT_SOURCE),
+        ("ce_type", RESULT_EVENT_TYPE),
+        ("ce_time", time),
+        ("content-type", b"application/json"),
+    ]
