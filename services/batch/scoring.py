@@ -11,18 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import onnxruntime
 
 from shared.artifacts import ArtifactStore
 from shared.events import ModelSignature
 from shared.model_versions import ModelNotFound, VersionRecord, load_session
-from shared.tensors import InvalidInput, Tensors, instances_to_tensors, json_values
+from shared.tensors import NUMPY_DTYPES, InvalidInput, Tensors, describe, instances_to_tensors, json_values
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +139,24 @@ class ScoringModels:
         outputs = await loop.run_in_executor(self.executor, version.infer, inputs)
         return ScoredRows(scored, inputs, outputs, rejected)
 
+    async def score_columns(
+        self,
+        version: ScoringVersion,
+        columns: Mapping[str, np.ndarray],
+        features: Sequence[str] | None = None,
+    ) -> ScoredRows:
+        """Score a table's rows given as columns, one 1-D array per feature, in one call: named by input
+        for a model with one [-1, 1] input per feature, or listed in `features` (in order) for a model
+        with a single [-1, n] input. Rows with a value that does not fit (not a number, NaN or infinite,
+        beyond the datatype's range, not a string for BYTES) are rejected with the reason naming the
+        feature; the others are scored. InvalidInput when the columns themselves do not fit the model."""
+        scored, inputs, rejected = columns_to_inputs(columns, version.signature, features)
+        if not scored:
+            return ScoredRows([], {}, {}, rejected)
+        loop = asyncio.get_running_loop()
+        outputs = await loop.run_in_executor(self.executor, version.infer, inputs)
+        return ScoredRows(scored, inputs, outputs, rejected)
+
 
 def _checked_inputs(rows: list[Any], signature: ModelSignature) -> tuple[list[int], Tensors, dict[int, str]]:
     """All rows as inputs in one pass when they all fit; otherwise each row is checked alone to find
@@ -155,3 +175,174 @@ def _checked_inputs(rows: list[Any], signature: ModelSignature) -> tuple[list[in
     if not scored:
         return [], {}, rejected
     return scored, instances_to_tensors([rows[index] for index in scored], signature), rejected
+
+
+def takes_feature_inputs(signature: ModelSignature) -> bool:
+    """Whether the model has one [-1, 1] input per feature (else a single [-1, n] input, or neither)."""
+    return all(len(spec.shape) == 2 and spec.shape[1] == 1 for spec in signature.inputs)
+
+
+def columns_to_inputs(
+    columns: Mapping[str, np.ndarray], signature: ModelSignature, features: Sequence[str] | None = None
+) -> tuple[list[int], Tensors, dict[int, str]]:
+    """The model's inputs from feature columns (see `ScoringModels.score_columns`), checked in whole-array
+    operations: the indexes of the rows that fit, their inputs, and why each other row does not."""
+    if takes_feature_inputs(signature):
+        if features is not None:
+            raise InvalidInput("this model takes one input per feature, by name; do not list features")
+        layout = [(spec, [spec.name]) for spec in signature.inputs]
+    elif len(signature.inputs) == 1 and len(signature.inputs[0].shape) == 2:
+        spec = signature.inputs[0]
+        if not features or spec.shape[1] not in (-1, len(features)):
+            raise InvalidInput(
+                f"input {spec.name!r} takes {spec.shape[1]} features; {len(features or [])} column(s) given"
+            )
+        layout = [(spec, list(features))]
+    else:
+        shapes = ", ".join(f"{spec.name} {spec.shape}" for spec in signature.inputs)
+        raise InvalidInput(f"this model's inputs ({shapes}) cannot be fed from table columns")
+    rows = _column_length(columns, [name for _, names in layout for name in names])
+    bad = np.zeros(rows, dtype=np.bool_)
+    rejected: dict[int, str] = {}
+    inputs: Tensors = {}
+    for spec, names in layout:
+        converted = []
+        for name in names:
+            values, invalid, reason = _feature_values(name, np.asarray(columns[name]), spec.datatype)
+            for row in np.flatnonzero(invalid & ~bad).tolist():
+                rejected[row] = reason(row)
+            bad |= invalid
+            converted.append(values)
+        inputs[spec.name] = np.column_stack(converted) if len(converted) > 1 else converted[0].reshape(-1, 1)
+    if not bad.any():
+        return list(range(rows)), inputs, rejected
+    scored = np.flatnonzero(~bad)
+    return scored.tolist(), {name: array[scored] for name, array in inputs.items()}, rejected
+
+
+def _column_length(columns: Mapping[str, np.ndarray], names: list[str]) -> int:
+    missing = [name for name in names if name not in columns]
+    if missing:
+        raise InvalidInput(f"no column for feature(s) {', '.join(map(repr, missing))}")
+    lengths = {name: len(columns[name]) for name in names}
+    if len(set(lengths.values())) != 1:
+        raise InvalidInput(f"feature columns differ in length: {lengths}")
+    return next(iter(lengths.values()))
+
+
+Reason = Callable[[int], str]
+
+
+def _feature_values(name: str, values: np.ndarray, datatype: str) -> tuple[np.ndarray, np.ndarray, Reason]:
+    """One feature's values as `datatype`, the rows whose value does not fit, and why (by row). Rows that
+    do not fit hold a placeholder in the converted array."""
+    if values.ndim != 1:
+        raise InvalidInput(f"feature {name!r} has shape {list(values.shape)}; expected one value a row")
+    if datatype in ("FP16", "FP32", "FP64"):
+        return _float_values(name, values, datatype)
+    if datatype == "BYTES":
+        return _string_values(name, values)
+    if datatype == "BOOL":
+        return _bool_values(name, values)
+    return _integer_values(name, values, datatype)
+
+
+def _float_values(name: str, values: np.ndarray, datatype: str) -> tuple[np.ndarray, np.ndarray, Reason]:
+    if values.dtype.kind in "iuf":
+        numbers = values.astype(np.float64, copy=False)
+        not_numbers = np.zeros(len(values), dtype=np.bool_)
+    else:  # strings, nulls or booleans among the numbers: only the numbers (and "NaN" words) are read
+        numbers = np.array([_float_or_nan(value) for value in values], dtype=np.float64)
+        not_numbers = np.array([not _is_number(value) for value in values], dtype=np.bool_)
+    non_finite = ~np.isfinite(numbers) & ~not_numbers
+    with np.errstate(over="ignore"):  # overflow is found just below
+        converted = numbers.astype(NUMPY_DTYPES[datatype])
+    beyond = np.isfinite(numbers) & ~np.isfinite(converted)
+    invalid = not_numbers | non_finite | beyond
+    converted[invalid] = 0
+
+    def reason(row: int) -> str:
+        if not_numbers[row]:
+            value = describe(_python_value(values[row]))
+            return f"feature {name!r} is {value}; the model expects {datatype} numbers"
+        if non_finite[row]:
+            value = describe(float(numbers[row]))
+            return f"feature {name!r} is {value}; the model does not accept non-finite values"
+        return f"feature {name!r} is {describe(float(numbers[row]))}, beyond the range of {datatype}"
+
+    return converted, invalid, reason
+
+
+def _integer_values(name: str, values: np.ndarray, datatype: str) -> tuple[np.ndarray, np.ndarray, Reason]:
+    limits = np.iinfo(datatype.lower())  # INT8 -> int8, UINT64 -> uint64
+    if values.dtype.kind in "iu":
+        numbers: np.ndarray = values
+        not_whole = np.zeros(len(values), dtype=np.bool_)
+    elif values.dtype.kind == "f":
+        numbers = values
+        not_whole = ~np.isfinite(values) | (values != np.floor(values))
+    else:
+        numbers = np.array([value if _is_whole(value) else 0 for value in values], dtype=object)
+        not_whole = np.array([not _is_whole(value) for value in values], dtype=np.bool_)
+    beyond = ~not_whole & ((numbers < limits.min) | (numbers > limits.max))
+    invalid = not_whole | beyond
+    converted = np.where(invalid, 0, numbers).astype(NUMPY_DTYPES[datatype])
+
+    def reason(row: int) -> str:
+        value = describe(_python_value(values[row]))
+        if not_whole[row]:
+            return f"feature {name!r} is {value}; the model expects {datatype} integers"
+        return f"feature {name!r} is {value}, beyond the range of {datatype}"
+
+    return converted, invalid, reason
+
+
+def _string_values(name: str, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, Reason]:
+    if values.dtype.kind in "US":
+        return values.astype(object), np.zeros(len(values), dtype=np.bool_), _never
+    invalid = np.array([not isinstance(value, str) for value in values], dtype=np.bool_)
+    converted = values.astype(object)
+    converted[invalid] = ""
+    return converted, invalid, _expected(name, values, "strings (BYTES)")
+
+
+def _bool_values(name: str, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, Reason]:
+    if values.dtype.kind == "b":
+        return values, np.zeros(len(values), dtype=np.bool_), _never
+    invalid = np.array([not isinstance(value, bool | np.bool_) for value in values], dtype=np.bool_)
+    converted = np.array([bool(value) and not bad for value, bad in zip(values, invalid, strict=True)])
+    return converted, invalid, _expected(name, values, "true or false (BOOL)")
+
+
+def _expected(name: str, values: np.ndarray, expected: str) -> Reason:
+    def reason(row: int) -> str:
+        return f"feature {name!r} is {describe(_python_value(values[row]))}; the model expects {expected}"
+
+    return reason
+
+
+def _never(row: int) -> str:
+    raise AssertionError(f"row {row} was valid")
+
+
+def _is_number(value: Any) -> bool:
+    if isinstance(value, str):  # "NaN" and "Infinity" are how JSON writes what it has no literal for
+        return value.strip().lower().lstrip("+-") in ("nan", "inf", "infinity")
+    numeric = isinstance(value, int | float | np.integer | np.floating)
+    return numeric and not isinstance(value, bool | np.bool_)
+
+
+def _float_or_nan(value: Any) -> float:
+    return float(value) if _is_number(value) else math.nan
+
+
+def _is_whole(value: Any) -> bool:
+    if isinstance(value, bool | np.bool_):
+        return False
+    if isinstance(value, int | np.integer):
+        return True
+    return isinstance(value, float | np.floating) and math.isfinite(value) and float(value).is_integer()
+
+
+def _python_value(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
