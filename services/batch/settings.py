@@ -50,6 +50,27 @@ class BatchSettings(ServiceSettings):
         default=5000, ge=1, description="records consumed, scored and committed at once"
     )
 
+    # ---- File jobs
+    chunk_rows: int = Field(
+        default=50_000, ge=1, description="rows a file job reads, scores and stores at once (bounds memory)"
+    )
+    max_concurrent_jobs: int = Field(default=1, ge=1, description="file jobs one replica runs at once")
+    max_upload_bytes: int = Field(default=1024 * 1024 * 1024, ge=1, description="largest file upload")
+    job_heartbeat_seconds: float = Field(
+        default=5.0, gt=0, description="how often a running job says it is alive"
+    )
+    stale_job_seconds: float = Field(
+        default=30.0, gt=0, description="a running job silent this long is taken to have lost its replica"
+    )
+    max_job_attempts: int = Field(
+        default=3,
+        ge=1,
+        description="starts of one job (each going on where the last stopped) before failing it",
+    )
+    job_poll_seconds: float = Field(
+        default=2.0, gt=0, description="how often a replica looks for jobs queued elsewhere"
+    )
+
     @property
     def transactional_id(self) -> str:
         return f"{self.consumer_group}-{self.replica_id or f'{socket.gethostname()}-{self.port}'}"
