@@ -1,10 +1,12 @@
 """Flywheel's side of the benchmark, besides starting its processes: the models uploaded to the registry
-as ONNX versions behind the `production` alias, and afterwards the uploaded files deleted and the
-predictions serving logged to Kafka counted."""
+as ONNX versions behind the `production` alias; serving's own account of its prediction log after each of
+its cells; and afterwards the uploaded files deleted and the predictions serving logged to Kafka counted."""
 
 from __future__ import annotations
 
 import asyncio
+import time
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -13,12 +15,16 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from minio import Minio
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench.serving.workload import BenchModel
 from shared.events import Topic
 
 SERVED_ALIAS = "production"
 FETCH_MAX_BYTES = 64 * 1024 * 1024
+DROPPED_METRIC = "flywheel_serving_predictions_dropped_total"
+BUFFERED_METRIC = "flywheel_serving_prediction_log_buffered"
+DRAIN_TIMEOUT_SECONDS = 120.0
 
 
 class RegistrationFailed(RuntimeError):
@@ -45,6 +51,48 @@ def register_models(registry_url: str, models: list[BenchModel]) -> list[str]:
             if moved.status_code != 200:
                 raise RegistrationFailed(f"moving {SERVED_ALIAS} of {model.name}: {moved.text}")
     return uris
+
+
+@dataclass(frozen=True)
+class CellLog:
+    """What serving's prediction log did in one cell: predictions it dropped (its buffer was full), the
+    backlog still buffered when the load stopped, and how long publishing that backlog took."""
+
+    dropped: int
+    backlog: int
+    drain_seconds: float
+    drained: bool
+
+
+class PredictionLogWatch:
+    """Reads serving's /metrics (summed over its workers) after each of its cells, and waits until the
+    prediction log is empty, so that the next server's turn does not pay for publishing it."""
+
+    def __init__(self, serving_url: str) -> None:
+        self.serving_url = serving_url
+        self._dropped = self._read()[0]
+
+    def after_cell(self) -> CellLog:
+        dropped, backlog = self._read()
+        started = time.monotonic()
+        buffered = backlog
+        while buffered > 0 and time.monotonic() - started < DRAIN_TIMEOUT_SECONDS:
+            time.sleep(0.1)
+            buffered = self._read()[1]
+        log = CellLog(int(dropped - self._dropped), int(backlog), time.monotonic() - started, buffered <= 0)
+        self._dropped = dropped
+        return log
+
+    def _read(self) -> tuple[float, float]:
+        """Predictions dropped so far and predictions buffered now."""
+        response = httpx.get(f"{self.serving_url}/metrics", timeout=10.0)
+        response.raise_for_status()
+        totals = {DROPPED_METRIC: 0.0, BUFFERED_METRIC: 0.0}
+        for family in text_string_to_metric_families(response.text):
+            for sample in family.samples:
+                if sample.name in totals:
+                    totals[sample.name] += sample.value
+        return totals[DROPPED_METRIC], totals[BUFFERED_METRIC]
 
 
 def delete_artifacts(infra: dict[str, str], uris: list[str]) -> None:

@@ -1,5 +1,6 @@
-"""A model server as a team would build one by hand: FastAPI, a pydantic body and one onnxruntime
-`session.run` per request, no batching, no logging.
+"""A model server as a team would build one by hand: FastAPI and one onnxruntime `session.run` per
+request, no batching, no logging, and the cheap parts done well (the body read and written with orjson,
+no pydantic model in between, which made it 15-30% faster here).
 
 Started by the serving benchmark as `uvicorn bench.serving.handbuilt_app:app --workers 2`. It serves every
 `<name>.onnx` in the folder named by `BENCH_HANDBUILT_MODEL_DIR` at `POST /v1/models/{name}:predict`,
@@ -15,19 +16,14 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnxruntime
-from fastapi import FastAPI, HTTPException
-from pydantic import BaseModel
+import orjson
+from fastapi import FastAPI, HTTPException, Request, Response
 
 MODEL_DIR_VARIABLE = "BENCH_HANDBUILT_MODEL_DIR"
 THREADS_VARIABLE = "BENCH_HANDBUILT_INTRA_OP_THREADS"
-
-
-class PredictRequest(BaseModel):
-    instances: list[list[float]]
 
 
 class Model:
@@ -64,16 +60,20 @@ async def health() -> dict[str, list[str]]:
 
 
 @app.post("/v1/models/{name}:predict")
-async def predict(name: str, request: PredictRequest) -> dict[str, Any]:
-    """Labels and class probabilities for `instances`, one inference call per request."""
+async def predict(name: str, request: Request) -> Response:
+    """Labels and class probabilities for `{"instances": [[...], ...]}`, one inference call per request."""
     model = models.get(name)
     if model is None:
         raise HTTPException(status_code=404, detail=f"no model {name!r}")
-    inputs = np.asarray(request.instances, dtype=np.float32)
+    try:
+        inputs = np.asarray(orjson.loads(await request.body())["instances"], dtype=np.float32)
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+        raise HTTPException(
+            status_code=422, detail=f'expected {{"instances": [[...], ...]}}: {error}'
+        ) from None
     labels, probabilities = model.session.run(None, {model.input_name: inputs})
-    return {
-        "predictions": [
-            {"label": label, "probabilities": row}
-            for label, row in zip(labels.tolist(), probabilities.tolist(), strict=True)
-        ]
-    }
+    predictions = [
+        {"label": label, "probabilities": row}
+        for label, row in zip(labels.tolist(), probabilities.tolist(), strict=True)
+    ]
+    return Response(orjson.dumps({"predictions": predictions}), media_type="application/json")

@@ -72,7 +72,8 @@ def run_cells(
     on_result: Callable[[CellResult], None],
 ) -> list[CellResult]:
     """Each model, each cell, each server in turn (who goes first rotates from cell to cell): a warm-up
-    at the cell's concurrency, then the measurement."""
+    at the cell's concurrency, then the measurement, then `on_result` (what it waits for is not charged
+    to the next server either) and a pause."""
     results = []
     turn = 0
     for model in models:

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from bench.serving.ceiling import InProcessFigure
+from bench.serving.flywheel import CellLog
 from bench.serving.measure import Cell, CellResult
 
 SERVER_TITLES = {
@@ -15,6 +16,9 @@ SERVER_TITLES = {
     "flywheel": "Flywheel",
     "bare": "bare ASGI",
 }
+# The issue states its targets for the random forest: the logistic regression's 100-row call takes
+# microseconds in process, a rate (millions of rows/s) no HTTP server here comes near, bare ASGI included.
+TARGET_MODEL = "rf"
 TARGET_CELL = Cell(rows=1, concurrency=64)
 TARGET_RATIO_TO_HANDBUILT = 1.3
 TARGET_P99_MS = 15.0
@@ -99,8 +103,10 @@ def target_checks(
     results: list[CellResult],
     in_process: dict[int, InProcessFigure],
     batch_rows: int,
+    prediction_logs: dict[tuple[str, Cell], CellLog],
 ) -> list[TargetCheck]:
-    """The issue's three targets for one model."""
+    """The issue's three targets for one model. A Flywheel cell with failed requests, or whose prediction
+    log dropped predictions, misses its target whatever its figures."""
     flywheel = find(results, "flywheel", model, TARGET_CELL)
     handbuilt = find(results, "handbuilt", model, TARGET_CELL)
     checks = []
@@ -109,10 +115,10 @@ def target_checks(
         checks.append(TargetCheck(model, f"Flywheel req/s over the hand-built app's, {where}", "-", "", None))
     else:
         times = ratio(flywheel, handbuilt) or 0.0
-        ok = times >= TARGET_RATIO_TO_HANDBUILT and not flywheel.load.failed
+        ok = times >= TARGET_RATIO_TO_HANDBUILT and _clean(flywheel, prediction_logs)
         measured = (
             f"{flywheel.requests_per_second:,.0f} / {handbuilt.requests_per_second:,.0f} = {times:.2f}x"
-            + _failure_note(flywheel)
+            + _failure_note(flywheel, prediction_logs)
         )
         checks.append(
             TargetCheck(
@@ -127,12 +133,12 @@ def target_checks(
     if flywheel is None or flywheel.load.p99_ms is None:
         checks.append(TargetCheck(model, f"Flywheel p99, {where}", "-", "", None))
     else:
-        ok = flywheel.load.p99_ms < TARGET_P99_MS and not flywheel.load.failed
+        ok = flywheel.load.p99_ms < TARGET_P99_MS and _clean(flywheel, prediction_logs)
         checks.append(
             TargetCheck(
                 model,
                 f"Flywheel p99, {where}",
-                f"{flywheel.load.p99_ms:.1f} ms" + _failure_note(flywheel),
+                f"{flywheel.load.p99_ms:.1f} ms" + _failure_note(flywheel, prediction_logs),
                 f"< {TARGET_P99_MS:g} ms",
                 ok,
                 flywheel.load.p99_ms,
@@ -151,9 +157,9 @@ def target_checks(
                 model,
                 name,
                 f"{best.rows_per_second:,.0f} / {ceiling.rows_per_second:,.0f} = {fraction:.0%} "
-                f"(c={best.cell.concurrency})" + _failure_note(best),
+                f"(c={best.cell.concurrency})" + _failure_note(best, prediction_logs),
                 f">= {TARGET_FRACTION_OF_IN_PROCESS:.0%}",
-                fraction >= TARGET_FRACTION_OF_IN_PROCESS and not best.load.failed,
+                fraction >= TARGET_FRACTION_OF_IN_PROCESS and _clean(best, prediction_logs),
                 fraction,
             )
         )
@@ -175,7 +181,9 @@ def targets_table(checks: list[TargetCheck], log_check: PredictionLogCheck | Non
     return _columns(rows, left=4)
 
 
-def as_json(results: list[CellResult]) -> list[dict[str, Any]]:
+def as_json(
+    results: list[CellResult], prediction_logs: dict[tuple[str, Cell], CellLog]
+) -> list[dict[str, Any]]:
     cells = []
     for result in results:
         same_cell = [r for r in results if (r.model, r.cell) == (result.model, result.cell)]
@@ -199,9 +207,16 @@ def as_json(results: list[CellResult]) -> list[dict[str, Any]]:
                 "warm_up_failed": result.warm_up.failed,
                 "vs_handbuilt": ratio(result, handbuilt),
                 "vs_mlflow": ratio(result, mlflow),
+                "prediction_log": _log_json(prediction_logs.get((result.model, result.cell)))
+                if result.server == "flywheel"
+                else None,
             }
         )
     return cells
+
+
+def _log_json(log: CellLog | None) -> dict[str, Any] | None:
+    return None if log is None else asdict(log)
 
 
 def check_as_json(check: TargetCheck) -> dict[str, Any]:
@@ -213,8 +228,35 @@ def _failures(result: CellResult) -> str:
     return "0" if not failed else f"{failed:,} FAILED"
 
 
-def _failure_note(result: CellResult) -> str:
-    return f" ({result.load.failed:,} requests failed)" if result.load.failed else ""
+def _clean(result: CellResult, prediction_logs: dict[tuple[str, Cell], CellLog]) -> bool:
+    log = prediction_logs.get((result.model, result.cell))
+    return not result.load.failed and (log is None or log.dropped == 0)
+
+
+def _failure_note(result: CellResult, prediction_logs: dict[tuple[str, Cell], CellLog]) -> str:
+    notes = []
+    if result.load.failed:
+        notes.append(f"{result.load.failed:,} requests failed")
+    log = prediction_logs.get((result.model, result.cell))
+    if log is not None and log.dropped:
+        notes.append(f"{log.dropped:,} predictions dropped, not logged")
+    return f" ({'; '.join(notes)})" if notes else ""
+
+
+def prediction_log_note(log: CellLog) -> str:
+    """Serving's prediction log in one cell, in a few words."""
+    drained = f"published in {log.drain_seconds:.1f} s" if log.drained else "NOT published in time"
+    backlog = (
+        f"{log.backlog:,} buffered at the end ({drained})" if log.backlog else "none buffered at the end"
+    )
+    return f"prediction log: {log.dropped:,} dropped, {backlog}"
+
+
+def prediction_log_line(model: str, cells: list[Cell], logs: dict[tuple[str, Cell], CellLog]) -> str:
+    parts = [
+        f"{cell.label}: {prediction_log_note(logs[model, cell])}" for cell in cells if (model, cell) in logs
+    ]
+    return "Flywheel's " + "; ".join(parts)
 
 
 def _ms(value: float | None) -> str:

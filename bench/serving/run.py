@@ -37,19 +37,22 @@ from bench.common.infrastructure import infrastructure_env  # noqa: E402
 from bench.common.machine import busy_warning, cpu_busy_fraction, percent  # noqa: E402
 from bench.common.mlflow_install import ensure_mlflow  # noqa: E402
 from bench.serving.ceiling import InProcessFigure, in_process_rows_per_second, intra_op_threads  # noqa: E402
-from bench.serving.flywheel import count_logged_predictions  # noqa: E402
+from bench.serving.flywheel import CellLog, PredictionLogWatch, count_logged_predictions  # noqa: E402
 from bench.serving.lineup import Bodies, Lineup  # noqa: E402
 from bench.serving.loadgen import OHA_VERSION, ensure_oha  # noqa: E402
 from bench.serving.measure import Cell, CellResult, label_agreement, run_cells  # noqa: E402
 from bench.serving.report import (  # noqa: E402
     ISSUE_REFERENCE,
     SERVER_TITLES,
+    TARGET_MODEL,
     PredictionLogCheck,
     TargetCheck,
     as_json,
     check_as_json,
     in_process_line,
     model_table,
+    prediction_log_line,
+    prediction_log_note,
     target_checks,
     targets_table,
 )
@@ -96,6 +99,7 @@ class Measured:
     in_process: dict[str, dict[int, InProcessFigure]]
     agreement: dict[tuple[str, str], int | None]
     workers: dict[str, int]
+    prediction_logs: dict[tuple[str, Cell], CellLog]
     log_check: PredictionLogCheck | None
 
 
@@ -223,6 +227,19 @@ def measure(settings: Settings, infra: dict[str, str], work_dir: Path, cleanup: 
         f"{settings.warm_up:g} s warm-up + {settings.duration:g} s each, servers in turns",
         flush=True,
     )
+    prediction_logs: dict[tuple[str, Cell], CellLog] = {}
+    watch = (
+        PredictionLogWatch(lineup.processes["flywheel"][0].base_url)
+        if "flywheel" in lineup.processes
+        else None
+    )
+
+    def after_turn(result: CellResult) -> None:
+        log = None
+        if watch is not None and result.server == "flywheel":
+            log = prediction_logs[result.model, result.cell] = watch.after_cell()
+        print_progress(result, log)
+
     results = run_cells(
         lineup.endpoints,
         settings.servers,
@@ -230,7 +247,7 @@ def measure(settings: Settings, infra: dict[str, str], work_dir: Path, cleanup: 
         settings.cells,
         settings.duration,
         settings.warm_up,
-        print_progress,
+        after_turn,
     )
     workers = {server: worker_processes(started[0]) for server, started in lineup.processes.items()}
     in_process = best_in_process(in_process, measure_in_process(models, settings))
@@ -245,7 +262,7 @@ def measure(settings: Settings, infra: dict[str, str], work_dir: Path, cleanup: 
         if any(r.load.failed or r.warm_up.failed for r in results if r.server == server):
             for process in started:
                 print(f"\n{process.name} had failures; the end of its log:\n{process.log_tail(20)}")
-    return Measured(results, in_process, agreement, workers, log_check)
+    return Measured(results, in_process, agreement, workers, prediction_logs, log_check)
 
 
 def measure_in_process(models: list[BenchModel], settings: Settings) -> dict[str, dict[int, InProcessFigure]]:
@@ -273,7 +290,7 @@ def best_in_process(
     }
 
 
-def print_progress(result: CellResult) -> None:
+def print_progress(result: CellResult, log: CellLog | None) -> None:
     load = result.load
     p50 = "-" if load.p50_ms is None else f"{load.p50_ms:.2f}"
     p99 = "-" if load.p99_ms is None else f"{load.p99_ms:.2f}"
@@ -281,7 +298,7 @@ def print_progress(result: CellResult) -> None:
     print(
         f"  {result.model} {result.cell.label:<15} {SERVER_TITLES[result.server]:<15} "
         f"{result.requests_per_second:>9,.0f} req/s {result.rows_per_second:>10,.0f} rows/s  "
-        f"p50 {p50} ms  p99 {p99} ms{failed}",
+        f"p50 {p50} ms  p99 {p99} ms{failed}" + ("" if log is None else f"; {prediction_log_note(log)}"),
         flush=True,
     )
 
@@ -293,12 +310,13 @@ def print_report(settings: Settings, measured: Measured, versions: dict[str, str
         f"{settings.duration:g} s per cell after {settings.warm_up:g} s of warm-up; every server with "
         f"{workers} ({versions['uvicorn']}); oha {OHA_VERSION} on the same cores"
     )
-    checks: list[TargetCheck] = []
     for model in settings.models:
         print()
         print(f"{MODEL_KINDS[model].title} [{model}], 20 features")
         print(model_table(model, measured.results, settings.servers, settings.cells))
         print(in_process_line(measured.in_process[model], intra_op_threads()))
+        if "flywheel" in settings.servers:
+            print(prediction_log_line(model, settings.cells, measured.prediction_logs))
         agreement = [
             f"{SERVER_TITLES[server]} {agreed}/{settings.batch_rows}"
             for (server, name), agreed in measured.agreement.items()
@@ -308,7 +326,7 @@ def print_report(settings: Settings, measured: Measured, versions: dict[str, str
             f"labels agreeing with scikit-learn on a {settings.batch_rows}-row request: "
             + ", ".join(agreement)
         )
-        checks += target_checks(model, measured.results, measured.in_process[model], settings.batch_rows)
+
     print()
     bare = [r for r in measured.results if r.server == "bare" and r.cell.rows == 1]
     if bare:
@@ -322,7 +340,18 @@ def print_report(settings: Settings, measured: Measured, versions: dict[str, str
         "worker processes serving: "
         + ", ".join(f"{SERVER_TITLES[server]} {count}" for server, count in measured.workers.items())
     )
+    checks = target_checks(
+        TARGET_MODEL,
+        measured.results,
+        measured.in_process.get(TARGET_MODEL, {}),
+        settings.batch_rows,
+        measured.prediction_logs,
+    )
     print()
+    print(
+        f"the issue's targets, for the {MODEL_KINDS[TARGET_MODEL].title}, "
+        "with every prediction logged to Kafka:"
+    )
     print(targets_table(checks, measured.log_check))
     return checks
 
@@ -360,7 +389,7 @@ def write_json(
             for model, figures in measured.in_process.items()
         },
         "label_agreement": {f"{server}/{model}": n for (server, model), n in measured.agreement.items()},
-        "cells": as_json(measured.results),
+        "cells": as_json(measured.results, measured.prediction_logs),
         "prediction_log": None
         if measured.log_check is None
         else {"answered": measured.log_check.answered, "logged": measured.log_check.logged},
