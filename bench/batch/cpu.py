@@ -1,0 +1,64 @@
+"""CPU time spent by the processes of a phase (this benchmark, the batch service, the Kafka broker), from
+/proc: on 2 cores, who used them tells what limits a rate."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+_TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
+_KAFKA_LIBS = re.compile(rb"libs-([0-9][^/\x00]*)/")
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User plus system CPU seconds of the process (all its threads) so far; None once it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+    return (int(fields[11]) + int(fields[12])) / _TICKS_PER_SECOND
+
+
+def kafka_broker() -> tuple[int | None, str]:
+    """The local Kafka broker's process id and version (from its class path, as infra.sh starts it);
+    (None, "unknown") when no broker runs on this machine."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"kafka.Kafka\x00" in command or command.endswith(b"kafka.Kafka"):
+            match = _KAFKA_LIBS.search(command)
+            return int(entry.name), match.group(1).decode() if match else "unknown"
+    return None, "unknown"
+
+
+@dataclass
+class CpuMeter:
+    """CPU seconds used by each named process between `start` and `stop`."""
+
+    pids: dict[str, int]
+    used: dict[str, float] = field(default_factory=dict)
+    _before: dict[str, float] = field(default_factory=dict)
+
+    def start(self) -> None:
+        for name, pid in self.pids.items():
+            if (seconds := cpu_seconds(pid)) is not None:
+                self._before[name] = seconds
+
+    def add_new(self, name: str, pid: int) -> None:
+        """A process started during the phase: all its CPU time counts."""
+        self.pids[name] = pid
+        self._before[name] = 0.0
+
+    def stop(self) -> dict[str, float]:
+        for name, pid in self.pids.items():
+            after = cpu_seconds(pid)
+            if after is not None and name in self._before:
+                self.used[name] = after - self._before[name]
+        return self.used
