@@ -1,5 +1,5 @@
 """The batch service's HTTP app: its lifespan opens the bus, the artifact store and the database, then
-the scoring models, the Kafka-fed scoring stream and the consumer of alias moves."""
+the scoring models, the Kafka-fed scoring stream, the consumer of alias moves, and the file jobs' runner."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from pathlib import Path
 from fastapi import FastAPI
 
 import services.batch
+from services.batch.endpoints import add_error_handlers, router
+from services.batch.job_runner import run_file_jobs
 from services.batch.scoring import ScoringModels
 from services.batch.settings import BatchSettings
 from services.batch.stream import ScoringStream
@@ -50,17 +52,21 @@ def create_app(
         else:
             log.warning("no Kafka: scoring requests are not consumed (file jobs still run)")
         try:
-            yield
+            async with run_file_jobs(app, runtime, batch, models):
+                yield
         finally:
             if stream is not None:
                 await stream.stop()
             executor.shutdown(wait=True)
             await registry.close()
 
-    return create_service_app(
+    app = create_service_app(
         "batch",
         description=services.batch.__doc__ or "",
         settings=settings or FlywheelSettings(),
         migrations=MIGRATIONS,
+        routers=[router],
         service_lifespan=batch_lifespan,
     )
+    add_error_handlers(app)
+    return app

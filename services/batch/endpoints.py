@@ -1,0 +1,130 @@
+"""The batch service's routes for file jobs: parse, call the service, map errors to HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from services.batch.job_schemas import FileJob, FileJobPage, FileJobRequest, JobStatus, ModelChoice
+from services.batch.job_service import (
+    FileJobService,
+    InputNotFound,
+    InvalidJob,
+    JobNotFound,
+    OutputInUse,
+    UnsupportedFormat,
+)
+from shared.model_versions import ModelNotFound, RegistryUnavailable
+from shared.pagination import InvalidPageToken
+
+
+class Problem(BaseModel):
+    detail: str
+
+
+class UploadRequest(ModelChoice):
+    filename: str = Field(min_length=1, description="the file's name; its suffix says the format")
+
+
+class UploadTooLarge(ValueError):
+    pass
+
+
+async def file_jobs(request: Request) -> FileJobService:
+    service: FileJobService = request.app.state.file_jobs
+    return service
+
+
+FileJobs = Annotated[FileJobService, Depends(file_jobs)]
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": Problem} for status in (400, 404, 409, 413, 415, 422, 503)
+}
+
+router = APIRouter(tags=["file jobs"], responses=ERRORS)
+
+
+@router.post("/jobs", status_code=201)
+async def submit_job(body: FileJobRequest, service: FileJobs) -> FileJob:
+    """Queue a job scoring a CSV or Parquet object in the store; follow it with GET /jobs/{id}. The
+    model, the input and the output are checked first: 404 for an unknown model or object, 415 for a
+    file that is not CSV or Parquet, 422 for features or URIs that do not fit, 409 when another job
+    writes the same output."""
+    return await service.submit(body)
+
+
+@router.post(
+    "/jobs/upload",
+    status_code=201,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+        }
+    },
+)
+async def upload_job(
+    request: Request, service: FileJobs, choice: Annotated[UploadRequest, Query()]
+) -> FileJob:
+    """Store a CSV or Parquet file (the request body, streamed, not a form) under batch/uploads/ and
+    queue a job on it; its predictions are written next to it. Over FLYWHEEL_BATCH_MAX_UPLOAD_BYTES: 413."""
+    if request.headers.get("content-type", "").startswith("multipart/"):
+        raise UnsupportedFormat(
+            "send the file itself as the request body (application/octet-stream), not a form"
+        )
+    limit: int = request.app.state.max_upload_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise UploadTooLarge(f"the file is {declared} bytes; the limit is {limit}")
+    model = ModelChoice.model_validate(choice.model_dump(exclude={"filename"}))
+    return await service.upload(choice.filename, _limited(request.stream(), limit), model)
+
+
+@router.get("/jobs")
+async def list_jobs(
+    service: FileJobs,
+    model: str | None = None,
+    status: JobStatus | None = None,
+    page_size: Annotated[int, Query(ge=1, le=1000)] = 100,
+    page_token: str | None = None,
+) -> FileJobPage:
+    """File jobs, newest first, optionally of one model or in one status."""
+    return await service.list(model, status, page_size, page_token)
+
+
+@router.get("/jobs/{job_id}")
+async def get_job(job_id: str, service: FileJobs) -> FileJob:
+    """A job's status, stage, progress, row counts, first rejected rows and error; once it succeeded, a
+    presigned `download_url` for its output (valid for an hour)."""
+    return await service.get(job_id)
+
+
+async def _limited(chunks: AsyncIterator[bytes], limit: int) -> AsyncIterator[bytes]:
+    """Pass the stream through, failing as soon as it passes `limit` bytes (nothing is stored then)."""
+    received = 0
+    async for chunk in chunks:
+        received += len(chunk)
+        if received > limit:
+            raise UploadTooLarge(f"the file is larger than the limit of {limit} bytes")
+        yield chunk
+
+
+def add_error_handlers(app: FastAPI) -> None:
+    def handler(status: int) -> Any:
+        async def respond(request: Request, error: Exception) -> Response:
+            return JSONResponse({"detail": str(error)}, status_code=status)
+
+        return respond
+
+    app.add_exception_handler(JobNotFound, handler(404))
+    app.add_exception_handler(InputNotFound, handler(404))
+    app.add_exception_handler(ModelNotFound, handler(404))
+    app.add_exception_handler(OutputInUse, handler(409))
+    app.add_exception_handler(UploadTooLarge, handler(413))
+    app.add_exception_handler(UnsupportedFormat, handler(415))
+    app.add_exception_handler(InvalidJob, handler(422))
+    app.add_exception_handler(InvalidPageToken, handler(400))
+    app.add_exception_handler(RegistryUnavailable, handler(503))
