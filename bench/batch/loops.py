@@ -15,7 +15,11 @@ service's PartitionWriter does. `confluent.py` has the same loops with confluent
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -61,6 +65,7 @@ class LoopFigure:
     batches: int
     seconds: float
     cpu: dict[str, float] = field(default_factory=dict)
+    produce_retries: int | None = None  # produce requests the broker refused and the client retried
 
     @property
     def rows_per_second(self) -> float:
@@ -71,7 +76,34 @@ class LoopFigure:
         return f"{self.client} {self.mode}, {self.produce}"
 
 
+class _RetryCounter(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.count += "retrying" in record.getMessage()
+
+
+@contextmanager
+def counted_produce_retries() -> Iterator[_RetryCounter]:
+    """Count aiokafka's "Got error produce response ..., retrying" warnings instead of printing them."""
+    logger = logging.getLogger("aiokafka.producer.sender")
+    counter = _RetryCounter()
+    logger.addHandler(counter)
+    try:
+        yield counter
+    finally:
+        logger.removeHandler(counter)
+
+
 async def aiokafka_loop(spec: LoopSpec) -> LoopFigure:
+    with counted_produce_retries() as retries:
+        figure = await _aiokafka_loop(spec)
+    return dataclasses.replace(figure, produce_retries=retries.count)
+
+
+async def _aiokafka_loop(spec: LoopSpec) -> LoopFigure:
     producer = AIOKafkaProducer(
         bootstrap_servers=spec.bootstrap,
         transactional_id=spec.transactional_id,

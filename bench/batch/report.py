@@ -81,13 +81,16 @@ def target_loop(loops: list[LoopFigure]) -> LoopFigure | None:
 def rates_table(run: ModelRun, loops: list[LoopFigure], batch_rows: int, threads: int) -> str:
     """Every rate of one model's run, and the end-to-end rate as a share of each."""
     end_to_end = run.service.rows_per_second
-    rows: list[tuple[str, ...]] = [("", "rows/s", "seconds", "end-to-end / it", "CPU cores used")]
+    rows: list[tuple[str, ...]] = [
+        ("", "rows/s", "seconds", "end-to-end / it", "produce retries", "CPU cores used")
+    ]
     rows.append(
         (
             "Flywheel batch service, end to end (first result to last)",
             _rate(end_to_end),
             f"{run.service.first_to_done_seconds:.1f}",
             "",
+            str(run.service.produce_retries),
             _cores(run.service.cpu, run.service.first_to_done_seconds),
         )
     )
@@ -96,6 +99,7 @@ def rates_table(run: ModelRun, loops: list[LoopFigure], batch_rows: int, threads
             "  the same from the service's start",
             _rate(run.service.rows_per_second_from_start),
             f"{run.service.to_first_seconds + run.service.first_to_done_seconds:.1f}",
+            "",
             "",
             "",
         )
@@ -109,6 +113,7 @@ def rates_table(run: ModelRun, loops: list[LoopFigure], batch_rows: int, threads
                 "",
                 _share(end_to_end, figure.rows_per_second),
                 "",
+                "",
             )
         )
     for loop in loops:
@@ -118,6 +123,7 @@ def rates_table(run: ModelRun, loops: list[LoopFigure], batch_rows: int, threads
                 _rate(loop.rows_per_second),
                 f"{loop.seconds:.1f}",
                 _share(end_to_end, loop.rows_per_second),
+                "-" if loop.produce_retries is None else str(loop.produce_retries),
                 _cores(loop.cpu, loop.seconds),
             )
         )
@@ -126,6 +132,7 @@ def rates_table(run: ModelRun, loops: list[LoopFigure], batch_rows: int, threads
             "producing the requests (aiokafka, whole batches)",
             _rate(run.produce.rows_per_second),
             f"{run.produce.seconds:.1f}",
+            "",
             "",
             "",
         )
@@ -160,8 +167,7 @@ def cpu_note(run: ModelRun) -> str:
     names = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in run.service.cpu.items())
     return (
         f"{run.model}: first result {run.service.to_first_seconds:.1f} s after the service's start "
-        f"({run.service.first_records:,} records); CPU while streaming: {names}; "
-        f"produce retries logged by the service: {run.service.produce_retries}"
+        f"({run.service.first_records:,} records); CPU seconds while streaming: {names}"
     )
 
 
