@@ -8,9 +8,10 @@ flywheel models        list, versions, show, lineage, set-alias, traffic, audit
 flywheel datasets      upload
 flywheel jobs          submit, follow, list, show
 flywheel retrain       retrain a model with the configuration behind its production version
+flywheel batch         submit, follow, download, list, show: files scored by the batch service
 
-The registry and trainer commands print tables, or the server's JSON with --json; errors go to stderr
-as `flywheel: <message>` with exit status 1.
+The registry, trainer and batch commands print tables, or the server's JSON with --json; errors go to
+stderr as `flywheel: <message>` with exit status 1.
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ from types import FrameType
 
 import httpx
 
+from flywheel import batch_commands, trainer_commands
 from flywheel import registry_commands as commands
-from flywheel import trainer_commands
+from flywheel.batch_client import BatchClient
 from flywheel.client import RegistryClient
 from flywheel.errors import FlywheelError
 from flywheel.trainer_client import TrainerClient
@@ -110,6 +112,7 @@ def command_up(names: list[str]) -> int:
     environment = {
         "FLYWHEEL_TRAINER_REGISTRY_URL": registry_url,
         "FLYWHEEL_SERVING_REGISTRY_URL": registry_url,
+        "FLYWHEEL_BATCH_REGISTRY_URL": registry_url,
         **os.environ,
     }
     processes = {
@@ -153,16 +156,18 @@ def command_up(names: list[str]) -> int:
             process.wait(timeout=30)
 
 
-def open_client(arguments: argparse.Namespace) -> RegistryClient | TrainerClient:
+def open_client(arguments: argparse.Namespace) -> RegistryClient | TrainerClient | BatchClient:
     """The client of the service the command talks to (its `service` default), at the URL given."""
     if arguments.service == "trainer":
         return TrainerClient(arguments.trainer_url)
+    if arguments.service == "batch":
+        return BatchClient(arguments.batch_url)
     return RegistryClient(arguments.registry_url)
 
 
 def run_command(arguments: argparse.Namespace) -> int:
-    """Run one registry or trainer command and print its report: the report's exit status, or 1 with
-    the error on stderr."""
+    """Run one registry, trainer or batch command and print its report: the report's exit status, or 1
+    with the error on stderr."""
     try:
         with open_client(arguments) as client:
             report = arguments.command(client, arguments)
@@ -176,7 +181,7 @@ def run_command(arguments: argparse.Namespace) -> int:
 def add_command(
     actions: argparse._SubParsersAction[argparse.ArgumentParser],
     name: str,
-    command: commands.Command | trainer_commands.TrainerCommand,
+    command: commands.Command | trainer_commands.TrainerCommand | batch_commands.BatchCommand,
     options: argparse.ArgumentParser,
 ) -> argparse.ArgumentParser:
     """A subcommand running `command`, with the service's common `options` (--json, the URL)."""
@@ -263,6 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add(model_actions, "audit", commands.models_audit).add_argument("name")
     add_trainer_commands(groups)
+    add_batch_commands(groups)
     return parser
 
 
@@ -327,6 +333,50 @@ def add_trainer_commands(groups: argparse._SubParsersAction[argparse.ArgumentPar
     retrain.add_argument("--reason", default="manual", help="recorded on the job and its run")
     retrain.add_argument("--dataset", metavar="URI_OR_FILE", help="newer data (default: the data it had)")
     retrain.add_argument("--follow", action="store_true", help=follow_help)
+
+
+def add_batch_commands(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`flywheel batch`: file jobs of the batch service."""
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument("--json", action="store_true", help="print the server's JSON")
+    options.add_argument(
+        "--batch-url", help="the batch service (default: $FLYWHEEL_BATCH_URL, else http://127.0.0.1:8083)"
+    )
+    options.set_defaults(service="batch")
+
+    actions = groups.add_parser("batch", help="score CSV and Parquet files").add_subparsers(
+        dest="action", required=True
+    )
+    submit = add_command(actions, "submit", batch_commands.batch_submit, options)
+    submit.add_argument("source", metavar="FILE_OR_URI", help="a local .csv/.parquet file, or an object URI")
+    submit.add_argument("--model", required=True, help="the registered model that scores it")
+    which = submit.add_mutually_exclusive_group()
+    which.add_argument("--alias", help="score with the version this alias names (default: production)")
+    which.add_argument("--version", type=int, help="score with this version")
+    submit.add_argument(
+        "--features",
+        nargs="+",
+        metavar="COLUMN",
+        help="for a model with a single input: its columns, in order (default: the first numeric ones)",
+    )
+    submit.add_argument(
+        "--output", metavar="URI", help="where the predictions go (default: next to the input)"
+    )
+    submit.add_argument(
+        "--follow", action="store_true", help="show the job's progress until it ends; exit 1 when it failed"
+    )
+    submit.add_argument(
+        "--download", metavar="PATH", help="wait for the job, then save its predictions at PATH"
+    )
+    add_command(actions, "follow", batch_commands.batch_follow, options).add_argument("job_id")
+    download = add_command(actions, "download", batch_commands.batch_download, options)
+    download.add_argument("job_id")
+    download.add_argument("path", help="where to save the predictions file")
+    batch_list = add_command(actions, "list", batch_commands.batch_list, options)
+    batch_list.add_argument("--model", help="only this model's jobs")
+    batch_list.add_argument("--status", choices=["queued", "running", "succeeded", "failed"])
+    batch_list.add_argument("--max", type=int, default=100, help="at most this many jobs (1 to 1000)")
+    add_command(actions, "show", batch_commands.batch_show, options).add_argument("job_id")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,5 +1,6 @@
-"""Following a training job until it ends: a progress bar redrawn in place on a terminal, or a plain line
-per change when the output is a file or a pipe (so logs are not flooded with carriage returns)."""
+"""Following a job (training, or a batch file job) until it ends: a progress bar redrawn in place on a
+terminal, or a plain line per change when the output is a file or a pipe (so logs are not flooded with
+carriage returns)."""
 
 from __future__ import annotations
 
@@ -24,21 +25,23 @@ def follow_job(
     out: TextIO,
     poll_seconds: float = POLL_SECONDS,
     sleep: Callable[[float], None] = time.sleep,
+    line: Callable[[Json], str] | None = None,
 ) -> Json:
     """Poll the job every `poll_seconds` and show its progress on `out` until it succeeds or fails;
-    return the finished job."""
+    return the finished job. `line` describes the job after the bar (default: `progress_line`)."""
+    describe = line or progress_line
     on_terminal = out.isatty()
     shown = ""
     while True:
         job = client.get_job(job_id)
         if on_terminal:
-            bar = progress_bar(job)
+            bar = progress_bar(job, describe)
             out.write(f"\r{bar.ljust(len(shown))}")  # padded: a shorter line must cover the longer one
             out.flush()
             shown = bar
-        elif (line := progress_line(job)) != shown:
-            print(line, file=out, flush=True)
-            shown = line
+        elif (text := describe(job)) != shown:
+            print(text, file=out, flush=True)
+            shown = text
         if job["status"] in FINISHED_STATUSES:
             if on_terminal:
                 out.write("\n")
@@ -46,10 +49,10 @@ def follow_job(
         sleep(poll_seconds)
 
 
-def progress_bar(job: Json) -> str:
+def progress_bar(job: Json, line: Callable[[Json], str] | None = None) -> str:
     """`[#########---------------------]  30%  running: training`."""
     filled = round(_fraction(job) * BAR_WIDTH)
-    return f"[{'#' * filled}{'-' * (BAR_WIDTH - filled)}] {progress_line(job)}"
+    return f"[{'#' * filled}{'-' * (BAR_WIDTH - filled)}] {(line or progress_line)(job)}"
 
 
 def progress_line(job: Json) -> str:

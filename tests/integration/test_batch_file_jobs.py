@@ -6,6 +6,7 @@ prediction-logged, and jobs that survive their service being killed or stopped."
 from __future__ import annotations
 
 import io
+import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from flywheel.cli import main
 from services.batch.app import create_app as create_batch_app
 from services.batch.job_runner import part_key
 from services.batch.settings import BatchSettings
@@ -470,3 +472,38 @@ async def test_a_job_goes_on_from_its_last_chunk_when_its_service_comes_back(
     assert output["id"].tolist() == frame["id"].tolist()  # every row exactly once, in order
     with pytest.raises(ArtifactNotFound):
         await batch.store.stat(part_key(job_id, 0, "csv"))
+
+
+def test_the_cli_scores_a_local_file_follows_it_and_downloads_the_predictions(
+    batch: Batch, fresh_database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    process = ServiceProcess(
+        "batch", {**batch.environment, "FLYWHEEL_DATABASE_URL": fresh_database_url}, tmp_path / "batch.log"
+    ).start()
+    try:
+        process.wait_until_ready()
+        source = tmp_path / "customers.parquet"
+        pq.write_table(pa.Table.from_pandas(credit_frame(300), preserve_index=False), source)
+        target = tmp_path / "predictions.parquet"
+        url = ["--batch-url", process.url]
+        submitted = main(
+            ["batch", "submit", str(source), "--model", "columns", "--download", str(target), *url]
+        )
+        out = capsys.readouterr().out
+        assert submitted == 0, out
+        assert "100%  succeeded  300 rows (0 rejected)" in out
+        assert f"at {target}" in out
+        downloaded = pq.read_table(target).to_pandas()
+        assert downloaded["id"].tolist() == credit_frame(300)["id"].tolist()
+        assert main(["batch", "list", "--json", *url]) == 0
+        job = json.loads(capsys.readouterr().out)["jobs"][0]
+        batch.written += [
+            batch.store.key_from_uri(job["input_uri"]),
+            batch.store.key_from_uri(job["output_uri"]),
+        ]
+        assert main(["batch", "show", job["id"], *url]) == 0
+        assert "columns v1 (@production)" in capsys.readouterr().out
+        assert main(["batch", "submit", str(source), "--model", "nope", *url]) == 1
+        assert "no model version nope @production" in capsys.readouterr().err
+    finally:
+        process.stop()
