@@ -27,6 +27,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
+import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from services.batch.scoring import ScoredRows, takes_feature_inputs
@@ -35,14 +36,16 @@ from shared.events import ModelSignature, TensorSpec
 FileFormat = Literal["csv", "parquet"]
 SUFFIXES: dict[str, FileFormat] = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 CONTENT_TYPES: dict[FileFormat, str] = {"csv": "text/csv", "parquet": "application/vnd.apache.parquet"}
+PART_SUFFIXES: dict[FileFormat, str] = {"csv": "csv", "parquet": "arrows"}  # Arrow IPC streams
 PREDICTIONS_SUFFIX = ".predictions"
 ERROR_COLUMN = "_error"
 VERSION_COLUMN = "model_version"
 COLLISION_PREFIX = "predicted_"
 
-CSV_BLOCK_BYTES = 4 * 1024 * 1024
+CSV_BLOCK_BYTES = 1024 * 1024  # the reader reads some 30 blocks ahead: this bounds its memory
 PARQUET_BATCH_ROWS = 65_536
 _CSV_STRUCTURAL = r'[,"\r\n]'
+_STRUCTURAL_BYTES = np.isin(np.arange(256), [ord(mark) for mark in ',"\r\n'])
 _ARROW_TYPES: dict[str, pa.DataType] = {
     "BOOL": pa.bool_(),
     "UINT8": pa.uint8(),
@@ -270,13 +273,10 @@ def feature_arrays(chunk: pa.Table, datatypes: dict[str, str]) -> dict[str, np.n
     """The chunk's feature columns (named in `datatypes`, with the datatype of the input they feed) as
     arrays `score_columns` takes: numbers as numbers, and each value that cannot be read as the input's
     datatype kept as it is (None for an empty cell), so that its row is rejected saying what it was."""
-    return {
-        name: _feature_array(chunk.column(name).combine_chunks(), datatype)
-        for name, datatype in datatypes.items()
-    }
+    return {name: _feature_array(chunk.column(name), datatype) for name, datatype in datatypes.items()}
 
 
-def _feature_array(column: pa.Array, datatype: str) -> np.ndarray:
+def _feature_array(column: pa.ChunkedArray, datatype: str) -> np.ndarray:
     if datatype == "BYTES":
         if not pa.types.is_string(column.type) and not pa.types.is_large_string(column.type):
             column = pc.cast(column, pa.string())
@@ -296,7 +296,7 @@ def _feature_array(column: pa.Array, datatype: str) -> np.ndarray:
     return values
 
 
-def _parsed_text(column: pa.Array, datatype: str) -> np.ndarray:
+def _parsed_text(column: pa.ChunkedArray, datatype: str) -> np.ndarray:
     text = np.asarray(column.to_numpy(zero_copy_only=False))
     if datatype == "BOOL":
         words = {"true": True, "false": False, "1": True, "0": False}
@@ -396,30 +396,32 @@ def _spread(
 
 
 def encode_part(table: pa.Table, fmt: FileFormat, *, header: bool) -> bytes:
-    """One chunk of the output file: CSV text (the header only in the first part), or a Parquet file."""
-    if fmt == "parquet":
-        sink = io.BytesIO()
-        pq.write_table(table, sink)
-        return sink.getvalue()
-    return encode_csv(table, header=header)
+    """One chunk of the output file: CSV text (the header only in the first part); for Parquet, an Arrow
+    IPC stream (cheap to write and read back) that `ParquetAssembly` encodes once, into the final file."""
+    if fmt == "csv":
+        return encode_csv(table, header=header)
+    sink = io.BytesIO()
+    with ipc.new_stream(sink, table.schema, options=ipc.IpcWriteOptions(compression="lz4")) as writer:
+        writer.write_table(table)
+    return sink.getvalue()
 
 
 def encode_csv(table: pa.Table, *, header: bool) -> bytes:
     """The table as CSV lines, each cell quoted only when it holds a comma, a quote or a line break (as
     Python's csv module writes), empty for null; built column by column in Arrow's compute kernels.
     (pyarrow's own writer quotes every text cell.)"""
-    text = b""
-    if header:
-        text = (",".join(_quoted_name(name) for name in table.column_names) + "\n").encode()
-    if not table.num_rows:
-        return text
-    cells = [_csv_cells(column.combine_chunks()) for column in table.columns]
-    rows = pc.binary_join_element_wise(*cells, ",") if len(cells) > 1 else cells[0]
-    # Every row with its line break, taken from the array's data buffer at once.
-    lines = pc.binary_join_element_wise(rows, "", "\n")
-    offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32)
-    start, end = int(offsets[lines.offset]), int(offsets[lines.offset + len(lines)])
-    return text + bytes(lines.buffers()[2].slice(start, end - start).to_pybytes())
+    text = [(",".join(_quoted_name(name) for name in table.column_names) + "\n").encode()] if header else []
+    for batch in table.to_batches():  # its columns share their rows: joined without copying them first
+        if not batch.num_rows:
+            continue
+        cells = [_csv_cells(column) for column in batch.columns]
+        rows = pc.binary_join_element_wise(*cells, ",") if len(cells) > 1 else cells[0]
+        # Every row with its line break, taken from the array's data buffer at once.
+        lines = pc.binary_join_element_wise(rows, "", "\n")
+        offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32)
+        start, end = int(offsets[lines.offset]), int(offsets[lines.offset + len(lines)])
+        text.append(lines.buffers()[2].slice(start, end - start).to_pybytes())
+    return b"".join(text)
 
 
 def _csv_cells(column: pa.Array) -> pa.Array:
@@ -431,9 +433,23 @@ def _csv_cells(column: pa.Array) -> pa.Array:
         text = pa.array(
             [None if value is None else orjson.dumps(value).decode() for value in column.to_pylist()]
         )
-    needs_quotes = pc.match_substring_regex(text, _CSV_STRUCTURAL)
-    quoted = pc.binary_join_element_wise('"', pc.replace_substring(text, '"', '""'), '"', "")
-    return pc.fill_null(pc.if_else(needs_quotes, quoted, text), "")
+    if _holds_structural(text):  # the cells that need them get quotes (a rare, slower path)
+        needs_quotes = pc.match_substring_regex(text, _CSV_STRUCTURAL)
+        quoted = pc.binary_join_element_wise('"', pc.replace_substring(text, '"', '""'), '"', "")
+        text = pc.if_else(needs_quotes, quoted, text)
+    return pc.fill_null(text, "")
+
+
+def _holds_structural(text: pa.Array) -> bool:
+    """Whether any cell of a text column holds a comma, a quote or a line break: one scan of its bytes."""
+    data = text.buffers()[2]
+    if data is None:
+        return False
+    offsets = np.frombuffer(
+        text.buffers()[1], dtype=np.int64 if pa.types.is_large_string(text.type) else np.int32
+    )
+    start, end = int(offsets[text.offset]), int(offsets[text.offset + len(text)])
+    return bool(_STRUCTURAL_BYTES[np.frombuffer(data, dtype=np.uint8)[start:end]].any())
 
 
 def _element_text(kind: pa.DataType) -> bool:
@@ -454,17 +470,19 @@ def _quoted_name(name: str) -> str:
 
 
 class ParquetAssembly:
-    """Parquet parts appended one by one into one file at `path`, a row group per part (blocking)."""
+    """Parts (see `encode_part`) appended one by one into one Parquet file at `path`, a row group per
+    part (blocking). Only text columns are dictionary-encoded: on numbers it costs more than it saves."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._writer: pq.ParquetWriter | None = None
 
     def append(self, part: bytes) -> None:
-        table = pq.read_table(io.BytesIO(part))
+        table = ipc.open_stream(part).read_all()
         if self._writer is None:
-            self._writer = pq.ParquetWriter(self.path, table.schema)
-        self._writer.write_table(table)
+            text = [field.name for field in table.schema if pa.types.is_string(field.type)]
+            self._writer = pq.ParquetWriter(self.path, table.schema, use_dictionary=text or False)
+        self._writer.write_table(table, row_group_size=max(table.num_rows, 1))
 
     def close(self) -> None:
         if self._writer is not None:

@@ -32,6 +32,7 @@ from fastapi import FastAPI
 from services.batch import job_repository
 from services.batch.file_jobs import (
     CONTENT_TYPES,
+    PART_SUFFIXES,
     FileFormat,
     InputTable,
     OutputLayout,
@@ -74,7 +75,7 @@ class JobLost(Exception):
 
 
 def part_key(job_id: str, index: int, fmt: FileFormat) -> str:
-    return f"{PARTS_PREFIX}/{job_id}/parts/{index:06d}.{fmt}"
+    return f"{PARTS_PREFIX}/{job_id}/parts/{index:06d}.{PART_SUFFIXES[fmt]}"
 
 
 class FileJobRunner:
@@ -294,19 +295,30 @@ class _JobRun:
         await self._stage("scoring")
         first_row = self.chunks_done * job.chunk_rows
         chunks = fixed_chunks(table.batches(first_row), job.chunk_rows, table.schema)
-        while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
-            started = time.perf_counter()
-            arrays = await asyncio.to_thread(feature_arrays, chunk, datatypes)
-            scored = await self.runner.models.score_columns(version, arrays, features)
-            seconds = time.perf_counter() - started
-            part = await asyncio.to_thread(self._encode, layout, chunk, scored, version.version)
-            index = self.chunks_done
-            await self.artifacts.put_bytes(
-                part_key(job.id, index, job.format), part, CONTENT_TYPES[job.format]
-            )
-            logged = await self._report_sample(version, index, first_row, scored, seconds, chunk.num_rows)
-            await self._record(index + 1, first_row, scored, logged, table)
-            first_row += chunk.num_rows
+
+        def read_next() -> tuple[pa.Table, dict[str, np.ndarray]] | None:
+            chunk = next(chunks, None)
+            return None if chunk is None else (chunk, feature_arrays(chunk, datatypes))
+
+        # The next chunk is read while this one is scored, written and stored: two cores at work.
+        reading = asyncio.ensure_future(asyncio.to_thread(read_next))
+        try:
+            while (read := await reading) is not None:
+                reading = asyncio.ensure_future(asyncio.to_thread(read_next))
+                chunk, arrays = read
+                started = time.perf_counter()
+                scored = await self.runner.models.score_columns(version, arrays, features)
+                seconds = time.perf_counter() - started
+                part = await asyncio.to_thread(self._encode, layout, chunk, scored, version.version)
+                index = self.chunks_done
+                await self.artifacts.put_bytes(part_key(job.id, index, job.format), part)
+                logged = await self._report_sample(version, index, first_row, scored, seconds, chunk.num_rows)
+                await self._record(index + 1, first_row, scored, logged, table)
+                first_row += chunk.num_rows
+        finally:
+            reading.cancel()
+            with contextlib.suppress(BaseException):  # its own failure, if any, is already on its way up
+                await reading
         return first_row
 
     def _encode(self, layout: OutputLayout, chunk: pa.Table, scored: ScoredRows, version: int) -> bytes:
