@@ -1,16 +1,21 @@
 """The in-process ceiling: onnxruntime's `session.run` in a loop on the same ONNX file, with the session
-settings of Flywheel's serving (intra-op threads = min(4, cores), one inter-op thread, all graph
-optimisations), and no HTTP at all."""
+settings of Flywheel's serving in one process (intra-op threads = min(4, cores), one inter-op thread, all
+graph optimisations), and no HTTP at all.
+
+Sampled at the start and again before every cell, so that a quiet moment is found even on a shared
+machine: the best sample is the ceiling, and the spread between best and worst shows what others' work on
+the machine cost while the servers were measured."""
 
 from __future__ import annotations
 
 import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import onnxruntime
+
+from bench.serving.workload import BenchModel
 
 WARM_UP_CALLS = 50
 
@@ -34,20 +39,50 @@ def intra_op_threads() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
-def in_process_rows_per_second(onnx_path: Path, rows: np.ndarray, seconds: float) -> InProcessFigure:
-    """Call the model on `rows` (one batch) over and over for `seconds`."""
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = intra_op_threads()
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-    session = onnxruntime.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
-    feed = {session.get_inputs()[0].name: np.ascontiguousarray(rows, dtype=np.float32)}
-    for _ in range(WARM_UP_CALLS):
-        session.run(None, feed)
-    calls = 0
-    started = time.perf_counter()
-    deadline = started + seconds
-    while time.perf_counter() < deadline:
-        session.run(None, feed)
-        calls += 1
-    return InProcessFigure(len(rows), calls, time.perf_counter() - started)
+class InProcessCeiling:
+    def __init__(self, models: list[BenchModel], seconds: float) -> None:
+        self.seconds = seconds
+        self.models = {model.name: model for model in models}
+        self.samples: dict[tuple[str, int], list[InProcessFigure]] = {}
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = intra_op_threads()
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.sessions = {
+            model.name: onnxruntime.InferenceSession(
+                str(model.onnx_path), options, providers=["CPUExecutionProvider"]
+            )
+            for model in models
+        }
+
+    def sample(self, model: str, rows: int) -> InProcessFigure:
+        """Call the model on `rows` of its request rows (one batch) over and over for `seconds`."""
+        session = self.sessions[model]
+        batch = np.ascontiguousarray(self.models[model].rows[:rows], dtype=np.float32)
+        feed = {session.get_inputs()[0].name: batch}
+        for _ in range(WARM_UP_CALLS):
+            session.run(None, feed)
+        calls = 0
+        started = time.perf_counter()
+        deadline = started + self.seconds
+        while time.perf_counter() < deadline:
+            session.run(None, feed)
+            calls += 1
+        figure = InProcessFigure(rows, calls, time.perf_counter() - started)
+        self.samples.setdefault((model, rows), []).append(figure)
+        return figure
+
+    def best(self, model: str) -> dict[int, InProcessFigure]:
+        """The ceiling of each batch size: its best sample."""
+        return {
+            rows: max(figures, key=lambda f: f.rows_per_second)
+            for (name, rows), figures in sorted(self.samples.items())
+            if name == model
+        }
+
+    def worst(self, model: str) -> dict[int, InProcessFigure]:
+        return {
+            rows: min(figures, key=lambda f: f.rows_per_second)
+            for (name, rows), figures in sorted(self.samples.items())
+            if name == model
+        }

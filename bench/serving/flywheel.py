@@ -109,15 +109,17 @@ def delete_artifacts(infra: dict[str, str], uris: list[str]) -> None:
         client.remove_object(location.netloc, location.path.lstrip("/"))
 
 
-def count_logged_predictions(bootstrap: str, namespace: str) -> int:
-    """The predictions (rows) in the namespace's prediction-logged topic, from its beginning to its end."""
+def count_logged_predictions(bootstrap: str, namespace: str) -> dict[str, int]:
+    """The predictions (rows) in the namespace's prediction-logged topic, from its beginning to its end,
+    by model."""
     return asyncio.run(_count_logged_predictions(bootstrap, f"{namespace}.{Topic.PREDICTION_LOGGED.value}"))
 
 
-async def _count_logged_predictions(bootstrap: str, topic: str) -> int:
+async def _count_logged_predictions(bootstrap: str, topic: str) -> dict[str, int]:
+    predictions: dict[str, int] = {}
     partitions = [TopicPartition(topic, p) for p in await _partitions(bootstrap, topic)]
     if not partitions:
-        return 0
+        return predictions
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         enable_auto_commit=False,
@@ -129,27 +131,33 @@ async def _count_logged_predictions(bootstrap: str, topic: str) -> int:
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         ends = await consumer.end_offsets(partitions)
-        predictions = 0
         while [p for p in partitions if await consumer.position(p) < ends[p]]:
             batches = await consumer.getmany(timeout_ms=1000)
             for records in batches.values():
                 for record in records:
                     if record.value is not None:
-                        predictions += answered_rows(orjson.loads(record.value))
+                        for model, rows in answered_rows(orjson.loads(record.value)).items():
+                            predictions[model] = predictions.get(model, 0) + rows
         return predictions
     finally:
         await consumer.stop()
 
 
-def answered_rows(event: dict[str, Any]) -> int:
-    """The rows a prediction-logged event holds that were answered to a caller (a shadow's are not):
-    v1 has a record per row, v2 columns with the rows of each request."""
+def answered_rows(event: dict[str, Any]) -> dict[str, int]:
+    """The rows a prediction-logged event holds that were answered to a caller (a shadow's are not), by
+    model: v1 has a record per row, v2 columns with the rows of each request and the model once."""
     data = event["data"]
+    rows: dict[str, int] = {}
     if event["type"] == "io.flywheel.prediction.logged.v1":
-        return sum(1 for prediction in data["predictions"] if not prediction.get("shadow", False))
-    if event["type"] == "io.flywheel.prediction.logged.v2":
-        return 0 if data.get("shadow", False) else sum(request["rows"] for request in data["requests"])
-    raise ValueError(f"a prediction-logged event of unknown type {event['type']!r}")
+        for prediction in data["predictions"]:
+            if not prediction.get("shadow", False):
+                rows[prediction["model"]] = rows.get(prediction["model"], 0) + 1
+    elif event["type"] == "io.flywheel.prediction.logged.v2":
+        if not data.get("shadow", False):
+            rows[data["model"]] = sum(request["rows"] for request in data["requests"])
+    else:
+        raise ValueError(f"a prediction-logged event of unknown type {event['type']!r}")
+    return rows
 
 
 async def _partitions(bootstrap: str, topic: str) -> list[int]:

@@ -69,15 +69,17 @@ def run_cells(
     cells: list[Cell],
     seconds: float,
     warm_up_seconds: float,
+    before_cell: Callable[[str, Cell], None],
     on_result: Callable[[CellResult], None],
 ) -> list[CellResult]:
-    """Each model, each cell, each server in turn (who goes first rotates from cell to cell): a warm-up
-    at the cell's concurrency, then the measurement, then `on_result` (what it waits for is not charged
-    to the next server either) and a pause."""
+    """Each model, each cell: `before_cell`, then each server in turn (who goes first rotates from cell
+    to cell): a warm-up at the cell's concurrency, the measurement, then `on_result` (what it waits for is
+    not charged to the next server either) and a pause."""
     results = []
     turn = 0
     for model in models:
         for cell in cells:
+            before_cell(model, cell)
             for server in servers[turn % len(servers) :] + servers[: turn % len(servers)]:
                 endpoint = endpoints[server, model]
                 body = endpoint.bodies[cell.rows]

@@ -46,6 +46,7 @@ class TargetCheck:
 
 @dataclass(frozen=True)
 class PredictionLogCheck:
+    model: str
     answered: int
     logged: int
 
@@ -90,12 +91,32 @@ def model_table(model: str, results: list[CellResult], servers: list[str], cells
     return _columns(rows, left=2)
 
 
-def in_process_line(figures: dict[int, InProcessFigure], threads: int) -> str:
-    parts = [
-        f"{rows}-row calls {f.rows_per_second:,.0f} rows/s ({f.microseconds_per_call:,.0f} µs a call)"
-        for rows, f in sorted(figures.items())
+def in_process_line(
+    best: dict[int, InProcessFigure], threads: int, worst: dict[int, InProcessFigure] | None = None
+) -> str:
+    """The ceiling by rows per call, and, from several samples, the worst one beside it."""
+    parts = []
+    for rows, f in sorted(best.items()):
+        part = f"{rows}-row calls {f.rows_per_second:,.0f} rows/s ({f.microseconds_per_call:,.0f} µs a call)"
+        if worst is not None and worst[rows] is not f:
+            part += f", worst sample {worst[rows].rows_per_second:,.0f}"
+        parts.append(part)
+    return f"in-process onnxruntime ({threads} intra-op threads), the ceiling: " + "; ".join(parts)
+
+
+def beyond_ceiling(model: str, results: list[CellResult], best: dict[int, InProcessFigure]) -> list[str]:
+    """Warnings for servers that answered more rows/s than the ceiling: its samples all fell in busy
+    moments, and ratios to it mean little."""
+    return [
+        f"WARNING: {SERVER_TITLES[r.server]} answered {r.rows_per_second:,.0f} rows/s at {r.cell.label}, "
+        f"above the in-process ceiling of {best[r.cell.rows].rows_per_second:,.0f}: the machine was busier "
+        "whenever the ceiling was sampled"
+        for r in results
+        if r.model == model
+        and r.server != "bare"
+        and r.cell.rows in best
+        and r.rows_per_second > best[r.cell.rows].rows_per_second
     ]
-    return f"in-process onnxruntime ({threads} intra-op threads), the ceiling: " + ", ".join(parts)
 
 
 def target_checks(
@@ -172,7 +193,7 @@ def targets_table(checks: list[TargetCheck], log_check: PredictionLogCheck | Non
     if log_check is not None:
         rows.append(
             (
-                "every prediction Flywheel answered was logged to Kafka",
+                f"{log_check.model}: every prediction Flywheel answered was logged to Kafka",
                 f"{log_check.logged:,} logged of {log_check.answered:,} rows answered",
                 "all",
                 "PASS" if log_check.passed else "MISS",

@@ -36,7 +36,7 @@ import sklearn  # noqa: E402
 from bench.common.infrastructure import infrastructure_env  # noqa: E402
 from bench.common.machine import busy_warning, cpu_busy_fraction, percent  # noqa: E402
 from bench.common.mlflow_install import ensure_mlflow  # noqa: E402
-from bench.serving.ceiling import InProcessFigure, in_process_rows_per_second, intra_op_threads  # noqa: E402
+from bench.serving.ceiling import InProcessCeiling, intra_op_threads  # noqa: E402
 from bench.serving.flywheel import CellLog, PredictionLogWatch, count_logged_predictions  # noqa: E402
 from bench.serving.lineup import Bodies, Lineup  # noqa: E402
 from bench.serving.loadgen import OHA_VERSION, ensure_oha  # noqa: E402
@@ -48,6 +48,7 @@ from bench.serving.report import (  # noqa: E402
     PredictionLogCheck,
     TargetCheck,
     as_json,
+    beyond_ceiling,
     check_as_json,
     in_process_line,
     model_table,
@@ -96,11 +97,11 @@ QUICK = Settings(3.0, 1.0, 1.0, [64], 100, [16], [s for s in SERVERS if s != "ml
 @dataclass
 class Measured:
     results: list[CellResult]
-    in_process: dict[str, dict[int, InProcessFigure]]
+    ceiling: InProcessCeiling
     agreement: dict[tuple[str, str], int | None]
     workers: dict[str, int]
     prediction_logs: dict[tuple[str, Cell], CellLog]
-    log_check: PredictionLogCheck | None
+    log_checks: dict[str, PredictionLogCheck]  # by model; none when Flywheel did not run
 
 
 def positive_int(text: str) -> int:
@@ -208,7 +209,11 @@ def measure(settings: Settings, infra: dict[str, str], work_dir: Path, cleanup: 
     print(f"training {', '.join(settings.models)} and converting to ONNX", flush=True)
     models = build_models(settings.models, settings.batch_rows, model_dir)
     bodies = write_bodies(models, sorted({cell.rows for cell in settings.cells}), work_dir)
-    in_process = measure_in_process(models, settings)
+    ceiling = InProcessCeiling(models, settings.in_process_seconds)
+    for model in models:
+        for rows in (1, settings.batch_rows):
+            ceiling.sample(model.name, rows)
+        print(f"{model.name}: " + in_process_line(ceiling.best(model.name), intra_op_threads()), flush=True)
 
     lineup = Lineup(REPO_ROOT, infra, MLFLOW_VENV, settings.workers, work_dir, cleanup)
     for server in settings.servers:
@@ -234,6 +239,9 @@ def measure(settings: Settings, infra: dict[str, str], work_dir: Path, cleanup: 
         else None
     )
 
+    def before_cell(model: str, cell: Cell) -> None:
+        ceiling.sample(model, cell.rows)
+
     def after_turn(result: CellResult) -> None:
         log = None
         if watch is not None and result.server == "flywheel":
@@ -247,47 +255,23 @@ def measure(settings: Settings, infra: dict[str, str], work_dir: Path, cleanup: 
         settings.cells,
         settings.duration,
         settings.warm_up,
+        before_cell,
         after_turn,
     )
     workers = {server: worker_processes(started[0]) for server, started in lineup.processes.items()}
-    in_process = best_in_process(in_process, measure_in_process(models, settings))
-    log_check = None
+    log_checks: dict[str, PredictionLogCheck] = {}
     if "flywheel" in lineup.processes:
         lineup.processes["flywheel"][0].stop()  # serving flushes its prediction log on the way out
-        answered = sum(r.answered_rows for r in results if r.server == "flywheel")
-        answered += settings.batch_rows * len(models)  # the agreement check
         logged = count_logged_predictions(infra["FLYWHEEL_KAFKA_BOOTSTRAP"], lineup.namespace)
-        log_check = PredictionLogCheck(answered=answered, logged=logged)
+        for name in settings.models:
+            answered = sum(r.answered_rows for r in results if (r.server, r.model) == ("flywheel", name))
+            answered += settings.batch_rows  # the agreement check
+            log_checks[name] = PredictionLogCheck(name, answered=answered, logged=logged.get(name, 0))
     for server, started in lineup.processes.items():
         if any(r.load.failed or r.warm_up.failed for r in results if r.server == server):
             for process in started:
                 print(f"\n{process.name} had failures; the end of its log:\n{process.log_tail(20)}")
-    return Measured(results, in_process, agreement, workers, prediction_logs, log_check)
-
-
-def measure_in_process(models: list[BenchModel], settings: Settings) -> dict[str, dict[int, InProcessFigure]]:
-    """onnxruntime in this process, by model and rows per call."""
-    figures = {}
-    for model in models:
-        figures[model.name] = {
-            rows: in_process_rows_per_second(model.onnx_path, model.rows[:rows], settings.in_process_seconds)
-            for rows in (1, settings.batch_rows)
-        }
-        print(f"{model.name}: " + in_process_line(figures[model.name], intra_op_threads()), flush=True)
-    return figures
-
-
-def best_in_process(
-    first: dict[str, dict[int, InProcessFigure]], second: dict[str, dict[int, InProcessFigure]]
-) -> dict[str, dict[int, InProcessFigure]]:
-    """The better of two measurements (before and after the servers' turns): the ceiling is what the
-    machine allows when others' work weighs on it least."""
-    return {
-        model: {
-            rows: max(f, second[model][rows], key=lambda x: x.rows_per_second) for rows, f in by_rows.items()
-        }
-        for model, by_rows in first.items()
-    }
+    return Measured(results, ceiling, agreement, workers, prediction_logs, log_checks)
 
 
 def print_progress(result: CellResult, log: CellLog | None) -> None:
@@ -314,9 +298,15 @@ def print_report(settings: Settings, measured: Measured, versions: dict[str, str
         print()
         print(f"{MODEL_KINDS[model].title} [{model}], 20 features")
         print(model_table(model, measured.results, settings.servers, settings.cells))
-        print(in_process_line(measured.in_process[model], intra_op_threads()))
-        if "flywheel" in settings.servers:
+        print(
+            in_process_line(measured.ceiling.best(model), intra_op_threads(), measured.ceiling.worst(model))
+        )
+        for warning in beyond_ceiling(model, measured.results, measured.ceiling.best(model)):
+            print(warning)
+        if model in measured.log_checks:
             print(prediction_log_line(model, settings.cells, measured.prediction_logs))
+            check = measured.log_checks[model]
+            print(f"Flywheel's predictions in Kafka: {check.logged:,} of {check.answered:,} answered rows")
         agreement = [
             f"{SERVER_TITLES[server]} {agreed}/{settings.batch_rows}"
             for (server, name), agreed in measured.agreement.items()
@@ -343,7 +333,7 @@ def print_report(settings: Settings, measured: Measured, versions: dict[str, str
     checks = target_checks(
         TARGET_MODEL,
         measured.results,
-        measured.in_process.get(TARGET_MODEL, {}),
+        measured.ceiling.best(TARGET_MODEL),
         settings.batch_rows,
         measured.prediction_logs,
     )
@@ -352,7 +342,7 @@ def print_report(settings: Settings, measured: Measured, versions: dict[str, str
         f"the issue's targets, for the {MODEL_KINDS[TARGET_MODEL].title}, "
         "with every prediction logged to Kafka:"
     )
-    print(targets_table(checks, measured.log_check))
+    print(targets_table(checks, measured.log_checks.get(TARGET_MODEL)))
     return checks
 
 
@@ -381,20 +371,21 @@ def write_json(
         "in_process": {
             model: {
                 str(rows): {
-                    "rows_per_second": f.rows_per_second,
-                    "microseconds_per_call": f.microseconds_per_call,
+                    "rows_per_second": [f.rows_per_second for f in measured.ceiling.samples[model, rows]],
+                    "best_rows_per_second": best.rows_per_second,
                 }
-                for rows, f in figures.items()
+                for rows, best in measured.ceiling.best(model).items()
             }
-            for model, figures in measured.in_process.items()
+            for model in settings.models
         },
         "label_agreement": {f"{server}/{model}": n for (server, model), n in measured.agreement.items()},
         "cells": as_json(measured.results, measured.prediction_logs),
-        "prediction_log": None
-        if measured.log_check is None
-        else {"answered": measured.log_check.answered, "logged": measured.log_check.logged},
+        "prediction_log": {
+            model: {"answered": check.answered, "logged": check.logged}
+            for model, check in measured.log_checks.items()
+        },
         "targets": [check_as_json(check) for check in checks],
-        "targets_met": targets_met(checks, measured.log_check),
+        "targets_met": targets_met(checks, measured.log_checks.get(TARGET_MODEL)),
     }
     path.write_text(json.dumps(document, indent=2) + "\n")
 
@@ -434,7 +425,8 @@ def main(argv: list[str]) -> int:
     if arguments.json:
         write_json(arguments.json, settings, measured, checks, versions, busy_at_start)
         print(f"figures written to {arguments.json}")
-    return 1 if arguments.require_target and not targets_met(checks, measured.log_check) else 0
+    met = targets_met(checks, measured.log_checks.get(TARGET_MODEL))
+    return 1 if arguments.require_target and not met else 0
 
 
 if __name__ == "__main__":
