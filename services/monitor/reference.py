@@ -3,8 +3,9 @@ schema in `services/trainer/profile.py`), in the shapes the windows and the drif
 
 Numeric features keep the profile's histogram with an open-ended bin added on each side (values outside
 the training range fall there), the sample's present values, and, when the sample holds few distinct
-values, its count of each (Evidently compares such features value by value). Categorical features keep
-their categories' counts, rebuilt from the profile's shares.
+values, the count of each (Evidently compares such features value by value), read off the histogram
+(and the mean) when they tell. Categorical features keep their categories' counts, rebuilt from the
+profile's shares.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ class NumericReference:
     sample: np.ndarray  # the present values of the profile's sample (empty for an output)
     sample_bins: np.ndarray  # the bin of each sample value
     discrete_values: np.ndarray | None  # sorted distinct sample values, when there are few of them
-    discrete_counts: np.ndarray | None  # their counts in the sample
+    discrete_counts: np.ndarray | None  # their counts in the data when the profile tells, else the sample's
 
     kind: Literal["numeric"] = "numeric"
 
@@ -134,8 +135,34 @@ def _numeric(name: str, summary: Mapping[str, Any], sample: list[Any]) -> Numeri
         sample=present,
         sample_bins=bin_indices(edges, present) if edges.size else np.zeros(0, dtype=np.int64),
         discrete_values=distinct if discrete else None,
-        discrete_counts=counts if discrete else None,
+        discrete_counts=_value_counts(distinct, counts, edges, bin_counts, summary["mean"] * summary["count"])
+        if discrete
+        else None,
     )
+
+
+def _value_counts(
+    values: np.ndarray, sample_counts: np.ndarray, edges: np.ndarray, bin_counts: np.ndarray, total: float
+) -> np.ndarray:
+    """The whole data's count of each of a few values (summing to `total`, the sum of all values): a value
+    alone in its bin has the bin's count; two values sharing one bin split it as `total` says. When more
+    share a bin, or a bin counts values the sample lacks, the sample's own counts are all there is."""
+    bins = bin_indices(edges, values)
+    occupied, per_bin = np.unique(bins, return_counts=True)
+    shared = occupied[per_bin == 2]
+    if per_bin.max() > 2 or shared.size > 1 or not np.isin(np.flatnonzero(bin_counts), occupied).all():
+        return sample_counts
+    counts: np.ndarray = bin_counts[bins].astype(np.int64)
+    if shared.size:
+        first, second = np.flatnonzero(bins == shared[0])
+        alone = bins != shared[0]
+        together = int(bin_counts[shared[0]])
+        rest = total - float(np.sum(values[alone] * counts[alone]))
+        of_first = round(float((rest - values[second] * together) / (values[first] - values[second])))
+        if not 0 <= of_first <= together:
+            return sample_counts
+        counts[first], counts[second] = of_first, together - of_first
+    return counts
 
 
 def _categorical(name: str, summary: Mapping[str, Any]) -> CategoricalReference:
