@@ -56,6 +56,7 @@ from shared.events import Topic
 from shared.model_versions import ModelNotFound, ModelUnavailable, RegistryUnavailable
 from shared.prediction_events import logged_request, prediction_logged_json
 from shared.service import Runtime
+from shared.tensors import InvalidInput
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +166,7 @@ class FileJobRunner:
                 await job_repository.release(
                     connection, job.id, self.worker, "queued: waiting for the registry"
                 )
-        except (JobFailed, TableError, ModelNotFound, ModelUnavailable) as error:
+        except (JobFailed, TableError, InvalidInput, ModelNotFound, ModelUnavailable) as error:
             await self.fail(job.id, job.format, str(error), holder=self.worker)
         except Exception as error:  # a bug or a dependency down: the job must not stay running
             log.exception("file job crashed", extra={"job_id": job.id})
@@ -316,8 +317,9 @@ class _JobRun:
                 await self._record(index + 1, first_row, scored, logged, table)
                 first_row += chunk.num_rows
         finally:
-            reading.cancel()
-            with contextlib.suppress(BaseException):  # its own failure, if any, is already on its way up
+            # A read in flight finishes (one chunk) before the file is closed under it; its own failure,
+            # if any, is already on its way up.
+            with contextlib.suppress(BaseException):
                 await reading
         return first_row
 
