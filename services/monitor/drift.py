@@ -14,6 +14,11 @@ the others counts, per value for features with few distinct values (as Evidently
 categorical ones, else on the profile's histogram bins plus the two open-ended ones. The window's data
 quality (missing values, values outside the training range, unseen categories) and the drift of the
 model's predictions against the profile's output distribution come in the same report.
+
+Per model version the service reads the reference once (`Reference.from_profile`), checks the model's
+config against it (`check_config`) and keeps `TumblingWindows(model, version, reference, config.window)`;
+each window that `add_event` (per prediction-logged event) or `close_if_due` (on a timer) returns is
+judged by `evaluate(window, config)`.
 """
 
 from __future__ import annotations
