@@ -9,7 +9,7 @@ for the others. Missing values are never among them (Evidently drops them too).
 from __future__ import annotations
 
 import numpy as np
-from scipy import spatial, stats  # type: ignore[import-untyped]  # scipy comes with scikit-learn
+from scipy import spatial, stats  # type: ignore[import-untyped]
 
 # Evidently's floor for the reference std that normalises the Wasserstein distance.
 MIN_WASSERSTEIN_NORM = 0.001
