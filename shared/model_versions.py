@@ -26,6 +26,7 @@ class VersionRecord:
     artifact_uri: str
     artifact_sha256: str
     signature: ModelSignature
+    reference_profile_uri: str | None = None  # the training data's profile, for the monitor
 
 
 class ModelNotFound(LookupError):
@@ -64,6 +65,7 @@ class RegistryClient:
             artifact_uri=found["artifact_uri"],
             artifact_sha256=found["artifact_sha256"],
             signature=ModelSignature.model_validate(found["signature"]),
+            reference_profile_uri=found.get("reference_profile_uri"),
         )
 
     async def traffic_policy(self, name: str) -> TrafficPolicy | None:

@@ -6,4 +6,7 @@ from shared.service import run_service
 from shared.settings import FlywheelSettings
 
 infrastructure = FlywheelSettings()
-run_service("monitor", create_app(infrastructure), MonitorSettings(), infrastructure.log_level)
+monitor_settings = MonitorSettings()
+run_service(
+    "monitor", create_app(infrastructure, monitor_settings), monitor_settings, infrastructure.log_level
+)

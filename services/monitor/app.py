@@ -1,20 +1,54 @@
-"""The monitor service's HTTP app: its lifespan opens the bus, the artifact store and the database."""
+"""The monitor service's HTTP app: its lifespan opens the bus, the artifact store and the database, then
+the drift monitor with its consumer of predictions and the outbox publisher of its alerts."""
 
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
 
 import services.monitor
-from shared.service import create_service_app
+from services.monitor.drift_monitor import DriftMonitor
+from services.monitor.endpoints import add_error_handlers, router
+from services.monitor.references import References
+from services.monitor.settings import MonitorSettings
+from services.monitor.worker import MonitorWorker
+from shared.model_versions import RegistryClient
+from shared.outbox import OutboxPublisher
+from shared.service import Runtime, create_service_app
 from shared.settings import FlywheelSettings
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-def create_app(settings: FlywheelSettings | None = None) -> FastAPI:
-    return create_service_app(
+def create_app(
+    settings: FlywheelSettings | None = None, monitor_settings: MonitorSettings | None = None
+) -> FastAPI:
+    monitor_settings = monitor_settings or MonitorSettings()
+
+    @asynccontextmanager
+    async def monitor_lifespan(app: FastAPI, runtime: Runtime) -> AsyncIterator[None]:
+        registry = RegistryClient(monitor_settings.registry_url)
+        outbox = OutboxPublisher(runtime.database, runtime.bus, name="monitor")
+        references = References(registry.describe_version, runtime.artifacts)
+        app.state.monitor = monitor = DriftMonitor(runtime.database, references, outbox.notify)
+        outbox.start()
+        try:
+            async with MonitorWorker(monitor, monitor_settings.window_check_seconds).running(runtime.bus):
+                yield
+        finally:
+            await outbox.stop()
+            await registry.close()
+
+    app = create_service_app(
         "monitor",
         description=services.monitor.__doc__ or "",
         settings=settings or FlywheelSettings(),
         migrations=MIGRATIONS,
+        routers=[router],
+        service_lifespan=monitor_lifespan,
     )
+    add_error_handlers(app)
+    return app
