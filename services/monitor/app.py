@@ -30,6 +30,7 @@ def create_app(
 
     @asynccontextmanager
     async def monitor_lifespan(app: FastAPI, runtime: Runtime) -> AsyncIterator[None]:
+        assert runtime.database is not None
         registry = RegistryClient(monitor_settings.registry_url)
         outbox = OutboxPublisher(runtime.database, runtime.bus, name="monitor")
         references = References(registry.describe_version, runtime.artifacts)

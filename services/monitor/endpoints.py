@@ -154,7 +154,8 @@ async def feature_history(
     async with monitor.database.acquire() as connection:
         rows = await connection.fetch(
             "SELECT version, window_end, rows, report FROM window_reports "
-            "WHERE model = $1 AND ($2::int IS NULL OR version = $2) ORDER BY window_end DESC, id DESC LIMIT $3",
+            "WHERE model = $1 AND ($2::int IS NULL OR version = $2) "
+            "ORDER BY window_end DESC, id DESC LIMIT $3",
             name,
             version,
             limit,
