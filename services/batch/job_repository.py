@@ -256,6 +256,24 @@ async def requeue(connection: Connection, job_id: str) -> None:
     )
 
 
+async def parts_cleared(connection: Connection, job_id: str) -> None:
+    """A finished job's parts are deleted: `chunks_done` of a finished job counts the parts left."""
+    await connection.execute(
+        "UPDATE file_jobs SET chunks_done = 0 WHERE id = $1 AND status IN ('succeeded', 'failed')", job_id
+    )
+
+
+async def finished_with_parts(connection: Connection, limit: int) -> list[tuple[str, FileFormat, int]]:
+    """(id, format, chunks done) of finished jobs whose parts are still stored (their deletion was cut
+    short by a stop or a crash)."""
+    rows = await connection.fetch(
+        "SELECT id, format, chunks_done FROM file_jobs "
+        "WHERE status IN ('succeeded', 'failed') AND chunks_done > 0 LIMIT $1",
+        limit,
+    )
+    return [(row["id"], row["format"], row["chunks_done"]) for row in rows]
+
+
 async def parts_written(connection: Connection, job_id: str) -> int:
     """How many chunks of the job have their part stored (parts to delete once it ends)."""
     count: int = await connection.fetchval("SELECT chunks_done FROM file_jobs WHERE id = $1", job_id) or 0

@@ -65,6 +65,7 @@ KEPT_REJECTIONS = 100  # rejected rows whose reason a job keeps; all are counted
 LOGGED_ROWS_PER_EVENT = 500  # keeps each prediction-logged event well under Kafka's message size
 PUBLISH_TIMEOUT_SECONDS = 10.0
 PARTS_PREFIX = "batch/jobs"
+SWEPT_JOBS = 10  # finished jobs whose leftover parts one recovery pass deletes
 
 
 class JobFailed(Exception):
@@ -123,6 +124,8 @@ class FileJobRunner:
             )
         if released:
             log.info("file jobs given back to the queue", extra={"jobs": released})
+        with contextlib.suppress(Exception):  # best effort: the next replica sweeps too
+            await self.sweep_parts()
 
     async def _dispatch_forever(self) -> None:
         while True:
@@ -182,12 +185,23 @@ class FileJobRunner:
             await self.delete_parts(job_id, fmt, parts)
 
     async def delete_parts(self, job_id: str, fmt: FileFormat, done: int) -> None:
-        """Delete a job's parts: the `done` ones, and one more that a stop may have left uncounted."""
-        for index in range(done + 1):
-            try:
+        """Delete a finished job's parts: the `done` ones, and one more that a stop may have left
+        uncounted. Parts whose deletion is cut short are found and deleted by `sweep_parts`."""
+        try:
+            for index in range(done + 1):
                 await self.artifacts.delete(part_key(job_id, index, fmt))
-            except Exception:
-                log.warning("deleting a file job's part failed", extra={"job_id": job_id, "part": index})
+        except Exception:
+            log.warning("deleting a file job's parts failed; retried later", extra={"job_id": job_id})
+            return
+        async with self.database.acquire() as connection:
+            await job_repository.parts_cleared(connection, job_id)
+
+    async def sweep_parts(self) -> None:
+        """Delete the parts that finished jobs left behind."""
+        async with self.database.acquire() as connection:
+            leftovers = await job_repository.finished_with_parts(connection, SWEPT_JOBS)
+        for job_id, fmt, done in leftovers:
+            await self.delete_parts(job_id, fmt, done)
 
     async def recover_stale_jobs(self) -> None:
         """Queue again the running jobs whose replica went silent; fail those started too often."""
@@ -216,6 +230,7 @@ class FileJobRunner:
         while True:
             try:
                 await self.recover_stale_jobs()
+                await self.sweep_parts()
             except Exception:
                 log.exception("recovering stale file jobs failed; retrying")
             await asyncio.sleep(self.settings.stale_job_seconds / 2)
@@ -460,7 +475,9 @@ async def run_file_jobs(
     """File jobs in the service's lifespan: the service behind the routes and the runner."""
     if runtime.database is None:
         raise RuntimeError("file jobs need the batch service's database")
-    runner = FileJobRunner(runtime.database, runtime.artifacts, runtime.bus, models, settings)
+    app.state.file_job_runner = runner = FileJobRunner(
+        runtime.database, runtime.artifacts, runtime.bus, models, settings
+    )
     app.state.file_jobs = FileJobService(
         runtime.database,
         runtime.artifacts,

@@ -20,6 +20,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from fastapi import FastAPI
 
 from flywheel.cli import main
 from services.batch.app import create_app as create_batch_app
@@ -41,6 +42,7 @@ class Batch:
     """A batch app in this process and a registry process, alone in a database and a Kafka namespace."""
 
     client: httpx.AsyncClient
+    app: FastAPI
     store: S3ArtifactStore
     bus: KafkaBus
     environment: dict[str, str]  # what a batch process needs to join this platform
@@ -135,6 +137,7 @@ async def batch(
         ):
             under_test = Batch(
                 client,
+                app,
                 store,
                 bus,
                 {
@@ -417,9 +420,8 @@ async def test_a_second_job_on_the_same_output_is_refused_while_the_first_runs(b
     assert response.status_code == 409, response.text
     assert response.json()["detail"].startswith(f"job {first['id']} is already writing {first['output_uri']}")
     assert (await batch.finished(first["id"]))["status"] == "succeeded"
-    assert (
-        await batch.client.post("/jobs", json={"input_uri": input_uri, "model": "columns"})
-    ).status_code == 201
+    again = await batch.submit(input_uri=input_uri, model="columns")  # the output is free again
+    assert (await batch.finished(again["id"]))["status"] == "succeeded"
 
 
 RESTART_SETTINGS = {
@@ -507,3 +509,22 @@ def test_the_cli_scores_a_local_file_follows_it_and_downloads_the_predictions(
         assert "no model version nope @production" in capsys.readouterr().err
     finally:
         process.stop()
+
+
+async def test_parts_a_finished_job_left_behind_are_swept(batch: Batch) -> None:
+    job = await batch.finished(
+        (await batch.submit(input_uri=await batch.put_frame("swept.csv", credit_frame(10)), model="columns"))[
+            "id"
+        ]
+    )
+    database = batch.app.state.runtime.database
+    async with database.acquire() as connection:  # as if a stop had cut the deletion of its 3 parts short
+        await connection.execute("UPDATE file_jobs SET chunks_done = 3 WHERE id = $1", job["id"])
+    for index in range(3):
+        await batch.store.put_bytes(part_key(job["id"], index, "csv"), b"a\n")
+    await batch.app.state.file_job_runner.sweep_parts()
+    for index in range(4):
+        with pytest.raises(ArtifactNotFound):
+            await batch.store.stat(part_key(job["id"], index, "csv"))
+    async with database.acquire() as connection:
+        assert await connection.fetchval("SELECT chunks_done FROM file_jobs WHERE id = $1", job["id"]) == 0
