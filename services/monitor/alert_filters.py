@@ -1,0 +1,63 @@
+"""Which events an audience wants: a webhook subscription, or a client of the alert stream.
+
+An event is reduced to what filters look at (`AlertNotice`: its topic, its model, and for drift alerts
+its severity); a filter (`AlertFilter`) accepts it when it follows the topic, names no model or the
+event's, and, for drift alerts, asks for no more than the alert's severity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from shared.events import (
+    CloudEvent,
+    DriftDetected,
+    ModelPromoted,
+    ModelRegistered,
+    RetrainRequested,
+    Severity,
+)
+
+SEVERITY_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
+
+
+@dataclass(frozen=True, slots=True)
+class AlertNotice:
+    """What filters see of an event."""
+
+    topic: str
+    model: str | None
+    severity: Severity | None = None  # only drift alerts have one
+
+
+def notice_of(topic: str, event: CloudEvent) -> AlertNotice:
+    """The notice of an event read from `topic` (InvalidEvent when its payload is not valid)."""
+    payload = event.payload()
+    if isinstance(payload, DriftDetected):
+        return AlertNotice(topic, payload.model, payload.severity)
+    if isinstance(payload, RetrainRequested):
+        return AlertNotice(topic, payload.model)
+    if isinstance(payload, ModelRegistered | ModelPromoted):
+        return AlertNotice(topic, payload.name)
+    return AlertNotice(topic, None)
+
+
+@dataclass(frozen=True, slots=True)
+class AlertFilter:
+    topics: frozenset[str]
+    model: str | None = None  # None: every model
+    min_severity: Severity = Severity.INFO
+
+    @classmethod
+    def of(
+        cls, topics: Iterable[str], model: str | None = None, min_severity: Severity = Severity.INFO
+    ) -> AlertFilter:
+        return cls(frozenset(str(topic) for topic in topics), model, min_severity)
+
+    def accepts(self, notice: AlertNotice) -> bool:
+        if notice.topic not in self.topics:
+            return False
+        if self.model is not None and notice.model != self.model:
+            return False
+        return notice.severity is None or SEVERITY_RANK[notice.severity] >= SEVERITY_RANK[self.min_severity]

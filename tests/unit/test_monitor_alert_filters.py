@@ -1,0 +1,88 @@
+"""Which events a subscription or a stream client gets: followed topics, the model, the severity of drift
+alerts (other events have none and pass it)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from services.monitor.alert_filters import AlertFilter, AlertNotice, notice_of
+from shared.events import (
+    CloudEvent,
+    DriftDetected,
+    ModelPromoted,
+    RetrainRequested,
+    Severity,
+)
+
+NOW = datetime(2024, 5, 1, tzinfo=UTC)
+
+
+def drift(model: str, severity: Severity) -> CloudEvent:
+    alert = DriftDetected(
+        model=model,
+        version=1,
+        window_start=NOW,
+        window_end=NOW,
+        window_rows=10,
+        severity=severity,
+        dataset_drift=True,
+        features=[],
+    )
+    return CloudEvent.wrap(alert, source="/flywheel/monitor")
+
+
+def test_notices_name_the_model_and_only_drift_alerts_have_a_severity() -> None:
+    assert notice_of("drift-detected", drift("credit", Severity.CRITICAL)) == AlertNotice(
+        "drift-detected", "credit", Severity.CRITICAL
+    )
+    promoted = ModelPromoted(name="credit", alias="production", version=2)
+    assert notice_of("model-promoted", CloudEvent.wrap(promoted, source="/r")) == AlertNotice(
+        "model-promoted", "credit"
+    )
+    retrain = RetrainRequested(model="churn", reason="drift", requested_by="monitor")
+    assert notice_of("retrain-requested", CloudEvent.wrap(retrain, source="/m")).model == "churn"
+
+
+@pytest.mark.parametrize(
+    ("accepts", "notice", "expected"),
+    [
+        (AlertFilter.of(["drift-detected"]), AlertNotice("drift-detected", "credit", Severity.INFO), True),
+        (AlertFilter.of(["model-promoted"]), AlertNotice("drift-detected", "credit", Severity.INFO), False),
+        (
+            AlertFilter.of(["drift-detected"], "credit"),
+            AlertNotice("drift-detected", "credit", Severity.INFO),
+            True,
+        ),
+        (
+            AlertFilter.of(["drift-detected"], "credit"),
+            AlertNotice("drift-detected", "churn", Severity.INFO),
+            False,
+        ),
+        (
+            AlertFilter.of(["drift-detected"], None, Severity.WARNING),
+            AlertNotice("drift-detected", "credit", Severity.INFO),
+            False,
+        ),
+        (
+            AlertFilter.of(["drift-detected"], None, Severity.WARNING),
+            AlertNotice("drift-detected", "credit", Severity.WARNING),
+            True,
+        ),
+        (
+            AlertFilter.of(["drift-detected"], None, Severity.WARNING),
+            AlertNotice("drift-detected", "credit", Severity.CRITICAL),
+            True,
+        ),
+        (  # a minimum severity holds back drift alerts only
+            AlertFilter.of(["model-promoted"], "credit", Severity.CRITICAL),
+            AlertNotice("model-promoted", "credit"),
+            True,
+        ),
+    ],
+)
+def test_a_filter_accepts_followed_topics_of_its_model_at_its_severity(
+    accepts: AlertFilter, notice: AlertNotice, expected: bool
+) -> None:
+    assert accepts.accepts(notice) is expected
