@@ -10,6 +10,8 @@ from pathlib import Path
 from fastapi import FastAPI
 
 import services.monitor
+from services.monitor import subscription_endpoints
+from services.monitor.alerting import start_alerting
 from services.monitor.drift_monitor import DriftMonitor
 from services.monitor.endpoints import add_error_handlers, router
 from services.monitor.references import References
@@ -37,7 +39,10 @@ def create_app(
         app.state.monitor = monitor = DriftMonitor(runtime.database, references, outbox.notify)
         outbox.start()
         try:
-            async with MonitorWorker(monitor, monitor_settings.window_check_seconds).running(runtime.bus):
+            async with (
+                MonitorWorker(monitor, monitor_settings.window_check_seconds).running(runtime.bus),
+                start_alerting(app, runtime, monitor_settings),
+            ):
                 yield
         finally:
             await outbox.stop()
@@ -48,7 +53,7 @@ def create_app(
         description=services.monitor.__doc__ or "",
         settings=settings or FlywheelSettings(),
         migrations=MIGRATIONS,
-        routers=[router],
+        routers=[router, subscription_endpoints.router],
         service_lifespan=monitor_lifespan,
     )
     add_error_handlers(app)
