@@ -9,9 +9,11 @@ flywheel datasets      upload
 flywheel jobs          submit, follow, list, show
 flywheel retrain       retrain a model with the configuration behind its production version
 flywheel batch         submit, follow, download, list, show: files scored by the batch service
+flywheel alerts        tail the monitor's alerts; webhooks: subscribe, subscriptions, deliveries, test,
+                       unsubscribe
 
-The registry, trainer and batch commands print tables, or the server's JSON with --json; errors go to
-stderr as `flywheel: <message>` with exit status 1.
+The registry, trainer, batch and alerts commands print tables, or the server's JSON with --json; errors
+go to stderr as `flywheel: <message>` with exit status 1.
 """
 
 from __future__ import annotations
@@ -28,11 +30,12 @@ from types import FrameType
 
 import httpx
 
-from flywheel import batch_commands, trainer_commands
+from flywheel import alert_commands, batch_commands, trainer_commands
 from flywheel import registry_commands as commands
 from flywheel.batch_client import BatchClient
 from flywheel.client import RegistryClient
 from flywheel.errors import FlywheelError
+from flywheel.monitor_client import MonitorClient
 from flywheel.trainer_client import TrainerClient
 from services.batch.settings import BatchSettings
 from services.monitor.settings import MonitorSettings
@@ -156,8 +159,12 @@ def command_up(names: list[str]) -> int:
             process.wait(timeout=30)
 
 
-def open_client(arguments: argparse.Namespace) -> RegistryClient | TrainerClient | BatchClient:
+def open_client(
+    arguments: argparse.Namespace,
+) -> RegistryClient | TrainerClient | BatchClient | MonitorClient:
     """The client of the service the command talks to (its `service` default), at the URL given."""
+    if arguments.service == "monitor":
+        return MonitorClient(arguments.monitor_url)
     if arguments.service == "trainer":
         return TrainerClient(arguments.trainer_url)
     if arguments.service == "batch":
@@ -181,7 +188,10 @@ def run_command(arguments: argparse.Namespace) -> int:
 def add_command(
     actions: argparse._SubParsersAction[argparse.ArgumentParser],
     name: str,
-    command: commands.Command | trainer_commands.TrainerCommand | batch_commands.BatchCommand,
+    command: commands.Command
+    | trainer_commands.TrainerCommand
+    | batch_commands.BatchCommand
+    | alert_commands.AlertCommand,
     options: argparse.ArgumentParser,
 ) -> argparse.ArgumentParser:
     """A subcommand running `command`, with the service's common `options` (--json, the URL)."""
@@ -269,6 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     add(model_actions, "audit", commands.models_audit).add_argument("name")
     add_trainer_commands(groups)
     add_batch_commands(groups)
+    add_alert_commands(groups)
     return parser
 
 
@@ -379,6 +390,59 @@ def add_batch_commands(groups: argparse._SubParsersAction[argparse.ArgumentParse
     add_command(actions, "show", batch_commands.batch_show, options).add_argument("job_id")
 
 
+def add_alert_commands(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`flywheel alerts`: the monitor's alert stream and webhook subscriptions."""
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument("--json", action="store_true", help="print the server's JSON")
+    options.add_argument(
+        "--monitor-url", help="the monitor (default: $FLYWHEEL_MONITOR_URL, else http://127.0.0.1:8084)"
+    )
+    options.set_defaults(service="monitor")
+    types_help = "the topics followed (default: drift-detected)"
+
+    actions = groups.add_parser(
+        "alerts", help="drift alerts and model events: tail, webhooks"
+    ).add_subparsers(dest="action", required=True)
+    tail = actions.add_parser(
+        "tail",
+        help="print alerts as they happen, one line each (--json: one CloudEvent each)",
+        parents=[options],
+    )
+    tail.add_argument("--model", help="only this model's")
+    tail.add_argument(
+        "--types", nargs="+", choices=alert_commands.ALERT_TOPICS, metavar="TOPIC", help=types_help
+    )
+    tail.add_argument(
+        "--severity", choices=alert_commands.SEVERITIES, help="drift alerts at least this severe"
+    )
+    tail.add_argument("--count", type=int, metavar="N", help="exit after N alerts")
+    subscribe = add_command(actions, "subscribe", alert_commands.alerts_subscribe, options)
+    subscribe.add_argument("url", help="the webhook: an http(s) URL the monitor POSTs each event to")
+    subscribe.add_argument(
+        "--secret", help="signs every delivery (at least 16 characters; default: generated)"
+    )
+    subscribe.add_argument("--model", help="only this model's events (default: every model's)")
+    subscribe.add_argument(
+        "--severity",
+        choices=alert_commands.SEVERITIES,
+        help="drift alerts at least this severe (default: all)",
+    )
+    subscribe.add_argument(
+        "--types", nargs="+", choices=alert_commands.ALERT_TOPICS, metavar="TOPIC", help=types_help
+    )
+    subscribe.add_argument("--description", help="what the webhook is for")
+    subscriptions = add_command(actions, "subscriptions", alert_commands.alerts_subscriptions, options)
+    subscriptions.add_argument("--max", type=int, default=100, help="at most this many (1 to 1000)")
+    deliveries = add_command(actions, "deliveries", alert_commands.alerts_deliveries, options)
+    deliveries.add_argument("subscription_id")
+    deliveries.add_argument("--status", choices=["pending", "delivered", "failed"])
+    deliveries.add_argument("--max", type=int, default=100, help="at most this many (1 to 1000)")
+    add_command(actions, "test", alert_commands.alerts_test, options).add_argument("subscription_id")
+    add_command(actions, "unsubscribe", alert_commands.alerts_unsubscribe, options).add_argument(
+        "subscription_id"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """`flywheel ...`: the exit status (0 success, 1 failure, 2 usage error as argparse reports it)."""
     arguments = build_parser().parse_args(argv)
@@ -386,6 +450,8 @@ def main(argv: list[str] | None = None) -> int:
         return command_up(arguments.services)
     if arguments.group == "status":
         return command_status(arguments.services)
+    if arguments.group == "alerts" and arguments.action == "tail":
+        return alert_commands.tail(arguments)
     return run_command(arguments)
 
 
