@@ -27,10 +27,17 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-# docker-compose (Debian's package) only parses docker-compose.yml in the tests: no engine is needed.
+# Debian's packages the tests use: docker-compose only parses docker-compose.yml (no engine is needed);
+# chromium renders the monitor's dashboard headless. Installed when missing and we are root; a test that
+# needs one that is still missing fails saying so.
 tools:
-	command -v docker-compose >/dev/null || { [[ $$(id -u) == 0 ]] && apt-get update -qq \
-	  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-compose >/dev/null; } || true
+	missing=""
+	command -v docker-compose >/dev/null || missing="$$missing docker-compose"
+	command -v chromium >/dev/null || missing="$$missing chromium"
+	if [[ -n "$$missing" && $$(id -u) == 0 ]]; then
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	      $$missing >/dev/null; } || echo "could not install$$missing" >&2
+	fi
 
 infra-up:
 	$(INFRA) up
