@@ -22,13 +22,17 @@ class ServingWorker:
         self.traffic = traffic
 
     async def subscribe(self, bus: EventBus) -> None:
-        group = f"serving-{uuid.uuid4().hex[:12]}"
+        # One group per topic: consumers of different topics sharing a group rebalance each other.
+        replica = uuid.uuid4().hex[:12]
         await bus.subscribe(
-            Topic.MODEL_PROMOTED, group, self.handle_model_promoted, new_group_starts_at="latest"
+            Topic.MODEL_PROMOTED,
+            f"serving-{replica}",
+            self.handle_model_promoted,
+            new_group_starts_at="latest",
         )
         await bus.subscribe(
             Topic.TRAFFIC_POLICY_CHANGED,
-            group,
+            f"serving-{replica}-traffic",
             self.handle_traffic_policy_changed,
             new_group_starts_at="latest",
         )
