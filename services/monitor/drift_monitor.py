@@ -26,13 +26,24 @@ import asyncpg
 from prometheus_client import Counter, Gauge
 
 from services.monitor.drift import DriftConfigError, WindowReport, check_config, evaluate
+from services.monitor.performance import (
+    LOWER_IS_BETTER,
+    LabelWindow,
+    PendingPredictions,
+    default_metric,
+    dropped,
+    score,
+)
 from services.monitor.policy import MonitorPolicy
 from services.monitor.references import References
+from services.monitor.traffic import TrafficCounter
 from services.monitor.windows import TumblingWindows, Window
 from shared.db import Connection
 from shared.events import (
     CloudEvent,
     DriftDetected,
+    FeatureDrift,
+    GroundTruth,
     PredictionLogged,
     RetrainRequested,
     Severity,
@@ -49,6 +60,7 @@ PREDICTIONS_SEEN = Counter(
 WINDOWS_CLOSED = Counter("flywheel_monitor_windows_total", "Windows judged", ["model", "version", "verdict"])
 ALERTS = Counter("flywheel_monitor_alerts_total", "drift-detected alerts raised", ["model", "severity"])
 RETRAINS = Counter("flywheel_monitor_retrain_requests_total", "retrain-requested sent", ["model"])
+LABELS = Counter("flywheel_monitor_labels_total", "Ground-truth labels read", ["model", "outcome"])
 WATCHED = Gauge("flywheel_monitor_versions_watched", "Model versions with an open window")
 
 
@@ -62,12 +74,21 @@ class Watched:
 
 class DriftMonitor:
     def __init__(
-        self, database: asyncpg.Pool, references: References, on_events: Callable[[], None], *, seed: int = 0
+        self,
+        database: asyncpg.Pool,
+        references: References,
+        on_events: Callable[[], None],
+        *,
+        pending_predictions: int = 200_000,
+        seed: int = 0,
     ) -> None:
         self.database = database
         self.references = references
         self.on_events = on_events  # wakes the outbox publisher after a commit with events
         self.seed = seed
+        self.traffic = TrafficCounter()
+        self.pending = PendingPredictions(pending_predictions)
+        self._labels: dict[tuple[str, int], LabelWindow] = {}
         self._watched: dict[tuple[str, int], Watched | None] = {}
         self._policies: dict[str, MonitorPolicy] = {}
 
@@ -105,6 +126,10 @@ class DriftMonitor:
         """Stream one prediction-logged batch into its version's window; judge the windows it closes."""
         watched = await self._watch(event.model, event.version)
         PREDICTIONS_SEEN.labels(event.model, str(watched is not None).lower()).inc(event.rows)
+        self.traffic.add(event)
+        if not event.shadow:  # labels judge what callers were answered
+            output = (watched.windows.settings.prediction_output if watched else None) or "label"
+            self.pending.add(event, output if output in event.outputs else "variable")
         if watched is None:
             return
         for window in watched.windows.add_event(event):
@@ -113,6 +138,7 @@ class DriftMonitor:
     async def tick(self, now: datetime | None = None) -> None:
         """Close the windows whose period has ended (so quiet models still report)."""
         now = now or datetime.now(UTC)
+        await self.flush_traffic(now)
         for watched in list(self._watched.values()):
             if watched is not None and (window := watched.windows.close_if_due(now)) is not None:
                 await self._judge(window, watched.policy)
@@ -153,9 +179,39 @@ class DriftMonitor:
         drifting = report.dataset_drift or bool(report.prediction_drift and report.prediction_drift.drifted)
         verdict = "drift" if drifting else "clean"
         WINDOWS_CLOSED.labels(report.model, str(report.version), verdict).inc()
+        drifted = [drift.feature for drift in report.feature_drifts() if drift.drifted]
+        named = ", ".join(drifted[:5]) + (", ..." if len(drifted) > 5 else "")
+        predictions = report.prediction_drift is not None and report.prediction_drift.drifted
+        episode = Episode(
+            model=report.model,
+            version=report.version,
+            kind="data",
+            at=report.window_end,
+            severity=(
+                Severity.CRITICAL
+                if report.drift_share >= policy.alerts.critical_drift_share
+                else Severity.WARNING
+            ),
+            alert=lambda severity: DriftDetected(
+                model=report.model,
+                version=report.version,
+                window_start=report.window_start,
+                window_end=report.window_end,
+                window_rows=report.rows,
+                severity=severity,
+                dataset_drift=report.dataset_drift,
+                features=report.feature_drifts(),
+                prediction_drift=report.prediction_drift,
+            ),
+            retrain=policy.retrain.on_drift,
+            reason=(
+                f"drift in {report.model} v{report.version}: {len(drifted)} of {report.compared_features} "
+                f"features ({named})" + (", and its predictions" if predictions else "")
+            ),
+        )
         async with self.database.acquire() as connection, connection.transaction():
             await _store_report(connection, report)
-            events = await self._follow_episode(connection, report, drifting, policy)
+            events = await self._follow_episode(connection, episode, drifting, policy)
         if events:
             self.on_events()
         log.info(
@@ -171,103 +227,196 @@ class DriftMonitor:
         )
 
     async def _follow_episode(
-        self, connection: Connection, report: WindowReport, drifting: bool, policy: MonitorPolicy
+        self, connection: Connection, episode: Episode, drifting: bool, policy: MonitorPolicy
     ) -> int:
-        """Open, extend or close the version's drift episode; the number of events enqueued."""
-        episode = await connection.fetchrow(
-            "SELECT id, clean_windows FROM episodes WHERE model = $1 AND version = $2 AND kind = 'data' "
+        """Open, extend or close the version's episode of this kind; the number of events enqueued."""
+        open_episode = await connection.fetchrow(
+            "SELECT id, clean_windows FROM episodes WHERE model = $1 AND version = $2 AND kind = $3 "
             "AND closed_at IS NULL FOR UPDATE",
-            report.model,
-            report.version,
+            episode.model,
+            episode.version,
+            episode.kind,
         )
-        if episode is not None:
+        if open_episode is not None:
             if drifting:
                 await connection.execute(
                     "UPDATE episodes SET windows = windows + 1, clean_windows = 0 WHERE id = $1",
-                    episode["id"],
+                    open_episode["id"],
                 )
-            elif episode["clean_windows"] + 1 >= policy.alerts.recovery_windows:
+            elif open_episode["clean_windows"] + 1 >= policy.alerts.recovery_windows:
                 await connection.execute(
                     "UPDATE episodes SET clean_windows = clean_windows + 1, closed_at = $2 WHERE id = $1",
-                    episode["id"],
-                    report.window_end,
+                    open_episode["id"],
+                    episode.at,
                 )
             else:
                 await connection.execute(
-                    "UPDATE episodes SET clean_windows = clean_windows + 1 WHERE id = $1", episode["id"]
+                    "UPDATE episodes SET clean_windows = clean_windows + 1 WHERE id = $1", open_episode["id"]
                 )
             return 0
         if not drifting:
             return 0
-        severity = (
-            Severity.CRITICAL
-            if report.drift_share >= policy.alerts.critical_drift_share
-            else Severity.WARNING
-        )
-        alert = DriftDetected(
-            model=report.model,
-            version=report.version,
-            window_start=report.window_start,
-            window_end=report.window_end,
-            window_rows=report.rows,
-            severity=severity,
-            dataset_drift=report.dataset_drift,
-            features=report.feature_drifts(),
-            prediction_drift=report.prediction_drift,
-        )
-        event = CloudEvent.wrap(alert, source=SOURCE, subject=f"{report.model}/{report.version}")
+        alert = episode.alert(episode.severity)
+        event = CloudEvent.wrap(alert, source=SOURCE, subject=f"{episode.model}/{episode.version}")
         episode_id = await connection.fetchval(
             "INSERT INTO episodes (model, version, kind, severity, opened_at, alert_event_id, alert) "
-            "VALUES ($1, $2, 'data', $3, $4, $5, $6) RETURNING id",
-            report.model,
-            report.version,
-            severity.value,
-            report.window_end,
+            "VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+            episode.model,
+            episode.version,
+            episode.kind,
+            episode.severity.value,
+            episode.at,
             event.id,
             alert.model_dump(mode="json"),
         )
-        await enqueue_event(connection, Topic.DRIFT_DETECTED, event, key=report.model)
-        ALERTS.labels(report.model, severity.value).inc()
-        if policy.retrain.on_drift and await _cooled_down(connection, report.model, policy):
-            await self._request_retrain(connection, report, episode_id, event.id, policy)
+        await enqueue_event(connection, Topic.DRIFT_DETECTED, event, key=episode.model)
+        ALERTS.labels(episode.model, episode.severity.value).inc()
+        if episode.retrain and await _cooled_down(connection, episode.model, policy):
+            await self._request_retrain(connection, episode, episode_id, event.id, policy)
             return 2
         return 1
 
     async def _request_retrain(
-        self,
-        connection: Connection,
-        report: WindowReport,
-        episode_id: int,
-        alert_id: str,
-        policy: MonitorPolicy,
+        self, connection: Connection, episode: Episode, episode_id: int, alert_id: str, policy: MonitorPolicy
     ) -> None:
-        drifted = [drift.feature for drift in report.feature_drifts() if drift.drifted]
-        named = ", ".join(drifted[:5]) + (", ..." if len(drifted) > 5 else "")
-        predictions = report.prediction_drift is not None and report.prediction_drift.drifted
-        reason = (
-            f"drift in {report.model} v{report.version}: {len(drifted)} of {report.compared_features} "
-            f"features ({named})" + (", and its predictions" if predictions else "")
-        )
         request = RetrainRequested(
-            model=report.model,
-            reason=reason,
+            model=episode.model,
+            reason=episode.reason,
             requested_by="monitor",
             dataset_uri=policy.retrain.dataset_uri,
             trigger_event_id=alert_id,
         )
-        event = CloudEvent.wrap(request, source=SOURCE, subject=report.model)
+        event = CloudEvent.wrap(request, source=SOURCE, subject=episode.model)
         await connection.execute(
             "INSERT INTO retrain_requests (event_id, model, episode_id, reason) VALUES ($1, $2, $3, $4)",
             event.id,
-            report.model,
+            episode.model,
             episode_id,
-            reason,
+            episode.reason,
         )
         await connection.execute(
             "UPDATE episodes SET retrain_event_id = $2 WHERE id = $1", episode_id, event.id
         )
-        await enqueue_event(connection, Topic.RETRAIN_REQUESTED, event, key=report.model)
-        RETRAINS.labels(report.model).inc()
+        await enqueue_event(connection, Topic.RETRAIN_REQUESTED, event, key=episode.model)
+        RETRAINS.labels(episode.model).inc()
+
+    # ------------------------------------------------------------ ground truth
+
+    async def observe_label(self, truth: GroundTruth) -> None:
+        """Join a label with the prediction it is for; judge the version's label window when it is full."""
+        predicted = self.pending.take(truth.request_id)
+        if predicted is None or (truth.model is not None and truth.model != predicted.model):
+            LABELS.labels(truth.model or "", "unmatched").inc()
+            return
+        LABELS.labels(predicted.model, "matched").inc()
+        key = (predicted.model, predicted.version)
+        window = self._labels.setdefault(key, LabelWindow(predicted.model, predicted.version))
+        window.predicted.append(predicted.value)
+        window.actual.append(truth.label)
+        window.probabilities.append(predicted.positive_probability)
+        policy = await self.policy(predicted.model)
+        if len(window.actual) >= policy.performance.window_labels:
+            del self._labels[key]
+            await self._judge_performance(window, policy, truth.observed_at)
+
+    async def _judge_performance(self, window: LabelWindow, policy: MonitorPolicy, at: datetime) -> None:
+        metric = policy.performance.metric or default_metric(window.predicted)
+        value = score(window, metric)
+        async with self.database.acquire() as connection, connection.transaction():
+            baseline = policy.performance.baseline
+            if baseline is None:
+                baseline = await connection.fetchval(
+                    "SELECT value FROM performance_windows WHERE model = $1 AND version = $2 AND metric = $3 "
+                    "ORDER BY id LIMIT 1",
+                    window.model,
+                    window.version,
+                    metric,
+                )
+            baseline = value if baseline is None else baseline
+            worse = dropped(metric, value, baseline, policy.performance.max_drop)
+            await connection.execute(
+                "INSERT INTO performance_windows (model, version, window_end, labels, metric, value, "
+                "baseline, dropped) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                window.model,
+                window.version,
+                at,
+                len(window.actual),
+                metric,
+                value,
+                baseline,
+                worse,
+            )
+            limit = (
+                baseline + policy.performance.max_drop
+                if metric in LOWER_IS_BETTER
+                else baseline - policy.performance.max_drop
+            )
+            episode = Episode(
+                model=window.model,
+                version=window.version,
+                kind="performance",
+                at=at,
+                severity=Severity.CRITICAL
+                if abs(value - baseline) > 2 * policy.performance.max_drop
+                else Severity.WARNING,
+                alert=lambda severity: DriftDetected(
+                    model=window.model,
+                    version=window.version,
+                    window_start=at,
+                    window_end=at,
+                    window_rows=len(window.actual),
+                    severity=severity,
+                    dataset_drift=False,
+                    features=[
+                        FeatureDrift(
+                            feature=metric,
+                            method="performance",
+                            statistic=value,
+                            threshold=limit,
+                            drifted=True,
+                        )
+                    ],
+                ),
+                retrain=policy.retrain.on_performance_drop,
+                reason=f"{window.model} v{window.version}: {metric} {value:.4f}, baseline {baseline:.4f}",
+            )
+            events = await self._follow_episode(connection, episode, worse, policy)
+        if events:
+            self.on_events()
+
+    # ------------------------------------------------------------ traffic
+
+    async def flush_traffic(self, now: datetime, *, everything: bool = False) -> None:
+        """Write the minutes that are over (added to what another replica or an earlier run wrote)."""
+        minutes = self.traffic.finished(now, everything=everything)
+        if not minutes:
+            return
+        async with self.database.acquire() as connection:
+            await connection.executemany(
+                "INSERT INTO traffic_minutes AS t (model, version, minute, rows, latency_counts, "
+                "confidence_counts) VALUES ($1, $2, $3, $4, $5, $6) "
+                "ON CONFLICT (model, version, minute) DO UPDATE SET rows = t.rows + excluded.rows, "
+                "latency_counts = add_counts(t.latency_counts, excluded.latency_counts), "
+                "confidence_counts = add_counts(t.confidence_counts, excluded.confidence_counts)",
+                [
+                    (m.model, m.version, m.minute, m.rows, m.latency_counts, m.confidence_counts)
+                    for m in minutes
+                ],
+            )
+
+
+@dataclass
+class Episode:
+    """What a judged window would open an episode with: its alert, and the retrain request's reason."""
+
+    model: str
+    version: int
+    kind: str  # "data" or "performance"
+    at: datetime
+    severity: Severity
+    alert: Callable[[Severity], DriftDetected]
+    retrain: bool
+    reason: str
 
 
 async def _store_report(connection: Connection, report: WindowReport) -> None:

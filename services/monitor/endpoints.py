@@ -3,7 +3,7 @@ windows (drift and data quality per feature) and its alerts."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from services.monitor.drift import DriftConfigError
 from services.monitor.drift_monitor import DriftMonitor
 from services.monitor.policy import MonitorPolicy
+from services.monitor.traffic import CONFIDENCE_EDGES, percentile_ms
 from shared.pagination import InvalidPageToken, decode_page_token, next_page_token
 
 
@@ -180,6 +181,94 @@ async def feature_history(
             )
         )
     return points
+
+
+class Timeline(BaseModel):
+    """Everything the dashboard draws for one model, on one time axis."""
+
+    model: str
+    traffic: list[dict[str, Any]]
+    windows: list[dict[str, Any]]
+    alerts: list[dict[str, Any]]
+    retrains: list[dict[str, Any]]
+    performance: list[dict[str, Any]]
+
+
+@router.get("/models/{name}/timeline")
+async def timeline(
+    name: str, monitor: Monitor, hours: Annotated[float, Query(gt=0, le=24 * 90)] = 24
+) -> Timeline:
+    """The model's last `hours`: traffic per minute (volume, latency percentiles, confidence histogram),
+    every window's drift per feature, alerts, retrain requests and performance from ground truth."""
+    since = datetime.now(UTC) - timedelta(hours=hours)
+    async with monitor.database.acquire() as connection:
+        traffic = await connection.fetch(
+            "SELECT * FROM traffic_minutes WHERE model = $1 AND minute >= $2 ORDER BY minute, version",
+            name,
+            since,
+        )
+        windows = await connection.fetch(
+            "SELECT report FROM window_reports WHERE model = $1 AND window_end >= $2 ORDER BY window_end, id",
+            name,
+            since,
+        )
+        episodes = await connection.fetch(
+            "SELECT id, version, kind, severity, opened_at, closed_at FROM episodes "
+            "WHERE model = $1 AND (closed_at IS NULL OR closed_at >= $2) ORDER BY id",
+            name,
+            since,
+        )
+        retrains = await connection.fetch(
+            "SELECT event_id, requested_at, reason FROM retrain_requests "
+            "WHERE model = $1 AND requested_at >= $2 ORDER BY requested_at",
+            name,
+            since,
+        )
+        performance = await connection.fetch(
+            "SELECT version, window_end, labels, metric, value, baseline, dropped FROM performance_windows "
+            "WHERE model = $1 AND window_end >= $2 ORDER BY window_end, id",
+            name,
+            since,
+        )
+    return Timeline(
+        model=name,
+        traffic=[
+            {
+                "minute": row["minute"],
+                "version": row["version"],
+                "rows": row["rows"],
+                "latency_ms": {
+                    f"p{round(share * 100)}": percentile_ms(list(row["latency_counts"]), share)
+                    for share in (0.5, 0.95, 0.99)
+                },
+                "confidence": {"edges": list(CONFIDENCE_EDGES), "counts": list(row["confidence_counts"])},
+            }
+            for row in traffic
+        ],
+        windows=[_window_point(row["report"]) for row in windows],
+        alerts=[dict(row) for row in episodes],
+        retrains=[dict(row) for row in retrains],
+        performance=[dict(row) for row in performance],
+    )
+
+
+def _window_point(report: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "version": report["version"],
+        "window_start": report["window_start"],
+        "window_end": report["window_end"],
+        "rows": report["rows"],
+        "drift_share": report["drift_share"],
+        "dataset_drift": report["dataset_drift"],
+        "features": {
+            feature["feature"]: {
+                key: feature["drift"][key] for key in ("method", "statistic", "threshold", "drifted")
+            }
+            for feature in report["features"]
+            if feature["drift"] is not None
+        },
+        "prediction_drift": report["prediction_drift"],
+    }
 
 
 @router.get("/alerts")

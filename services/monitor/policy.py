@@ -6,6 +6,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.monitor.drift import DriftConfig
+from services.monitor.performance import PerformancePolicy
 
 
 class AlertPolicy(BaseModel):
@@ -25,6 +26,9 @@ class RetrainPolicy(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     on_drift: bool = Field(default=True, description="ask for a new version when a drift episode opens")
+    on_performance_drop: bool = Field(
+        default=True, description="ask for a new version when the metric drops beyond the policy's limit"
+    )
     cooldown_seconds: float = Field(
         default=6 * 3600, ge=0, description="at most one request per model in this time"
     )
@@ -39,3 +43,4 @@ class MonitorPolicy(BaseModel):
     drift: DriftConfig = Field(default_factory=DriftConfig)
     alerts: AlertPolicy = Field(default_factory=AlertPolicy)
     retrain: RetrainPolicy = Field(default_factory=RetrainPolicy)
+    performance: PerformancePolicy = Field(default_factory=PerformancePolicy)

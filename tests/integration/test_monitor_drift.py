@@ -17,12 +17,13 @@ import numpy as np
 import orjson
 import pandas as pd
 import pytest
+from fastapi import FastAPI
 
 from services.monitor.app import create_app
 from services.monitor.settings import MonitorSettings
 from shared.artifacts import S3ArtifactStore
 from shared.bus import KafkaBus
-from shared.events import CloudEvent, DriftDetected, RetrainRequested, Topic
+from shared.events import CloudEvent, DriftDetected, GroundTruth, RetrainRequested, Topic
 from shared.prediction_events import logged_request, prediction_logged_json
 from tests.conftest import Infrastructure
 from tests.integration.conftest import KafkaBusFactory
@@ -41,13 +42,16 @@ POLICY = {
 
 @dataclass
 class Monitor:
+    app: FastAPI
     client: httpx.AsyncClient
     bus: KafkaBus
     seen: dict[str, list[CloudEvent]]
 
-    async def send(self, frame: pd.DataFrame, seed: int) -> None:
-        """The frame as serving would log it: one columnar prediction-logged event per 500 rows."""
+    async def send(self, frame: pd.DataFrame, seed: int) -> list[tuple[str, int]]:
+        """The frame as serving would log it: one columnar prediction-logged event per 500 rows; each
+        row's request id and predicted label."""
         rng = np.random.default_rng(seed)
+        answered: list[tuple[str, int]] = []
         for start in range(0, len(frame), 500):
             part = frame.iloc[start : start + 500]
             probabilities = rng.random(len(part))
@@ -71,6 +75,20 @@ class Monitor:
                 source="/tests",
             )
             await self.bus.publish_raw(Topic.PREDICTION_LOGGED, event, key=b"credit")
+            request_id = f"r-{seed}-{start}"
+            answered += [
+                (request_id if row == 0 else f"{request_id}:{row}", int(probability > 0.7))
+                for row, probability in enumerate(probabilities)
+            ]
+        return answered
+
+    async def label(self, answered: list[tuple[str, int]], *, right: bool) -> None:
+        """Ground truth for each answer: what the model said, or the opposite."""
+        for request_id, predicted in answered:
+            truth = GroundTruth(
+                request_id=request_id, label=predicted if right else 1 - predicted, model="credit"
+            )
+            await self.bus.publish(Topic.GROUND_TRUTH, CloudEvent.wrap(truth, source="/tests"), key="credit")
 
     async def reports(self) -> list[dict[str, Any]]:
         response = await self.client.get("/models/credit/reports", params={"page_size": 1000})
@@ -134,7 +152,7 @@ async def monitor(
             httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://monitor") as client,
         ):
             assert (await client.put("/models/credit/policy", json=POLICY)).status_code == 200
-            yield Monitor(client, bus, seen)
+            yield Monitor(app, client, bus, seen)
     finally:
         registry.stop()
 
@@ -193,3 +211,39 @@ async def test_a_policy_that_does_not_fit_the_features_is_refused(monitor: Monit
     )
     assert refused.status_code == 422
     assert "region" in refused.json()["detail"]
+
+
+async def test_ground_truth_tracks_accuracy_and_a_drop_is_concept_drift(monitor: Monitor) -> None:
+    policy = {**POLICY, "performance": {"window_labels": 200, "max_drop": 0.1}}
+    assert (await monitor.client.put("/models/credit/policy", json=policy)).status_code == 200
+    answered = await monitor.send(traffic(WINDOW_ROWS, seed=7), seed=7)
+    await monitor.windows_judged(1)  # the predictions are in: labels come after them, as in life
+    await monitor.label(answered[:200], right=True)  # the baseline: every answer right
+    await monitor.label(answered[200:400], right=False)  # then every answer wrong
+
+    async def two_performance_windows() -> bool:
+        timeline = (await monitor.client.get("/models/credit/timeline")).json()
+        return len(timeline["performance"]) == 2
+
+    await eventually_true(two_performance_windows, within=60, what="two performance windows")
+    timeline = (await monitor.client.get("/models/credit/timeline")).json()
+    first, second = timeline["performance"]
+    assert (first["metric"], first["value"], first["dropped"]) == ("accuracy", 1.0, False)
+    assert (second["value"], second["baseline"], second["dropped"]) == (0.0, 1.0, True)
+    assert [alert["kind"] for alert in timeline["alerts"]] == ["performance"]
+    await eventually(
+        lambda: len(monitor.seen[Topic.DRIFT_DETECTED]) == 1, within=30, what="concept drift alert"
+    )
+    alert = monitor.seen[Topic.DRIFT_DETECTED][0].payload_as(DriftDetected)
+    assert alert.features[0].feature == "accuracy"
+    assert alert.severity == "critical"
+    await eventually(
+        lambda: len(monitor.seen[Topic.RETRAIN_REQUESTED]) == 1, within=30, what="retrain on the drop"
+    )
+
+    # Traffic minutes are written when the minute is over (or at shutdown): every row counted once.
+    await monitor.app.state.monitor.flush_traffic(datetime.now(UTC), everything=True)
+    minutes = (await monitor.client.get("/models/credit/timeline")).json()["traffic"]
+    assert sum(minute["rows"] for minute in minutes) == WINDOW_ROWS
+    assert minutes[0]["latency_ms"]["p50"] == 1.0
+    assert sum(minutes[0]["confidence"]["counts"]) == minutes[0]["rows"]
