@@ -88,8 +88,15 @@ class AdaptiveBatcher:
         """Infer on one request's rows (first axis of every input); returns its own rows of every output."""
         if self._dispatcher is None or self._arrived is None or self._stopping:
             raise BatcherStopped("the batcher is not running")
+        assert self._slots is not None
         answer: asyncio.Future[Tensors] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Request(inputs, len(next(iter(inputs.values()))), answer))
+        request = _Request(inputs, len(next(iter(inputs.values()))), answer)
+        if not self._pending and not self._slots.locked():
+            # An idle model: run this request now, in the caller's task, without waking the dispatcher.
+            await self._slots.acquire()  # free, so this does not wait
+            await self._run([request])
+            return await answer
+        self._pending.append(request)
         self._arrived.set()
         return await answer
 

@@ -35,4 +35,4 @@ class ServingSettings(ServiceSettings):
         default=256, ge=0, description="shadow requests answered at once; beyond, mirroring is skipped"
     )
     prediction_log_capacity: int = Field(default=100_000, ge=1, description="predictions buffered for Kafka")
-    prediction_log_batch_size: int = Field(default=500, ge=1, description="predictions per logged event")
+    prediction_log_batch_size: int = Field(default=2000, ge=1, description="predictions per logged event")
