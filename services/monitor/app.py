@@ -12,6 +12,7 @@ from fastapi import FastAPI
 import services.monitor
 from services.monitor import subscription_endpoints
 from services.monitor.alerting import start_alerting
+from services.monitor.dashboard import router as dashboard_router
 from services.monitor.drift_monitor import DriftMonitor
 from services.monitor.endpoints import add_error_handlers, router
 from services.monitor.references import References
@@ -53,7 +54,7 @@ def create_app(
         description=services.monitor.__doc__ or "",
         settings=settings or FlywheelSettings(),
         migrations=MIGRATIONS,
-        routers=[router, subscription_endpoints.router],
+        routers=[router, subscription_endpoints.router, dashboard_router],
         service_lifespan=monitor_lifespan,
     )
     add_error_handlers(app)

@@ -182,7 +182,7 @@ const ALERT_KINDS = {data: "data drift", performance: "performance drop"};
 const DRIFT_COLOR = "#c62828";
 // Tests give a p-value: drift when it falls below the threshold. Distances drift at or above it.
 const P_VALUE_METHODS = new Set(["ks", "chisquare", "z"]);
-const M = {left: 64, right: 20, top: 10, bottom: 26};
+const M = {left: 96, right: 20, top: 10, bottom: 26};
 const MINUTE = 60000;
 let timer = null;
 let last = null;
