@@ -53,7 +53,7 @@ async def submit_job(body: FileJobRequest, service: FileJobs) -> FileJob:
     model, the input and the output are checked first: 404 for an unknown model or object, 415 for a
     file that is not CSV or Parquet, 422 for features or URIs that do not fit, 409 when another job
     writes the same output."""
-    return await service.submit(body)
+    return await service.submit_job(body)
 
 
 @router.post(
@@ -80,7 +80,7 @@ async def upload_job(
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise UploadTooLarge(f"the file is {declared} bytes; the limit is {limit}")
     model = ModelChoice.model_validate(choice.model_dump(exclude={"filename"}))
-    return await service.upload(choice.filename, _limited(request.stream(), limit), model)
+    return await service.upload_job(choice.filename, _limited(request.stream(), limit), model)
 
 
 @router.get("/jobs")
@@ -92,14 +92,14 @@ async def list_jobs(
     page_token: str | None = None,
 ) -> FileJobPage:
     """File jobs, newest first, optionally of one model or in one status."""
-    return await service.list(model, status, page_size, page_token)
+    return await service.list_jobs(model, status, page_size, page_token)
 
 
 @router.get("/jobs/{job_id}")
 async def get_job(job_id: str, service: FileJobs) -> FileJob:
     """A job's status, stage, progress, row counts, first rejected rows and error; once it succeeded, a
     presigned `download_url` for its output (valid for an hour)."""
-    return await service.get(job_id)
+    return await service.get_job(job_id)
 
 
 async def _limited(chunks: AsyncIterator[bytes], limit: int) -> AsyncIterator[bytes]:

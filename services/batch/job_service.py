@@ -60,7 +60,7 @@ class FileJobService:
         self.chunk_rows = chunk_rows
         self.on_submitted = on_submitted  # wakes the runner
 
-    async def submit(self, request: FileJobRequest) -> FileJob:
+    async def submit_job(self, request: FileJobRequest) -> FileJob:
         """Queue a job on an object in the store; the model version is fixed now (an alias is read once)."""
         record = await self._version(request)
         input_key = self._key(request.input_uri, "input_uri")
@@ -82,7 +82,7 @@ class FileJobService:
                 raise InvalidJob("output_uri is the input itself; the input is never overwritten")
         return await self._queue(request, record, input_key, output_key, input_format)
 
-    async def upload(self, filename: str, content: AsyncIterable[bytes], choice: ModelChoice) -> FileJob:
+    async def upload_job(self, filename: str, content: AsyncIterable[bytes], choice: ModelChoice) -> FileJob:
         """Store a CSV or Parquet body (streamed) under batch/uploads/ and queue a job on it. The model
         and the file's name are checked before the body is read."""
         upload_format = _format(filename)
@@ -99,7 +99,7 @@ class FileJobService:
         request = FileJobRequest(input_uri=stored.uri, **choice.model_dump())
         return await self._queue(request, record, key, predictions_key(key), upload_format)
 
-    async def get(self, job_id: str) -> FileJob:
+    async def get_job(self, job_id: str) -> FileJob:
         """The job, with a presigned download link to its output once it succeeded."""
         async with self.database.acquire() as connection:
             job = await job_repository.get_job(connection, job_id)
@@ -110,7 +110,7 @@ class FileJobService:
             job.download_url = await self.artifacts.presigned_url(key)
         return job
 
-    async def list(
+    async def list_jobs(
         self, model: str | None, status: str | None, page_size: int, page_token: str | None
     ) -> FileJobPage:
         """Jobs, newest first, optionally of one model or in one status."""
