@@ -43,6 +43,7 @@ class Profiler:
 
 @dataclass(frozen=True)
 class ProfileSummary:
+    seconds: float  # how long the service was sampled
     samples: int
     threads: list[tuple[str, int]]  # samples per thread, most first
     modules: list[tuple[str, int]]  # own time by the project's files and other packages
@@ -52,8 +53,12 @@ class ProfileSummary:
     def lines(self) -> list[str]:
         if not self.samples:
             return ["no samples (was the service idle?)"]
+        possible = max(1, round(self.seconds * SAMPLES_PER_SECOND))  # samples of a thread never idle
         lines = [f"{self.samples:,} samples of running threads (idle ones not counted), by thread:"]
-        lines += [f"  {_share(count, self.samples):>6}  {name}" for name, count in self.threads]
+        lines += [
+            f"  {_share(count, self.samples):>6}  {name} (running {_share(count, possible)} of the time)"
+            for name, count in self.threads
+        ]
         lines.append(
             "own time by module (a C function, like orjson.loads or session.run, counts for its caller):"
         )
@@ -65,7 +70,8 @@ class ProfileSummary:
         return lines
 
 
-def summarize(raw: Path, top: int = TOP_FUNCTIONS) -> ProfileSummary:
+def summarize(raw: Path, seconds: float, top: int = TOP_FUNCTIONS) -> ProfileSummary:
+    """The samples of `raw`, taken over `seconds`, summed by thread, module and function."""
     stacks: list[tuple[str, list[str], int]] = []
     for line in raw.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
@@ -74,11 +80,11 @@ def summarize(raw: Path, top: int = TOP_FUNCTIONS) -> ProfileSummary:
         frames = stack.split(";")
         thread, functions = (frames[0], frames[1:]) if frames[0].startswith("thread") else ("?", frames)
         stacks.append((thread, functions, int(count_text)))
-    # Each thread's entry point (runpy, uvicorn, asyncio's runner; threading's bootstrap) is on every one
-    # of its stacks: dropped, so that the inclusive list starts where the work does.
-    entries: dict[str, list[str]] = {}
-    for thread, functions, _ in stacks:
-        entries[thread] = _common_prefix(entries[thread], functions) if thread in entries else functions[:-1]
+    # Each thread's entry point (runpy, uvicorn, asyncio's runner; threading's bootstrap) is on nearly
+    # every one of its stacks: left out of the inclusive list, which then starts where the work does.
+    entries = {
+        thread: _entry_frames([(f, c) for t, f, c in stacks if t == thread]) for thread, _, _ in stacks
+    }
     threads: Counter[str] = Counter()
     modules: Counter[str] = Counter()
     own: Counter[str] = Counter()
@@ -88,9 +94,10 @@ def summarize(raw: Path, top: int = TOP_FUNCTIONS) -> ProfileSummary:
         if functions:
             own[functions[-1]] += count
             modules[_module(functions[-1])] += count
-        for function in set(functions[len(entries[thread]) :]):
+        for function in set(functions) - entries[thread]:
             inclusive[function] += count
     return ProfileSummary(
+        seconds,
         sum(threads.values()),
         threads.most_common(),
         modules.most_common(top),
@@ -99,13 +106,22 @@ def summarize(raw: Path, top: int = TOP_FUNCTIONS) -> ProfileSummary:
     )
 
 
-def _common_prefix(first: list[str], second: list[str]) -> list[str]:
-    length = 0
-    for a, b in zip(first, second, strict=False):
-        if a != b:
-            break
-        length += 1
-    return first[:length]
+def _entry_frames(stacks: list[tuple[list[str], int]], share: float = 0.9) -> set[str]:
+    """The frames a thread's stacks start with, down to where they part: the longest prefix that at least
+    `share` of the thread's samples have (a few stacks are cut short when py-spy samples without pausing)."""
+    total = sum(count for _, count in stacks)
+    prefix: list[str] = []
+    while True:
+        following: Counter[str] = Counter()
+        for functions, count in stacks:
+            if functions[: len(prefix)] == prefix and len(functions) > len(prefix):
+                following[functions[len(prefix)]] += count
+        if not following:
+            return set(prefix)
+        frame, count = following.most_common(1)[0]
+        if count < share * total:
+            return set(prefix)
+        prefix.append(frame)
 
 
 def _module(frame: str) -> str:

@@ -240,7 +240,8 @@ class Bench:
             service = self.stream(model, databases.url("flywheel"), registry.base_url)
             check = self.check(model)
             if settings.profile_dir is not None:
-                profiles[model.name] = summarize(self.profile_path(model.name)).lines()
+                summary = summarize(self.profile_path(model.name), service.first_to_done_seconds)
+                profiles[model.name] = summary.lines()
             runs.append(
                 ModelRun(
                     model.name, model.kind.title, in_process[model.name], produced[model.name], service, check
