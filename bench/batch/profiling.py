@@ -3,7 +3,6 @@ committed result to its last, and the samples are summed up by function, where t
 
 from __future__ import annotations
 
-import shutil
 import signal
 import subprocess
 import sys
@@ -13,6 +12,17 @@ from pathlib import Path
 
 SAMPLES_PER_SECOND = 100
 TOP_FUNCTIONS = 20
+PY_SPY_REQUIREMENT = "py-spy==0.4.3"
+
+
+def ensure_py_spy() -> Path:
+    """py-spy's executable beside this Python's, pip-installed into this virtualenv if missing (a wheel
+    with the binary in it; not a dependency of the project)."""
+    executable = Path(sys.executable).with_name("py-spy")
+    if not executable.exists():
+        print(f"installing {PY_SPY_REQUIREMENT} into {sys.prefix} (for --profile only)", flush=True)
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", PY_SPY_REQUIREMENT], check=True)
+    return executable
 
 
 class Profiler:
@@ -21,8 +31,16 @@ class Profiler:
 
     def __init__(self, pid: int, output: Path) -> None:
         self.output = output
-        executable = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-        command = [executable, "record", "--pid", str(pid), "--format", "raw", "--output", str(output)]
+        command = [
+            str(ensure_py_spy()),
+            "record",
+            "--pid",
+            str(pid),
+            "--format",
+            "raw",
+            "--output",
+            str(output),
+        ]
         command += ["--rate", str(SAMPLES_PER_SECOND), "--nolineno", "--threads", "--nonblocking"]
         self._process = subprocess.Popen(
             command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True

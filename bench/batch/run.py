@@ -45,7 +45,7 @@ from bench.batch.ceiling import in_process_rows_per_second, labels  # noqa: E402
 from bench.batch.confluent import confluent_loop, ensure_confluent_kafka  # noqa: E402
 from bench.batch.cpu import CpuMeter, kafka_broker  # noqa: E402
 from bench.batch.loops import LoopFigure, LoopSpec, aiokafka_loop  # noqa: E402
-from bench.batch.profiling import summarize  # noqa: E402
+from bench.batch.profiling import ensure_py_spy, summarize  # noqa: E402
 from bench.batch.report import (  # noqa: E402
     TARGET_FRACTION,
     ModelRun,
@@ -323,8 +323,8 @@ class Bench:
             group=self.topic(name),
             records=self.settings.records,
             max_records=self.settings.max_batch_records,
-            value=result_sized_value(model),
-            headers=result_headers(),
+            value=result_sized_value(model, StreamTopics(model).requests),
+            headers=result_headers(StreamTopics(model).requests),
             transactional_id=self.topic(name) if transactional else None,
             batches=batches,
         )
@@ -482,6 +482,7 @@ def main(argv: list[str]) -> int:
     stop_on_sigterm()
     if settings.profile_dir is not None:
         settings.profile_dir.mkdir(parents=True, exist_ok=True)
+        ensure_py_spy()
     infra = infrastructure_env(REPO_ROOT)
     with ExitStack() as cleanup:
         work_dir = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="flywheel-bench-batch-")))

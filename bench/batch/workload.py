@@ -52,26 +52,26 @@ def entity_key(record: int) -> bytes:
     return b"entity-%d" % record
 
 
-def result_sized_value(model: str) -> bytes:
+def result_sized_value(model: str, request_topic: str) -> bytes:
     """A message of the size and shape of the batch service's result for a two-class model, for the
     loops that produce one per record without scoring."""
     return orjson.dumps(
         {
             "key": "entity-123456",
-            "request_id": "scoring-requests-0-123456",
+            "request_id": f"{request_topic}-0-123456",
             "model": model,
             "version": 1,
             "outputs": {"label": 1, "probabilities": [0.12345678901234568, 0.8765432109876543]},
-            "source": {"topic": "scoring-requests", "partition": 0, "offset": 123456},
+            "source": {"topic": request_topic, "partition": 0, "offset": 123456},
         }
     )
 
 
-def result_headers() -> list[tuple[str, bytes]]:
+def result_headers(request_topic: str) -> list[tuple[str, bytes]]:
     """The six CloudEvents binary-mode headers the service writes on every result."""
     return [
         ("ce_specversion", b"1.0"),
-        ("ce_id", b"scoring-requests-0-123456"),
+        ("ce_id", f"{request_topic}-0-123456".encode()),
         ("ce_source", b"/flywheel/batch"),
         ("ce_type", b"io.flywheel.scoring.result.v1"),
         ("ce_time", RESULT_HEADERS_TIME),
