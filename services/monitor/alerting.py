@@ -4,8 +4,9 @@ alert stream, the delivery worker, and what the routes find on `app.state.alerti
 Followed topics: `drift-detected`, `retrain-requested`, `model-registered`, `model-promoted`. Each is read
 twice: by the `monitor-deliveries-<topic>` consumer group, shared by the replicas, so that each event is
 queued for its webhooks once (queuing is idempotent too: one delivery per subscription and event id);
-and by a group of this replica's own, starting at the end of the log, that feeds its alert stream (every
-replica's clients see every event). Kafka consumers that want alerts can simply read `drift-detected`.
+and by groups of this replica's own (`monitor-alert-stream-<topic>-<replica>`), starting at the end of
+the log, that feed its alert stream (every replica's clients see every event). Kafka consumers that want
+alerts can simply read `drift-detected`.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ async def subscribe_alert_fanout(
 ) -> list[Subscription]:
     """Consume the followed topics: into webhook deliveries (one consumer group per topic, shared by the
     replicas, so that a rebalance of one does not pause the others), and into this replica's alert
-    stream (a group of its own, from now on)."""
+    stream (groups of its own, one per topic, from now on)."""
 
     def enqueue(topic: str) -> Handler:
         async def handle(event: CloudEvent) -> None:
@@ -58,12 +59,14 @@ async def subscribe_alert_fanout(
 
         return handle
 
-    replica_group = f"{STREAM_GROUP}-{uuid.uuid4().hex[:12]}"
+    replica = uuid.uuid4().hex[:12]
     consumers = []
     for topic in AlertTopic:
         consumers.append(await bus.subscribe(topic, f"{DELIVERIES_GROUP}-{topic}", enqueue(topic)))
         consumers.append(
-            await bus.subscribe(topic, replica_group, stream(topic), new_group_starts_at="latest")
+            await bus.subscribe(
+                topic, f"{STREAM_GROUP}-{topic}-{replica}", stream(topic), new_group_starts_at="latest"
+            )
         )
     return consumers
 
