@@ -277,7 +277,7 @@ class _JobRun:
             await self._download(path)
             table = await asyncio.to_thread(open_table, path, job.format)
             try:
-                rows = await self._score(table, version)
+                rows = await self._score(table, version, workdir)
             finally:
                 table.close()
             if self.rows_scored == 0 and self.rows_rejected > 0:
@@ -302,8 +302,9 @@ class _JobRun:
         )
         await self.runner.delete_parts(job.id, job.format, self.chunks_done)
 
-    async def _score(self, table: InputTable, version: ScoringVersion) -> int:
-        """Score every chunk from the last completed one; the number of rows in the file."""
+    async def _score(self, table: InputTable, version: ScoringVersion, workdir: Path) -> int:
+        """Score every chunk from the last completed one, each part stored and kept in `workdir` too;
+        the number of rows in the file."""
         job = self.job
         names, features = feature_columns(version.signature, table, job.features)
         datatypes = _input_datatypes(version, names)
@@ -328,6 +329,8 @@ class _JobRun:
                 part = await asyncio.to_thread(self._encode, layout, chunk, scored, version.version)
                 index = self.chunks_done
                 await self.artifacts.put_bytes(part_key(job.id, index, job.format), part)
+                # A copy on disk spares the last step fetching it back from the store.
+                await asyncio.to_thread(_local_part(workdir, index).write_bytes, part)
                 logged = await self._report_sample(version, index, first_row, scored, seconds, chunk.num_rows)
                 await self._record(index + 1, first_row, scored, logged, table)
                 first_row += chunk.num_rows
@@ -434,24 +437,37 @@ class _JobRun:
     async def _write_output(self, workdir: Path) -> ObjectInfo:
         """Join the parts into the output file, stored whole or not at all."""
         job = self.job
-        keys = [part_key(job.id, index, job.format) for index in range(self.chunks_done)]
         output_key = self.artifacts.key_from_uri(job.output_uri)
         if job.format == "csv":
-            return await self.artifacts.put_stream(output_key, self._concatenated(keys), CONTENT_TYPES["csv"])
+            return await self.artifacts.put_stream(
+                output_key, self._joined_parts(workdir), CONTENT_TYPES["csv"]
+            )
         assembly = ParquetAssembly(workdir / "output.parquet")
         try:
-            for key in keys:
-                await asyncio.to_thread(assembly.append, await self.artifacts.get_bytes(key))
+            for index in range(self.chunks_done):
+                part = b"".join([chunk async for chunk in self._part(index, workdir)])
+                await asyncio.to_thread(assembly.append, part)
         finally:
             await asyncio.to_thread(assembly.close)
         return await self.artifacts.put_stream(
             output_key, _file_chunks(assembly.path), CONTENT_TYPES["parquet"]
         )
 
-    async def _concatenated(self, keys: list[str]) -> AsyncIterator[bytes]:
-        for key in keys:
-            async for chunk in self.artifacts.stream(key):
+    async def _joined_parts(self, workdir: Path) -> AsyncIterator[bytes]:
+        for index in range(self.chunks_done):
+            async for chunk in self._part(index, workdir):
                 yield chunk
+
+    def _part(self, index: int, workdir: Path) -> AsyncIterator[bytes]:
+        """A part's bytes: from this run's copy on disk, else (done before a restart) from the store."""
+        local = _local_part(workdir, index)
+        if local.exists():
+            return _file_chunks(local)
+        return self.artifacts.stream(part_key(self.job.id, index, self.job.format))
+
+
+def _local_part(workdir: Path, index: int) -> Path:
+    return workdir / f"part-{index:06d}"
 
 
 def _input_datatypes(version: ScoringVersion, names: list[str]) -> dict[str, str]:
