@@ -176,7 +176,9 @@ class DeliveryWorker:
             return
         if not recorded:
             log.warning(
-                "webhook delivery was taken over by another replica", extra={"delivery_id": delivery.id}
+                "webhook attempt not recorded: its claim had lapsed and another replica took the delivery, "
+                "or the subscription was deleted",
+                extra={"delivery_id": delivery.id},
             )
             return
         ATTEMPTS.labels("retrying" if outcome.status == "pending" else outcome.status).inc()

@@ -141,8 +141,7 @@ async def stream_alerts(
 
 def _topics(types: list[str] | None) -> list[AlertTopic]:
     names = [name.strip() for value in types or [] for name in value.split(",") if name.strip()]
-    try:
-        return [AlertTopic(name) for name in names] or [AlertTopic.DRIFT_DETECTED]
-    except ValueError as error:
-        followable = ", ".join(topic.value for topic in AlertTopic)
-        raise HTTPException(422, f"{error}; the stream follows {followable}") from error
+    followable = [topic.value for topic in AlertTopic]
+    if unknown := [name for name in names if name not in followable]:
+        raise HTTPException(422, f"unknown topic(s) {unknown}; the stream follows {', '.join(followable)}")
+    return [AlertTopic(name) for name in names] or [AlertTopic.DRIFT_DETECTED]

@@ -365,6 +365,11 @@ async def test_subscriptions_are_validated_listed_without_secrets_and_deleted(mo
     assert created["secret"] not in json.dumps(listed)
     assert shown == next(s for s in listed if s["id"] == created["id"])
     assert (await monitor.http.get("/subscriptions", params={"page_token": "nope"})).status_code == 400
+    unknown_stream = await monitor.http.get(
+        "/alerts/stream", params={"types": "drift-detected,run-completed"}
+    )
+    assert unknown_stream.status_code == 422
+    assert "unknown topic(s) ['run-completed']" in unknown_stream.text
 
     assert (await monitor.http.delete(f"/subscriptions/{created['id']}")).status_code == 204
     for gone in (
