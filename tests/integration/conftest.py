@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -35,7 +37,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture
 def unique_name() -> str:
     """A name no other test (or earlier run) uses, for topics, groups and keys."""
-    return f"test-{uuid.uuid4().hex[:12]}"
+    return fresh_namespace()
 
 
 KafkaBusFactory = Callable[..., Awaitable[KafkaBus]]
@@ -154,15 +156,42 @@ async def registry(
 
 
 TEST_TOPIC_PREFIX = "test-"
+# Each pytest session tags its names with its process id, so that sessions sharing a broker (several
+# people, or an editor's test runner beside `make test`) clean up only their own and the dead's topics.
+SESSION_PREFIX = f"{TEST_TOPIC_PREFIX}p{os.getpid()}-"
+SESSION_TAG = re.compile(rf"^{TEST_TOPIC_PREFIX}p(\d+)-")
 
 
-async def delete_topics(bootstrap: str, prefix: str) -> int:
-    """Delete every topic whose name starts with `prefix`; how many there were. Each test namespace makes
-    dozens of partitions, and a broker keeps files open for every one: tests clean up after themselves."""
+def fresh_namespace() -> str:
+    """A Kafka namespace (and name for topics, groups and keys) no other test, run or session uses."""
+    return f"{SESSION_PREFIX}{uuid.uuid4().hex[:12]}"
+
+
+def _left_by_a_dead_session(topic: str) -> bool:
+    """A test topic whose session is gone (or an untagged one, from before sessions were tagged)."""
+    if not topic.startswith(TEST_TOPIC_PREFIX):
+        return False
+    tagged = SESSION_TAG.match(topic)
+    if tagged is None:
+        return True
+    try:
+        os.kill(int(tagged.group(1)), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+async def delete_topics(bootstrap: str, prefix: str | Callable[[str], bool]) -> int:
+    """Delete every topic whose name starts with `prefix` (or that the predicate picks); how many there
+    were. Each test namespace makes dozens of partitions, and a broker keeps files open for every one:
+    tests clean up after themselves."""
+    picks = prefix if callable(prefix) else lambda name: name.startswith(prefix)
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        doomed = [name for name in await admin.list_topics() if name.startswith(prefix)]
+        doomed = [name for name in await admin.list_topics() if picks(name)]
         for start in range(0, len(doomed), 500):
             await admin.delete_topics(doomed[start : start + 500])
         return len(doomed)
@@ -172,8 +201,8 @@ async def delete_topics(bootstrap: str, prefix: str) -> int:
 
 @pytest.fixture(scope="session", autouse=True)
 async def no_test_topics_left_behind(infrastructure: Infrastructure) -> AsyncIterator[None]:
-    """Start from a broker without the topics of earlier runs (one killed before cleaning up), and leave
-    none behind."""
-    await delete_topics(infrastructure.kafka_bootstrap, TEST_TOPIC_PREFIX)
+    """Start from a broker without the topics of sessions that died before cleaning up, and leave none of
+    this session's behind (other live sessions' topics are theirs to delete)."""
+    await delete_topics(infrastructure.kafka_bootstrap, _left_by_a_dead_session)
     yield
-    await delete_topics(infrastructure.kafka_bootstrap, TEST_TOPIC_PREFIX)
+    await delete_topics(infrastructure.kafka_bootstrap, SESSION_PREFIX)

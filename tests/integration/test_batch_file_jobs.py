@@ -30,6 +30,7 @@ from shared.artifacts import ArtifactNotFound, S3ArtifactStore
 from shared.bus import KafkaBus
 from shared.events import CloudEvent, PredictionLogged, PredictionRecord, Topic
 from tests.conftest import Infrastructure
+from tests.integration.conftest import fresh_namespace
 from tests.models import per_column_classifier_onnx, tiny_classifier_onnx
 from tests.processes import ServiceProcess
 from tests.waiting import eventually, eventually_true
@@ -96,7 +97,7 @@ class Batch:
 async def batch(
     infrastructure: Infrastructure, module_database_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Batch]:
-    namespace = f"test-{uuid.uuid4().hex[:12]}"
+    namespace = fresh_namespace()
     environment = infrastructure.isolated_environment(module_database_url, namespace)
     logs = tmp_path_factory.mktemp("logs")
     registry = ServiceProcess("registry", environment, logs / "registry.log").start()

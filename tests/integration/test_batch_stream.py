@@ -20,7 +20,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from shared.events import CloudEvent, DeadLetter, PredictionLogged, Topic
 from tests.conftest import Infrastructure
-from tests.integration.conftest import delete_topics
+from tests.integration.conftest import delete_topics, fresh_namespace
 from tests.models import tiny_classifier_onnx
 from tests.processes import ServiceProcess
 from tests.waiting import eventually_true
@@ -105,7 +105,7 @@ class Platform:
 async def platform(
     infrastructure: Infrastructure, fresh_database_url: str, tmp_path: Path
 ) -> AsyncIterator[Platform]:
-    namespace = f"test-{uuid.uuid4().hex[:12]}"
+    namespace = fresh_namespace()
     environment = infrastructure.isolated_environment(fresh_database_url, namespace)
     registry = ServiceProcess("registry", environment, tmp_path / "registry.log").start()
     try:

@@ -18,6 +18,7 @@ import pytest
 
 from flywheel.cli import main
 from tests.conftest import Infrastructure
+from tests.integration.conftest import fresh_namespace
 from tests.processes import ServiceProcess
 from tests.trainer_data import FEATURES, credit_risk_frame
 
@@ -37,7 +38,7 @@ def services(
     """A registry process and a trainer process that trains for it, in their own Kafka namespace."""
     logs = tmp_path_factory.mktemp("cli-jobs")
     environment = {
-        **infrastructure.isolated_environment(module_database_url, f"test-{uuid.uuid4().hex[:12]}"),
+        **infrastructure.isolated_environment(module_database_url, fresh_namespace()),
         "FLYWHEEL_LOG_LEVEL": "WARNING",
     }
     registry = ServiceProcess("registry", environment, logs / "registry.log").start()

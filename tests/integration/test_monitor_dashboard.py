@@ -16,7 +16,6 @@ import shutil
 import subprocess
 import threading
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -39,7 +38,7 @@ from shared.bus import KafkaBus
 from shared.events import CloudEvent, GroundTruth, Topic
 from shared.prediction_events import logged_request, prediction_logged_json
 from tests.conftest import Infrastructure
-from tests.integration.conftest import KafkaBusFactory
+from tests.integration.conftest import KafkaBusFactory, fresh_namespace
 from tests.models import tiny_classifier_onnx
 from tests.monitor_data import FEATURES, NUMERIC, profile_of, traffic
 from tests.processes import ServiceProcess, free_port
@@ -182,7 +181,7 @@ async def monitor(
     tmp_path: Path,
 ) -> AsyncIterator[Monitor]:
     """A registry and a monitor, as processes, with two versions of `credit` and the test's policy."""
-    namespace = f"test-{uuid.uuid4().hex[:12]}"
+    namespace = fresh_namespace()
     profile = await s3_store.put_bytes(
         f"{namespace}/reference_profile.json", orjson.dumps(profile_of(traffic(5000, seed=1)))
     )

@@ -26,7 +26,7 @@ from shared.bus import KafkaBus
 from shared.events import CloudEvent, DriftDetected, GroundTruth, RetrainRequested, Topic
 from shared.prediction_events import logged_request, prediction_logged_json
 from tests.conftest import Infrastructure
-from tests.integration.conftest import KafkaBusFactory
+from tests.integration.conftest import KafkaBusFactory, fresh_namespace
 from tests.models import tiny_classifier_onnx
 from tests.monitor_data import FEATURES, NUMERIC, profile_of, traffic
 from tests.processes import ServiceProcess
@@ -117,7 +117,7 @@ async def monitor(
     s3_store: S3ArtifactStore,
     tmp_path: Path,
 ) -> AsyncIterator[Monitor]:
-    namespace = f"test-{uuid.uuid4().hex[:12]}"
+    namespace = fresh_namespace()
     profile = await s3_store.put_bytes(
         f"{namespace}/reference_profile.json", orjson.dumps(profile_of(traffic(5000, seed=1)))
     )

@@ -36,7 +36,7 @@ from shared.events import (
     Topic,
 )
 from tests.conftest import Infrastructure
-from tests.integration.conftest import delete_topics
+from tests.integration.conftest import delete_topics, fresh_namespace
 from tests.processes import free_port
 from tests.waiting import eventually, eventually_true
 
@@ -137,7 +137,7 @@ class Monitor:
 @pytest.fixture(scope="module")
 async def monitor(infrastructure: Infrastructure, module_database_url: str) -> AsyncIterator[Monitor]:
     """The monitor alone in its database and Kafka namespace, with quick retries, and a receiver."""
-    namespace = f"test-{uuid.uuid4().hex[:12]}"
+    namespace = fresh_namespace()
     settings = infrastructure.settings(
         database_url=module_database_url, kafka_namespace=namespace, s3_bucket="flywheel-tests"
     )

@@ -19,6 +19,7 @@ import flywheel
 from flywheel.cli import main
 from flywheel.client import RegistryClient
 from tests.conftest import Infrastructure
+from tests.integration.conftest import fresh_namespace
 from tests.processes import ServiceProcess, free_port
 
 MAX_UPLOAD_BYTES = 1024 * 1024
@@ -30,7 +31,7 @@ def registry_url(
 ) -> Iterator[str]:
     """One registry process for the module; each test uses its own experiment and model names."""
     environment = {
-        **infrastructure.isolated_environment(module_database_url, f"test-{uuid.uuid4().hex[:12]}"),
+        **infrastructure.isolated_environment(module_database_url, fresh_namespace()),
         "FLYWHEEL_REGISTRY_MAX_UPLOAD_BYTES": str(MAX_UPLOAD_BYTES),
     }
     registry = ServiceProcess("registry", environment, tmp_path_factory.mktemp("sdk") / "registry.log")

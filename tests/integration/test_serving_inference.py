@@ -18,6 +18,7 @@ from services.serving.settings import ServingSettings
 from shared.bus import KafkaBus
 from shared.events import CloudEvent, PredictionLogged, Topic
 from tests.conftest import Infrastructure
+from tests.integration.conftest import fresh_namespace
 from tests.models import tiny_classifier_onnx
 from tests.processes import ServiceProcess
 from tests.waiting import eventually, eventually_true
@@ -36,7 +37,7 @@ class Serving:
 async def serving(
     infrastructure: Infrastructure, module_database_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Serving]:
-    namespace = f"test-{uuid.uuid4().hex[:12]}"
+    namespace = fresh_namespace()
     environment = {
         **infrastructure.isolated_environment(module_database_url, namespace),
     }

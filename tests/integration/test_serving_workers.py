@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import httpx
 import pytest
 
 from tests.conftest import Infrastructure
+from tests.integration.conftest import fresh_namespace
 from tests.models import tiny_classifier_onnx
 from tests.processes import ServiceProcess
 from tests.waiting import eventually_true
@@ -24,7 +24,7 @@ INSTANCES = {"instances": [[0.1, 0.2, 0.3, 0.4]]}
 def services(
     infrastructure: Infrastructure, fresh_database_url: str, tmp_path: Path
 ) -> Iterator[tuple[str, str]]:
-    environment = infrastructure.isolated_environment(fresh_database_url, f"test-{uuid.uuid4().hex[:12]}")
+    environment = infrastructure.isolated_environment(fresh_database_url, fresh_namespace())
     registry = ServiceProcess("registry", environment, tmp_path / "registry.log").start()
     serving = None
     try:

@@ -23,6 +23,7 @@ from services.trainer.spec import ESTIMATORS
 from shared.bus import KafkaBus
 from shared.events import CloudEvent, RetrainRequested, Topic
 from tests.conftest import Infrastructure
+from tests.integration.conftest import fresh_namespace
 from tests.processes import ServiceProcess
 from tests.trainer_data import FAST_HYPERPARAMETERS, FEATURES, credit_risk_frame
 from tests.waiting import eventually_true
@@ -93,7 +94,7 @@ def job_request(dataset_uri: str, estimator: str, model: str, **overrides: Any) 
 async def platform(
     infrastructure: Infrastructure, module_database_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Platform]:
-    namespace = f"test-{uuid.uuid4().hex[:12]}"
+    namespace = fresh_namespace()
     environment = {
         **infrastructure.isolated_environment(module_database_url, namespace),
         "FLYWHEEL_LOG_LEVEL": "WARNING",
