@@ -7,10 +7,12 @@ A service's `app.py` calls `create_service_app` with its name, migrations and ro
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import os
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,6 +127,24 @@ def operations_router() -> APIRouter:
         return Response(metrics_exposition(), media_type=CONTENT_TYPE_LATEST)
 
     return router
+
+
+@contextlib.contextmanager
+def garbage_collector_for_throughput() -> Iterator[None]:
+    """For a service that allocates a few objects per record at tens of thousands of records a second
+    (serving, batch): what startup built is moved out of the collector's sight (gc.freeze) and the
+    youngest generation is collected less often. With CPython's defaults (700, 10, 10), full collections
+    of the whole heap, hundreds of milliseconds each, landed every few batches: bench/batch measured 25 CPU
+    seconds per million records with them and 20 without. Undone on exit."""
+    previous = gc.get_threshold()
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*previous)
+        gc.unfreeze()
 
 
 def create_service_app(

@@ -20,7 +20,7 @@ from services.batch.stream import ScoringStream
 from services.batch.worker import BatchWorker
 from shared.bus import KafkaBus
 from shared.model_versions import RegistryClient
-from shared.service import Runtime, create_service_app
+from shared.service import Runtime, create_service_app, garbage_collector_for_throughput
 from shared.settings import FlywheelSettings
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -52,8 +52,9 @@ def create_app(
         else:
             log.warning("no Kafka: scoring requests are not consumed (file jobs still run)")
         try:
-            async with run_file_jobs(app, runtime, batch, models):
-                yield
+            with garbage_collector_for_throughput():
+                async with run_file_jobs(app, runtime, batch, models):
+                    yield
         finally:
             if stream is not None:
                 await stream.stop()

@@ -100,11 +100,15 @@ def result_value(request: ScoringRequest, version: int, outputs: dict[str, Any])
     )
 
 
-def result_headers(request: ScoringRequest, time: bytes) -> list[tuple[str, bytes]]:
-    """CloudEvents binary-mode headers for a result."""
+def result_headers(request: ScoringRequest, shared: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+    """CloudEvents binary-mode headers for a result: its own id, and those of its batch (`batch_headers`)."""
+    return [("ce_id", f"{request.topic}-{request.partition}-{request.offset}".encode()), *shared]
+
+
+def batch_headers(time: bytes) -> list[tuple[str, bytes]]:
+    """The headers every result of a batch shares."""
     return [
         ("ce_specversion", b"1.0"),
-        ("ce_id", f"{request.topic}-{request.partition}-{request.offset}".encode()),
         ("ce_source", RESULT_SOURCE),
         ("ce_type", RESULT_EVENT_TYPE),
         ("ce_time", time),

@@ -42,6 +42,7 @@ from prometheus_client import Counter, Histogram
 from services.batch.requests import (
     InvalidRequest,
     ScoringRequest,
+    batch_headers,
     parse_request,
     result_headers,
     result_value,
@@ -187,7 +188,7 @@ class ScoringStream:
             else:
                 by_version.setdefault(request.model, []).append(request)
         now = datetime.now(UTC)
-        time_header = now.isoformat().encode()
+        shared_headers = batch_headers(now.isoformat().encode())
         scored_per_topic: collections.Counter[str] = collections.Counter()
         samples: list[tuple[ScoringVersion, list[ScoringRequest], ScoredRows]] = []
         async with self._producer.transaction():
@@ -204,7 +205,7 @@ class ScoringStream:
                         await writer.partition_for(topic, request.partition),
                         request.key,
                         result_value(request, version.version, outputs),
-                        result_headers(request, time_header),
+                        result_headers(request, shared_headers),
                     )
                     scored_per_topic[request.topic] += 1
                 samples.append((version, group, scored))

@@ -17,7 +17,7 @@ from services.serving.settings import ServingSettings
 from services.serving.traffic import TrafficPolicies
 from services.serving.worker import ServingWorker
 from shared.model_versions import RegistryClient
-from shared.service import Runtime, create_service_app
+from shared.service import Runtime, create_service_app, garbage_collector_for_throughput
 from shared.settings import FlywheelSettings
 
 
@@ -59,7 +59,8 @@ def create_app(
         app.state.inference = inference
         await ServingWorker(models, traffic).subscribe(runtime.bus)
         try:
-            yield
+            with garbage_collector_for_throughput():
+                yield
         finally:
             await inference.drain_shadows()
             await models.close()
