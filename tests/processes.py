@@ -8,6 +8,8 @@ import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -79,3 +81,67 @@ class ServiceProcess:
 
     def log_tail(self) -> str:
         return self.log.read_text()[-3000:] if self.log.exists() else ""
+
+
+@dataclass
+class Platform:
+    """The five services as processes, each with its own log: one registry, trainer, monitor and batch,
+    and one or more serving replicas."""
+
+    registry: ServiceProcess
+    trainer: ServiceProcess
+    monitor: ServiceProcess
+    batch: ServiceProcess
+    servings: list[ServiceProcess]
+    namespace: str = ""  # its Kafka namespace, when it has one of its own
+
+    @property
+    def processes(self) -> list[ServiceProcess]:
+        return [self.registry, self.trainer, self.monitor, self.batch, *self.servings]
+
+    def log_tails(self) -> str:
+        return "\n".join(
+            f"--- {process.service} ({process.log.name}) ---\n{process.log_tail()}"
+            for process in self.processes
+        )
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            process.stop()
+
+
+def start_platform(environment: dict[str, str], log_dir: Path, servings: int = 1) -> Platform:
+    """Start the registry, then the other services pointed at it, and wait until every one is ready.
+    `environment` says where the servers are (and the database and namespace of this platform alone).
+    When one does not start, the others are stopped and the test fails with their logs."""
+    registry = ServiceProcess("registry", environment, log_dir / "registry.log").start()
+    joined = {
+        **environment,
+        **{
+            f"FLYWHEEL_{name.upper()}_REGISTRY_URL": registry.url
+            for name in ["trainer", "serving", "batch", "monitor"]
+        },
+    }
+    platform = Platform(
+        registry,
+        ServiceProcess("trainer", joined, log_dir / "trainer.log"),
+        ServiceProcess("monitor", joined, log_dir / "monitor.log"),
+        ServiceProcess("batch", joined, log_dir / "batch.log"),
+        [
+            ServiceProcess("serving", joined, log_dir / f"serving-{index + 1}.log")
+            for index in range(servings)
+        ],
+    )
+    try:
+        registry.wait_until_ready()
+        others = platform.processes[1:]
+        for process in others:
+            process.start()
+        with ThreadPoolExecutor(len(others)) as pool:
+            for waited in [pool.submit(process.wait_until_ready, 90) for process in others]:
+                waited.result()
+    except BaseException:
+        print(platform.log_tails())
+        platform.stop()
+        raise
+    return platform

@@ -1,16 +1,15 @@
-"""Synthetic credit-risk data for the trainer's tests (unit and integration)."""
+"""Synthetic credit-risk data for the trainer's tests (unit and integration): the data set itself lives in
+`flywheel.demo_data`, shared with `flywheel demo`; here, what only the tests need."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-import pandas as pd
-
+from flywheel.demo_data import FEATURES, REGIONS, credit_risk_frame
 from services.trainer.spec import ESTIMATORS, TrainingSpec
 
-FEATURES = ["income", "age", "debt_ratio", "region"]
-REGIONS = ["north", "south", "east", "west"]
+__all__ = ["FAST_HYPERPARAMETERS", "FEATURES", "REGIONS", "credit_risk_frame", "spec_for"]
+
 # Small ensembles keep training every estimator well under a second.
 FAST_HYPERPARAMETERS: dict[str, dict[str, Any]] = {
     "logistic_regression": {},
@@ -20,24 +19,6 @@ FAST_HYPERPARAMETERS: dict[str, dict[str, Any]] = {
     "random_forest_regressor": {"n_estimators": 15},
     "gradient_boosting_regressor": {"n_estimators": 30},
 }
-
-
-def credit_risk_frame(rows: int = 400, seed: int = 0) -> pd.DataFrame:
-    """Loan applicants: income, age, debt_ratio (numeric, some missing), region (categorical, some
-    missing), a binary `default` label and a numeric `loss` (regression target)."""
-    rng = np.random.default_rng(seed)
-    income = rng.lognormal(10.5, 0.5, rows)
-    age = rng.integers(18, 80, rows).astype(float)
-    debt_ratio = rng.beta(2, 5, rows)
-    region = rng.choice(REGIONS, rows).astype(object)
-    risk = 4 * debt_ratio - np.log(income / 36_000) - 0.02 * (age - 45) + 0.8 * (region == "south")
-    default = (rng.random(rows) < 1 / (1 + np.exp(-(risk - 1.2)))).astype(int)
-    loss = 2_000 + 15_000 * debt_ratio + 0.05 * income + 900 * (region == "east") + rng.normal(0, 500, rows)
-    for values in (income, age, debt_ratio):
-        values[rng.random(rows) < 0.05] = np.nan
-    region[rng.random(rows) < 0.05] = None
-    features = {"income": income, "age": age, "debt_ratio": debt_ratio, "region": region}
-    return pd.DataFrame(features | {"default": default, "loss": loss})
 
 
 def spec_for(estimator: str, **overrides: Any) -> TrainingSpec:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import re
@@ -23,6 +24,7 @@ from shared.bus import KafkaBus
 from shared.events import CloudEvent
 from shared.settings import FlywheelSettings
 from tests.conftest import Infrastructure
+from tests.processes import Platform, start_platform
 from tests.waiting import eventually
 
 INTEGRATION_DIR = Path(__file__).parent
@@ -108,6 +110,36 @@ async def module_database_url(infrastructure: Infrastructure) -> AsyncIterator[s
     """A database for one test module's services alone (they share it across its tests)."""
     async with fresh_database(infrastructure) as url:
         yield url
+
+
+PlatformFactory = Callable[..., Awaitable[Platform]]
+
+
+@pytest.fixture
+async def platform_factory(
+    infrastructure: Infrastructure, fresh_database_url: str, tmp_path: Path
+) -> AsyncIterator[PlatformFactory]:
+    """Start the five services as processes on the real servers, in the test's own database and a fresh
+    Kafka namespace: `await platform_factory(servings=2, environment={...})`. Stopped after the test, and
+    their topics deleted (`platform.log_tails()` shows what they logged)."""
+    started: list[Platform] = []
+
+    async def start(servings: int = 1, environment: dict[str, str] | None = None) -> Platform:
+        namespace = fresh_namespace()
+        joined = {**infrastructure.isolated_environment(fresh_database_url, namespace), **(environment or {})}
+        log_dir = tmp_path / f"platform-{len(started) + 1}"
+        log_dir.mkdir()
+        platform = await asyncio.to_thread(start_platform, joined, log_dir, servings)
+        platform.namespace = namespace
+        started.append(platform)
+        return platform
+
+    try:
+        yield start
+    finally:
+        for platform in started:
+            platform.stop()
+            await delete_topics(infrastructure.kafka_bootstrap, platform.namespace)
 
 
 @dataclass

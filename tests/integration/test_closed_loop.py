@@ -6,19 +6,17 @@ No person in the middle: after the first job and the monitor's policy, the test 
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 import pandas as pd
 import pytest
 
+from flywheel.demo_data import FEATURES, credit_risk_frame, shifted_credit_frame
 from shared.events import (
     CloudEvent,
     DriftDetected,
@@ -29,10 +27,8 @@ from shared.events import (
     RunCompleted,
     Topic,
 )
-from tests.conftest import Infrastructure
-from tests.integration.conftest import KafkaBusFactory, fresh_namespace
-from tests.processes import ServiceProcess
-from tests.trainer_data import FEATURES, REGIONS, credit_risk_frame
+from tests.integration.conftest import KafkaBusFactory, PlatformFactory
+from tests.processes import Platform
 from tests.waiting import eventually, eventually_true
 
 MODEL = "credit-risk"
@@ -47,24 +43,6 @@ OBSERVED = [
     Topic.DRIFT_DETECTED,
     Topic.RETRAIN_REQUESTED,
 ]
-
-
-def shifted_credit_frame(rows: int, seed: int) -> pd.DataFrame:
-    """Newer applicants: poorer, older, more indebted, mostly from the west, and a risk that now depends
-    on the west where it used to depend on the south (so a model trained on them beats the old one). Every
-    value stays inside the old training range, so the trainer's check of new data lets it train."""
-    rng = np.random.default_rng(seed)
-    income = rng.lognormal(10.1, 0.5, rows)
-    age = rng.integers(35, 80, rows).astype(float)
-    debt_ratio = rng.beta(4, 4, rows)
-    region = rng.choice(REGIONS, rows, p=[0.1, 0.1, 0.1, 0.7]).astype(object)
-    risk = 3 * debt_ratio - np.log(income / 36_000) - 0.03 * (age - 45) + 1.5 * (region == "west")
-    default = (rng.random(rows) < 1 / (1 + np.exp(-(risk - 2.5)))).astype(int)
-    loss = 2_000 + 15_000 * debt_ratio + 0.05 * income + rng.normal(0, 500, rows)
-    return pd.DataFrame(
-        {"income": income, "age": age, "debt_ratio": debt_ratio, "region": region}
-        | {"default": default, "loss": loss}
-    )
 
 
 def instances(frame: pd.DataFrame) -> list[list[dict[str, Any]]]:
@@ -88,7 +66,7 @@ class Loop:
     batch: httpx.AsyncClient
     servings: list[httpx.AsyncClient]
     seen: dict[str, list[CloudEvent]]
-    processes: list[ServiceProcess]
+    platform: Platform
     sent: dict[str, int] = field(default_factory=dict)  # request id -> rows, of the traffic the test sent
     timeline: list[tuple[str, float]] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
@@ -162,75 +140,39 @@ class Loop:
 
 
 @pytest.fixture
-async def loop(
-    infrastructure: Infrastructure,
-    fresh_database_url: str,
-    kafka_bus_factory: KafkaBusFactory,
-    tmp_path: Path,
-) -> AsyncIterator[Loop]:
-    namespace = fresh_namespace()
-    environment = {
-        **infrastructure.isolated_environment(fresh_database_url, namespace),
-        "FLYWHEEL_MONITOR_WINDOW_CHECK_SECONDS": "0.5",
-        "FLYWHEEL_SERVING_WORKERS": "1",  # two replicas of one worker each on two cores
-    }
-    registry = ServiceProcess("registry", environment, tmp_path / "registry.log").start()
-    processes = [registry]
-    try:
-        registry.wait_until_ready()
-        joined = {
-            **environment,
-            **{
-                f"FLYWHEEL_{name.upper()}_REGISTRY_URL": registry.url
-                for name in ["trainer", "serving", "batch", "monitor"]
-            },
-        }
-        others = [
-            ServiceProcess("trainer", joined, tmp_path / "trainer.log"),
-            ServiceProcess("monitor", joined, tmp_path / "monitor.log"),
-            ServiceProcess("batch", joined, tmp_path / "batch.log"),
-            ServiceProcess("serving", joined, tmp_path / "serving-1.log"),
-            ServiceProcess("serving", joined, tmp_path / "serving-2.log"),
-        ]
-        for process in others:
-            processes.append(process.start())
-        await asyncio.gather(*(asyncio.to_thread(process.wait_until_ready, 90) for process in others))
+async def loop(platform_factory: PlatformFactory, kafka_bus_factory: KafkaBusFactory) -> AsyncIterator[Loop]:
+    platform = await platform_factory(
+        servings=2,  # two replicas of one worker each on two cores
+        environment={"FLYWHEEL_MONITOR_WINDOW_CHECK_SECONDS": "0.5", "FLYWHEEL_SERVING_WORKERS": "1"},
+    )
+    bus = await kafka_bus_factory(namespace=platform.namespace)
+    seen: dict[str, list[CloudEvent]] = {topic: [] for topic in OBSERVED}
+    group = f"observer-{uuid.uuid4().hex[:6]}"
+    for topic, events in seen.items():
 
-        bus = await kafka_bus_factory(namespace=namespace)
-        seen: dict[str, list[CloudEvent]] = {topic: [] for topic in OBSERVED}
-        group = f"observer-{uuid.uuid4().hex[:6]}"
-        for topic, events in seen.items():
+        async def collect(event: CloudEvent, events: list[CloudEvent] = events) -> None:
+            events.append(event)
 
-            async def collect(event: CloudEvent, events: list[CloudEvent] = events) -> None:
-                events.append(event)
+        await bus.subscribe(topic, group, collect)
 
-            await bus.subscribe(topic, group, collect)
-
-        trainer, monitor, batch, serving_1, serving_2 = others
-        async with (
-            httpx.AsyncClient(base_url=registry.url, timeout=30) as registry_client,
-            httpx.AsyncClient(base_url=trainer.url, timeout=30) as trainer_client,
-            httpx.AsyncClient(base_url=monitor.url, timeout=30) as monitor_client,
-            httpx.AsyncClient(base_url=batch.url, timeout=30) as batch_client,
-            httpx.AsyncClient(base_url=serving_1.url, timeout=30) as serving_1_client,
-            httpx.AsyncClient(base_url=serving_2.url, timeout=30) as serving_2_client,
-        ):
-            yield Loop(
-                registry_client,
-                trainer_client,
-                monitor_client,
-                batch_client,
-                [serving_1_client, serving_2_client],
-                seen,
-                processes,
-            )
-    except BaseException:
-        for process in processes:
-            print(f"--- {process.service} ({process.log.name}) ---\n{process.log_tail()}")
-        raise
-    finally:
-        for process in reversed(processes):
-            process.stop()
+    serving_1, serving_2 = platform.servings
+    async with (
+        httpx.AsyncClient(base_url=platform.registry.url, timeout=30) as registry_client,
+        httpx.AsyncClient(base_url=platform.trainer.url, timeout=30) as trainer_client,
+        httpx.AsyncClient(base_url=platform.monitor.url, timeout=30) as monitor_client,
+        httpx.AsyncClient(base_url=platform.batch.url, timeout=30) as batch_client,
+        httpx.AsyncClient(base_url=serving_1.url, timeout=30) as serving_1_client,
+        httpx.AsyncClient(base_url=serving_2.url, timeout=30) as serving_2_client,
+    ):
+        yield Loop(
+            registry_client,
+            trainer_client,
+            monitor_client,
+            batch_client,
+            [serving_1_client, serving_2_client],
+            seen,
+            platform,
+        )
 
 
 async def test_drift_retrains_gates_promotes_and_hot_swaps_both_replicas(loop: Loop) -> None:
@@ -238,8 +180,7 @@ async def test_drift_retrains_gates_promotes_and_hot_swaps_both_replicas(loop: L
         await closed_loop(loop)
     except BaseException:
         print("\n".join(f"{seconds:6.1f} s  {what}" for what, seconds in loop.timeline))
-        for process in loop.processes:
-            print(f"--- {process.service} ({process.log.name}) ---\n{process.log_tail()}")
+        print(loop.platform.log_tails())
         raise
 
 
