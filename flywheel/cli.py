@@ -2,6 +2,7 @@
 
 flywheel up            start the five services, each as its own process, and wait until all are ready
 flywheel status        say which services answer, and whether their dependencies do
+flywheel demo          the closed loop on synthetic credit-risk data, told step by step
 flywheel experiments   list, show
 flywheel runs          list (search), show, compare
 flywheel models        list, versions, show, lineage, set-alias, traffic, audit
@@ -30,13 +31,13 @@ from types import FrameType
 
 import httpx
 
-from flywheel import alert_commands, batch_commands, trainer_commands
+from flywheel import alert_commands, batch_commands, demo, trainer_commands
 from flywheel import registry_commands as commands
 from flywheel.batch_client import BatchClient
-from flywheel.client import RegistryClient
+from flywheel.client import RegistryClient, registry_url
 from flywheel.errors import FlywheelError
-from flywheel.monitor_client import MonitorClient
-from flywheel.trainer_client import TrainerClient
+from flywheel.monitor_client import MonitorClient, monitor_url
+from flywheel.trainer_client import TrainerClient, trainer_url
 from services.batch.settings import BatchSettings
 from services.monitor.settings import MonitorSettings
 from services.registry.settings import RegistrySettings
@@ -279,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     add(model_actions, "audit", commands.models_audit).add_argument("name")
     add_trainer_commands(groups)
     add_batch_commands(groups)
+    add_demo_command(groups)
     add_alert_commands(groups)
     return parser
 
@@ -390,6 +392,60 @@ def add_batch_commands(groups: argparse._SubParsersAction[argparse.ArgumentParse
     add_command(actions, "show", batch_commands.batch_show, options).add_argument("job_id")
 
 
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
+    return value
+
+
+def add_demo_command(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`flywheel demo`: the closed loop against a running platform."""
+    found = groups.add_parser(
+        "demo",
+        help="train v1, serve it, shift the inputs, watch drift retrain, gate and promote v2; "
+        "each step printed as it happens",
+    )
+    found.add_argument("--model", help="the model's name (default: a fresh credit-risk-demo-<time>)")
+    found.add_argument(
+        "--predictions",
+        type=positive_int,
+        default=demo.DEFAULT_PREDICTIONS,
+        metavar="N",
+        help=f"clean predictions served by v1 before the shift (default {demo.DEFAULT_PREDICTIONS}; "
+        f"the monitor judges a window every {demo.WINDOW_ROWS})",
+    )
+    found.add_argument(
+        "--timeout",
+        type=float,
+        default=demo.DEFAULT_TIMEOUT,
+        metavar="S",
+        help=f"how long each step may take before the demo fails (default {demo.DEFAULT_TIMEOUT:.0f})",
+    )
+    for name, variable, default in (
+        ("registry", "FLYWHEEL_REGISTRY_URL", "http://127.0.0.1:8081"),
+        ("trainer", "FLYWHEEL_TRAINER_URL", "http://127.0.0.1:8082"),
+        ("serving", "FLYWHEEL_SERVING_URL", demo.DEFAULT_SERVING_URL),
+        ("monitor", "FLYWHEEL_MONITOR_URL", "http://127.0.0.1:8084"),
+    ):
+        found.add_argument(f"--{name}-url", help=f"the {name} (default: ${variable}, else {default})")
+
+
+def command_demo(arguments: argparse.Namespace) -> int:
+    urls = demo.DemoUrls(
+        registry=registry_url(arguments.registry_url),
+        trainer=trainer_url(arguments.trainer_url),
+        serving=demo.serving_url(arguments.serving_url),
+        monitor=monitor_url(arguments.monitor_url),
+    )
+    options = demo.DemoOptions(
+        model=arguments.model or demo.default_model_name(),
+        predictions=arguments.predictions,
+        timeout=arguments.timeout,
+    )
+    return demo.run_demo(urls, options)
+
+
 def add_alert_commands(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """`flywheel alerts`: the monitor's alert stream and webhook subscriptions."""
     options = argparse.ArgumentParser(add_help=False)
@@ -450,6 +506,8 @@ def main(argv: list[str] | None = None) -> int:
         return command_up(arguments.services)
     if arguments.group == "status":
         return command_status(arguments.services)
+    if arguments.group == "demo":
+        return command_demo(arguments)
     if arguments.group == "alerts" and arguments.action == "tail":
         return alert_commands.tail(arguments)
     return run_command(arguments)

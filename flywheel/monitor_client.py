@@ -79,6 +79,27 @@ class MonitorClient(ServiceClient):
     def __init__(self, base_url: str | None = None, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> None:
         super().__init__(monitor_url(base_url), timeout)
 
+    def set_policy(self, model: str, policy: dict[str, Any]) -> Json:
+        """Set how the model is watched (drift windows and tests, alerts, retraining): the policy."""
+        return self._send("PUT", f"/models/{path_segment(model)}/policy", json=policy)
+
+    def list_reports(
+        self, model: str, version: int | None = None, page_size: int = 100, page_token: str | None = None
+    ) -> Json:
+        """One page of the model's closed windows, newest first: {"reports": [...], "next_page_token"}."""
+        version_filter = {"version": version} if version is not None else {}
+        return self._get(
+            f"/models/{path_segment(model)}/reports",
+            params=version_filter | page_params(page_size, page_token),
+        )
+
+    def list_alerts(
+        self, model: str | None = None, page_size: int = 100, page_token: str | None = None
+    ) -> Json:
+        """One page of drift alerts (one per episode), newest first: {"alerts": [...], ...}."""
+        model_filter = {"model": model} if model else {}
+        return self._get("/alerts", params=model_filter | page_params(page_size, page_token))
+
     def create_subscription(
         self,
         url: str,
