@@ -120,6 +120,10 @@ class ScoringStream:
             enable_idempotence=True,
             linger_ms=5,
             max_batch_size=1024 * 1024,
+            # Kafka 4 answers a new transaction's first produce with NOT_ENOUGH_REPLICAS while the last
+            # one's markers are written (apache/kafka#14378); aiokafka's default 100 ms wait per retry
+            # would stall a batch for longer than it takes to score.
+            retry_backoff_ms=15,
         )
         await self._producer.start()
         self._consumer = AIOKafkaConsumer(
