@@ -12,7 +12,7 @@ import gc
 import os
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,6 +127,20 @@ def operations_router() -> APIRouter:
         return Response(metrics_exposition(), media_type=CONTENT_TYPE_LATEST)
 
     return router
+
+
+def answer_errors(app: FastAPI, statuses: Mapping[type[Exception], int]) -> None:
+    """Answer each of these exceptions, wherever a route raises it, with its status and
+    `{"detail": "<the exception's message>"}` (the message names the problem)."""
+
+    def handler(status: int) -> Callable[[Request, Exception], Awaitable[Response]]:
+        async def respond(request: Request, error: Exception) -> Response:
+            return JSONResponse({"detail": str(error)}, status_code=status)
+
+        return respond
+
+    for error, status in statuses.items():
+        app.add_exception_handler(error, handler(status))
 
 
 @contextlib.contextmanager

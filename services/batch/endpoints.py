@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from pydantic import BaseModel, Field
 
 from services.batch.job_schemas import FileJob, FileJobPage, FileJobRequest, JobStatus, ModelChoice
@@ -20,6 +19,7 @@ from services.batch.job_service import (
 )
 from shared.model_versions import ModelNotFound, RegistryUnavailable
 from shared.pagination import InvalidPageToken
+from shared.service import answer_errors
 
 
 class Problem(BaseModel):
@@ -113,18 +113,17 @@ async def _limited(chunks: AsyncIterator[bytes], limit: int) -> AsyncIterator[by
 
 
 def add_error_handlers(app: FastAPI) -> None:
-    def handler(status: int) -> Any:
-        async def respond(request: Request, error: Exception) -> Response:
-            return JSONResponse({"detail": str(error)}, status_code=status)
-
-        return respond
-
-    app.add_exception_handler(JobNotFound, handler(404))
-    app.add_exception_handler(InputNotFound, handler(404))
-    app.add_exception_handler(ModelNotFound, handler(404))
-    app.add_exception_handler(OutputInUse, handler(409))
-    app.add_exception_handler(UploadTooLarge, handler(413))
-    app.add_exception_handler(UnsupportedFormat, handler(415))
-    app.add_exception_handler(InvalidJob, handler(422))
-    app.add_exception_handler(InvalidPageToken, handler(400))
-    app.add_exception_handler(RegistryUnavailable, handler(503))
+    answer_errors(
+        app,
+        {
+            JobNotFound: 404,
+            InputNotFound: 404,
+            ModelNotFound: 404,
+            OutputInUse: 409,
+            UploadTooLarge: 413,
+            UnsupportedFormat: 415,
+            InvalidJob: 422,
+            InvalidPageToken: 400,
+            RegistryUnavailable: 503,
+        },
+    )

@@ -6,8 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from pydantic import BaseModel
 
 from services.monitor.drift import DriftConfigError
@@ -15,6 +14,7 @@ from services.monitor.drift_monitor import DriftMonitor
 from services.monitor.policy import MonitorPolicy
 from services.monitor.traffic import CONFIDENCE_EDGES, percentile_ms
 from shared.pagination import InvalidPageToken, decode_page_token, next_page_token
+from shared.service import answer_errors
 
 
 class Problem(BaseModel):
@@ -297,10 +297,4 @@ async def alerts(
 
 
 def add_error_handlers(app: FastAPI) -> None:
-    async def invalid(request: Request, error: Exception) -> Response:
-        return JSONResponse(
-            {"detail": str(error)}, status_code=400 if isinstance(error, InvalidPageToken) else 422
-        )
-
-    app.add_exception_handler(InvalidPageToken, invalid)
-    app.add_exception_handler(DriftConfigError, invalid)
+    answer_errors(app, {InvalidPageToken: 400, DriftConfigError: 422})

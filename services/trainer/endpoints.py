@@ -5,14 +5,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from pydantic import BaseModel
 
 from services.trainer.schedules import RetrainScheduler, Schedule, ScheduleNotFound, ScheduleRequest
 from services.trainer.schemas import Dataset, Job, JobPage, JobRequest, RetrainRequest
 from services.trainer.service import CannotRetrain, InvalidDataset, JobNotFound, TrainerService
 from shared.pagination import InvalidPageToken
+from shared.service import answer_errors
 
 
 class Problem(BaseModel):
@@ -122,15 +122,14 @@ async def delete_schedule(model: str, schedules: Scheduler) -> None:
 
 
 def add_error_handlers(app: FastAPI) -> None:
-    def handler(status: int) -> Any:
-        async def respond(request: Request, error: Exception) -> Response:
-            return JSONResponse({"detail": str(error)}, status_code=status)
-
-        return respond
-
-    app.add_exception_handler(JobNotFound, handler(404))
-    app.add_exception_handler(CannotRetrain, handler(409))
-    app.add_exception_handler(InvalidDataset, handler(400))
-    app.add_exception_handler(InvalidPageToken, handler(400))
-    app.add_exception_handler(DatasetTooLarge, handler(413))
-    app.add_exception_handler(ScheduleNotFound, handler(404))
+    answer_errors(
+        app,
+        {
+            JobNotFound: 404,
+            CannotRetrain: 409,
+            InvalidDataset: 400,
+            InvalidPageToken: 400,
+            DatasetTooLarge: 413,
+            ScheduleNotFound: 404,
+        },
+    )
