@@ -13,6 +13,7 @@ from pathlib import Path
 
 import asyncpg
 import httpx
+import orjson
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from fastapi import FastAPI
@@ -24,7 +25,9 @@ from shared.bus import KafkaBus
 from shared.events import CloudEvent
 from shared.settings import FlywheelSettings
 from tests.conftest import Infrastructure
-from tests.processes import Platform, start_platform
+from tests.models import tiny_classifier_onnx
+from tests.monitor_data import profile_of, traffic
+from tests.processes import Platform, ServiceProcess, start_platform
 from tests.waiting import eventually
 
 INTEGRATION_DIR = Path(__file__).parent
@@ -238,3 +241,35 @@ async def no_test_topics_left_behind(infrastructure: Infrastructure) -> AsyncIte
     await delete_topics(infrastructure.kafka_bootstrap, _left_by_a_dead_session)
     yield
     await delete_topics(infrastructure.kafka_bootstrap, SESSION_PREFIX)
+
+
+@contextlib.asynccontextmanager
+async def registry_with_profiled_model(
+    infrastructure: Infrastructure,
+    database_url: str,
+    namespace: str,
+    s3_store: S3ArtifactStore,
+    log_dir: Path,
+    *,
+    versions: int = 1,
+) -> AsyncIterator[ServiceProcess]:
+    """A registry process holding `versions` versions of `credit`, each with the reference profile of
+    `tests.monitor_data`'s training traffic: what a monitor compares live traffic with."""
+    profile = await s3_store.put_bytes(
+        f"{namespace}/reference_profile.json", orjson.dumps(profile_of(traffic(5000, seed=1)))
+    )
+    environment = infrastructure.isolated_environment(database_url, namespace)
+    registry = ServiceProcess("registry", environment, log_dir / "registry.log").start()
+    try:
+        registry.wait_until_ready()
+        async with httpx.AsyncClient(base_url=registry.url) as client:
+            for _ in range(versions):
+                uploaded = await client.post(
+                    "/models/credit/versions",
+                    files={"model": tiny_classifier_onnx()},
+                    data={"reference_profile_uri": profile.uri},
+                )
+                assert uploaded.status_code == 201, uploaded.text
+        yield registry
+    finally:
+        registry.stop()

@@ -25,7 +25,6 @@ from typing import Any
 
 import httpx
 import numpy as np
-import orjson
 import pandas as pd
 import pytest
 import uvicorn
@@ -38,9 +37,8 @@ from shared.bus import KafkaBus
 from shared.events import CloudEvent, GroundTruth, Topic
 from shared.prediction_events import logged_request, prediction_logged_json
 from tests.conftest import Infrastructure
-from tests.integration.conftest import KafkaBusFactory, fresh_namespace
-from tests.models import tiny_classifier_onnx
-from tests.monitor_data import FEATURES, NUMERIC, profile_of, traffic
+from tests.integration.conftest import KafkaBusFactory, fresh_namespace, registry_with_profiled_model
+from tests.monitor_data import FEATURES, NUMERIC, traffic
 from tests.processes import ServiceProcess, free_port
 from tests.waiting import eventually_true
 
@@ -182,22 +180,10 @@ async def monitor(
 ) -> AsyncIterator[Monitor]:
     """A registry and a monitor, as processes, with two versions of `credit` and the test's policy."""
     namespace = fresh_namespace()
-    profile = await s3_store.put_bytes(
-        f"{namespace}/reference_profile.json", orjson.dumps(profile_of(traffic(5000, seed=1)))
-    )
     environment = infrastructure.isolated_environment(fresh_database_url, namespace)
-    registry = ServiceProcess("registry", environment, tmp_path / "registry.log").start()
-    monitor_process: ServiceProcess | None = None
-    try:
-        registry.wait_until_ready()
-        async with httpx.AsyncClient(base_url=registry.url) as registry_client:
-            for _ in (1, 2):
-                uploaded = await registry_client.post(
-                    "/models/credit/versions",
-                    files={"model": tiny_classifier_onnx()},
-                    data={"reference_profile_uri": profile.uri},
-                )
-                assert uploaded.status_code == 201, uploaded.text
+    async with registry_with_profiled_model(
+        infrastructure, fresh_database_url, namespace, s3_store, tmp_path, versions=2
+    ) as registry:
         monitor_process = ServiceProcess(
             "monitor",
             {
@@ -207,15 +193,14 @@ async def monitor(
             },
             tmp_path / "monitor.log",
         ).start()
-        monitor_process.wait_until_ready()
-        bus = await kafka_bus_factory(namespace=namespace)
-        async with httpx.AsyncClient(base_url=monitor_process.url, timeout=30) as client:
-            assert (await client.put("/models/credit/policy", json=POLICY)).status_code == 200
-            yield Monitor(monitor_process.url, client, bus)
-    finally:
-        if monitor_process is not None:
+        try:
+            monitor_process.wait_until_ready()
+            bus = await kafka_bus_factory(namespace=namespace)
+            async with httpx.AsyncClient(base_url=monitor_process.url, timeout=30) as client:
+                assert (await client.put("/models/credit/policy", json=POLICY)).status_code == 200
+                yield Monitor(monitor_process.url, client, bus)
+        finally:
             monitor_process.stop()
-        registry.stop()
 
 
 async def send_half_an_hour(monitor: Monitor, start: datetime) -> Sent:

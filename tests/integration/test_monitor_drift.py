@@ -14,7 +14,6 @@ from typing import Any
 
 import httpx
 import numpy as np
-import orjson
 import pandas as pd
 import pytest
 from fastapi import FastAPI
@@ -26,10 +25,8 @@ from shared.bus import KafkaBus
 from shared.events import CloudEvent, DriftDetected, GroundTruth, RetrainRequested, Topic
 from shared.prediction_events import logged_request, prediction_logged_json
 from tests.conftest import Infrastructure
-from tests.integration.conftest import KafkaBusFactory, fresh_namespace
-from tests.models import tiny_classifier_onnx
-from tests.monitor_data import FEATURES, NUMERIC, profile_of, traffic
-from tests.processes import ServiceProcess
+from tests.integration.conftest import KafkaBusFactory, fresh_namespace, registry_with_profiled_model
+from tests.monitor_data import FEATURES, NUMERIC, traffic
 from tests.waiting import eventually, eventually_true
 
 WINDOW_ROWS = 1000
@@ -118,23 +115,9 @@ async def monitor(
     tmp_path: Path,
 ) -> AsyncIterator[Monitor]:
     namespace = fresh_namespace()
-    profile = await s3_store.put_bytes(
-        f"{namespace}/reference_profile.json", orjson.dumps(profile_of(traffic(5000, seed=1)))
-    )
-    registry = ServiceProcess(
-        "registry",
-        infrastructure.isolated_environment(fresh_database_url, namespace),
-        tmp_path / "registry.log",
-    ).start()
-    try:
-        registry.wait_until_ready()
-        async with httpx.AsyncClient(base_url=registry.url) as registry_client:
-            uploaded = await registry_client.post(
-                "/models/credit/versions",
-                files={"model": tiny_classifier_onnx()},
-                data={"reference_profile_uri": profile.uri},
-            )
-            assert uploaded.status_code == 201, uploaded.text
+    async with registry_with_profiled_model(
+        infrastructure, fresh_database_url, namespace, s3_store, tmp_path
+    ) as registry:
         settings = infrastructure.settings(
             database_url=fresh_database_url, kafka_namespace=namespace, s3_bucket="flywheel-tests"
         )
@@ -153,8 +136,6 @@ async def monitor(
         ):
             assert (await client.put("/models/credit/policy", json=POLICY)).status_code == 200
             yield Monitor(app, client, bus, seen)
-    finally:
-        registry.stop()
 
 
 async def test_drift_alerts_once_per_episode_and_asks_for_one_retrain(monitor: Monitor) -> None:
