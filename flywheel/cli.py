@@ -1,6 +1,8 @@
 """The `flywheel` command line.
 
-flywheel up            start the five services, each as its own process, and wait until all are ready
+flywheel up            start the five services: on the servers FLYWHEEL_KAFKA_BOOTSTRAP, FLYWHEEL_DATABASE_URL
+                       and FLYWHEEL_S3_ENDPOINT name, each as its own process; with none of them set, all
+                       in this process on an embedded PostgreSQL, files and an in-memory bus
 flywheel status        say which services answer, and whether their dependencies do
 flywheel demo          the closed loop on synthetic credit-risk data, told step by step
 flywheel experiments   list, show
@@ -97,18 +99,25 @@ def command_status(names: list[str]) -> int:
 
 
 def command_up(names: list[str]) -> int:
-    infrastructure = FlywheelSettings()
-    missing = [
-        variable
-        for variable, value in (
-            ("FLYWHEEL_KAFKA_BOOTSTRAP", infrastructure.kafka_bootstrap),
-            ("FLYWHEEL_DATABASE_URL", infrastructure.database_url),
-            ("FLYWHEEL_S3_ENDPOINT", infrastructure.s3_endpoint),
+    """With none of the three servers configured, the embedded platform in this process; with all three,
+    each service as its own process on them."""
+    configured = FlywheelSettings().configured_servers()
+    if not any(configured.values()):
+        if names != list(SERVICE_SETTINGS):
+            print("flywheel up: the embedded mode runs all five services; name none", file=sys.stderr)
+            return 2
+        from flywheel.embedded import (
+            run_embedded,
+        )  # imported here: it loads every service, only `up` needs it
+
+        return run_embedded()
+    if not all(configured.values()):
+        missing = ", ".join(variable for variable, is_set in configured.items() if not is_set)
+        print(
+            f"flywheel up: {missing} not set: set all three server settings to run on servers "
+            f"({START_SERVERS_HINT}), or none for the embedded mode",
+            file=sys.stderr,
         )
-        if not value
-    ]
-    if missing:
-        print(f"flywheel up: {', '.join(missing)} not set; {START_SERVERS_HINT}", file=sys.stderr)
         return 2
 
     # Services that call the registry over HTTP find it where this command starts it.
@@ -207,7 +216,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flywheel", description="Flywheel: the closed-loop MLOps platform")
     groups = parser.add_subparsers(dest="group", required=True)
     for name, help_text in (
-        ("up", "start the services (each its own process) and wait until they are ready"),
+        (
+            "up",
+            "start the services and wait until they are ready: each its own process on the configured "
+            "servers, or all five embedded in this process when none is configured",
+        ),
         ("status", "show which services answer and whether their dependencies do"),
     ):
         command = groups.add_parser(name, help=help_text)
@@ -443,7 +456,10 @@ def command_demo(arguments: argparse.Namespace) -> int:
         predictions=arguments.predictions,
         timeout=arguments.timeout,
     )
-    return demo.run_demo(urls, options)
+    # With servers configured, a platform that does not answer is theirs to start; with none, the demo can
+    # start the embedded one itself.
+    servers_configured = any(FlywheelSettings().configured_servers().values())
+    return demo.run_demo(urls, options, may_start_embedded=not servers_configured)
 
 
 def add_alert_commands(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -11,11 +11,14 @@ that a test can hand it fakes."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TextIO, TypeVar
@@ -35,6 +38,7 @@ from flywheel.errors import FlywheelError, NotFoundError
 from flywheel.monitor_client import MonitorClient
 from flywheel.service_client import DEFAULT_TIMEOUT_SECONDS, Json, ServiceClient, path_segment
 from flywheel.trainer_client import TrainerClient
+from shared.settings import FlywheelSettings
 
 DEFAULT_SERVING_URL = "http://127.0.0.1:8080"
 SERVING_URL_VARIABLE = "FLYWHEEL_SERVING_URL"
@@ -46,13 +50,15 @@ DEFAULT_PREDICTIONS = 2 * WINDOW_ROWS
 DEFAULT_TIMEOUT = 120.0
 POLL_SECONDS = 0.2
 START_HINT = """\
-Start one with the real servers of deploy/local (the embedded single-process mode is not built yet):
+Start one with `flywheel up` in another shell, then run `flywheel demo` again. With no servers configured
+it runs embedded in one process; on the real servers of deploy/local:
   bash deploy/local/infra.sh up
   eval "$(bash deploy/local/infra.sh env)"
   flywheel up
-then run `flywheel demo` again in another shell. A platform elsewhere: --registry-url, --trainer-url,
---serving-url, --monitor-url (or FLYWHEEL_REGISTRY_URL, FLYWHEEL_TRAINER_URL, FLYWHEEL_SERVING_URL,
-FLYWHEEL_MONITOR_URL)."""
+A platform elsewhere: --registry-url, --trainer-url, --serving-url, --monitor-url (or
+FLYWHEEL_REGISTRY_URL, FLYWHEEL_TRAINER_URL, FLYWHEEL_SERVING_URL, FLYWHEEL_MONITOR_URL)."""
+EMBEDDED_START_TIMEOUT = 180.0  # a first start initialises the embedded PostgreSQL
+LOCAL_HOSTS = ("127.0.0.1", "localhost")
 
 
 def serving_url(base_url: str | None = None) -> str:
@@ -397,11 +403,22 @@ def not_ready(urls: DemoUrls) -> list[tuple[str, str, str]]:
     return found
 
 
-def run_demo(urls: DemoUrls, options: DemoOptions, out: TextIO | None = None) -> int:
-    """Tell the story against the platform at `urls`: 0 when the loop closed, 1 otherwise."""
+def run_demo(
+    urls: DemoUrls, options: DemoOptions, out: TextIO | None = None, *, may_start_embedded: bool = False
+) -> int:
+    """Tell the story against the platform at `urls`: 0 when the loop closed, 1 otherwise. When no service
+    answers and `may_start_embedded`, the embedded platform is started for the story (`flywheel up` as a
+    child process, on the ports of `urls`) and stopped after it."""
     stream = out or sys.stdout
-    timeline = Timeline(stream)
     missing = not_ready(urls)
+    if may_start_embedded and len(missing) == len(urls.named()) and embedded_ports(urls) is not None:
+        try:
+            with started_embedded_platform(urls, stream):
+                status, closing_line = tell_story_against(urls, options, stream, platform_stays_up=False)
+        except EmbeddedStartFailure as error:
+            status, closing_line = 1, f"FAILURE: the embedded platform did not start: {error}"
+        print(closing_line, file=stream)
+        return status
     if missing:
         print("flywheel demo: no running Flywheel platform answers:", file=stream)
         for name, url, why in missing:
@@ -409,6 +426,17 @@ def run_demo(urls: DemoUrls, options: DemoOptions, out: TextIO | None = None) ->
         print(START_HINT, file=stream)
         print("FAILURE: no platform to run the demo against", file=stream)
         return 1
+    status, closing_line = tell_story_against(urls, options, stream, platform_stays_up=True)
+    print(closing_line, file=stream)
+    return status
+
+
+def tell_story_against(
+    urls: DemoUrls, options: DemoOptions, stream: TextIO, *, platform_stays_up: bool
+) -> tuple[int, str]:
+    """The story told on `stream`; returns the exit status and the closing SUCCESS or FAILURE line, which
+    the caller prints last."""
+    timeline = Timeline(stream)
     print(
         f"flywheel demo: model {options.model}, on the platform at {urls.registry} (registry), "
         f"{urls.serving} (serving)",
@@ -423,12 +451,85 @@ def run_demo(urls: DemoUrls, options: DemoOptions, out: TextIO | None = None) ->
         try:
             tell_story(Services(registry, trainer, monitor, serving), options, timeline)
         except (DemoFailure, FlywheelError) as error:
-            print(f"FAILURE after {timeline.elapsed():.1f} s: {error}", file=stream)
-            return 1
-    print(f"dashboard: {urls.monitor}/dashboard/{path_segment(options.model)}", file=stream)
-    print(
+            return 1, f"FAILURE after {timeline.elapsed():.1f} s: {error}"
+    dashboard = f"{urls.monitor}/dashboard/{path_segment(options.model)}"
+    if platform_stays_up:
+        print(f"dashboard: {dashboard}", file=stream)
+    else:
+        print(f"dashboard: {dashboard} (once `flywheel up` serves the same data again)", file=stream)
+    return 0, (
         f"SUCCESS: the loop closed in {timeline.elapsed():.1f} s: drift in production retrained, gated, "
-        "promoted and served v2 with no one in the middle",
-        file=stream,
+        "promoted and served v2 with no one in the middle"
     )
-    return 0
+
+
+class EmbeddedStartFailure(Exception):
+    """`flywheel up` (embedded) did not get ready; the message says why, with its log's last lines."""
+
+
+def embedded_ports(urls: DemoUrls) -> dict[str, int] | None:
+    """Each service's port when every URL is plain HTTP on this machine, else None (nothing to start)."""
+    ports = {}
+    for name, url in urls.named():
+        parsed = httpx.URL(url)
+        if parsed.scheme != "http" or parsed.host not in LOCAL_HOSTS or parsed.port is None:
+            return None
+        ports[name] = parsed.port
+    return ports
+
+
+@contextlib.contextmanager
+def started_embedded_platform(urls: DemoUrls, stream: TextIO) -> Iterator[None]:
+    """`flywheel up` in a child process, serving where `urls` point, until the block ends. Its log goes to a
+    file in the data directory (the demo's own output stays readable) and is shown if it fails."""
+    ports = embedded_ports(urls)
+    assert ports is not None
+    data_dir = FlywheelSettings().data_dir
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log_path = data_dir / "flywheel-up.log"
+    environment = {
+        **os.environ,
+        **{f"FLYWHEEL_{name.upper()}_PORT": str(port) for name, port in ports.items()},
+    }
+    print(
+        f"flywheel demo: no platform answers; starting the embedded one (flywheel up, log in {log_path})",
+        file=stream,
+        flush=True,
+    )
+    started = time.monotonic()
+    with log_path.open("ab") as log:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "flywheel", "up"], env=environment, stdout=log, stderr=subprocess.STDOUT
+        )
+    try:
+        while not_ready(urls):
+            if child.poll() is not None:
+                raise EmbeddedStartFailure(f"flywheel up exited with {child.returncode}:\n{_tail(log_path)}")
+            if time.monotonic() - started > EMBEDDED_START_TIMEOUT:
+                raise EmbeddedStartFailure(
+                    f"not ready after {EMBEDDED_START_TIMEOUT:.0f} s:\n{_tail(log_path)}"
+                )
+            time.sleep(POLL_SECONDS)
+        print(
+            f"flywheel demo: the embedded platform is up after {time.monotonic() - started:.1f} s, "
+            f"data in {data_dir}",
+            file=stream,
+            flush=True,
+        )
+        yield
+    finally:
+        child.send_signal(signal.SIGTERM)
+        try:
+            child.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+        print(
+            f"flywheel demo: stopped the embedded platform it started; its data stays in {data_dir}",
+            file=stream,
+            flush=True,
+        )
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])

@@ -68,9 +68,11 @@ class Runtime:
 
 @asynccontextmanager
 async def open_runtime(
-    service: str, settings: FlywheelSettings, *, migrations: Path | None
+    service: str, settings: FlywheelSettings, *, migrations: Path | None, bus: EventBus | None = None
 ) -> AsyncIterator[Runtime]:
-    """Connect to the platform's servers; a service with `migrations` gets its database schema migrated."""
+    """Connect to the platform's servers; a service with `migrations` gets its database schema migrated.
+    A `bus` given here is shared with other services in this process (the embedded mode): whoever made
+    it starts and stops it."""
     async with AsyncExitStack() as stack:
         artifacts = create_artifact_store(settings)
         await artifacts.start()
@@ -79,9 +81,10 @@ async def open_runtime(
             database = await create_pool(settings, schema=service, application_name=f"flywheel-{service}")
             stack.push_async_callback(database.close)
             await migrate(database, service, migrations)
-        bus = create_bus(settings, client_id=f"flywheel-{service}")
-        stack.push_async_callback(bus.stop)
-        await bus.start()
+        if bus is None:
+            bus = create_bus(settings, client_id=f"flywheel-{service}")
+            stack.push_async_callback(bus.stop)
+            await bus.start()
         yield Runtime(service, settings, bus, artifacts, database)
 
 
@@ -169,13 +172,15 @@ def create_service_app(
     migrations: Path | None = None,
     routers: Iterable[APIRouter] = (),
     service_lifespan: ServiceLifespan | None = None,
+    bus: EventBus | None = None,
 ) -> FastAPI:
     """A FastAPI app whose lifespan opens the runtime, then enters `service_lifespan`, where the service
-    builds its domain objects on the runtime, subscribes its workers, and later stops them."""
+    builds its domain objects on the runtime, subscribes its workers, and later stops them. `bus`: one
+    the process shares between services (see `open_runtime`)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with open_runtime(service, settings, migrations=migrations) as runtime:
+        async with open_runtime(service, settings, migrations=migrations, bus=bus) as runtime:
             app.state.runtime = runtime
             if service_lifespan is None:
                 yield

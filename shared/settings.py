@@ -38,6 +38,15 @@ class FlywheelSettings(BaseSettings):
 
     data_dir: Path = Field(
         default_factory=lambda: user_data_path("flywheel"),
-        description="embedded mode: where filesystem artifacts (and later the embedded database) live",
+        description="embedded mode: where the embedded PostgreSQL's data and filesystem artifacts live",
     )
     log_level: str = "INFO"
+
+    def configured_servers(self) -> dict[str, bool]:
+        """Whether each of the three servers is configured, by the variable that names it: all three means
+        a deployment on servers, none the embedded mode (`flywheel up`)."""
+        return {
+            "FLYWHEEL_KAFKA_BOOTSTRAP": bool(self.kafka_bootstrap),
+            "FLYWHEEL_DATABASE_URL": bool(self.database_url),
+            "FLYWHEEL_S3_ENDPOINT": bool(self.s3_endpoint),
+        }

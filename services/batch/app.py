@@ -18,7 +18,7 @@ from services.batch.scoring import ScoringModels
 from services.batch.settings import BatchSettings
 from services.batch.stream import ScoringStream
 from services.batch.worker import BatchWorker
-from shared.bus import KafkaBus
+from shared.bus import EventBus, KafkaBus
 from shared.model_versions import RegistryClient
 from shared.service import Runtime, create_service_app, garbage_collector_for_throughput
 from shared.settings import FlywheelSettings
@@ -28,8 +28,12 @@ log = logging.getLogger(__name__)
 
 
 def create_app(
-    settings: FlywheelSettings | None = None, batch_settings: BatchSettings | None = None
+    settings: FlywheelSettings | None = None,
+    batch_settings: BatchSettings | None = None,
+    *,
+    bus: EventBus | None = None,
 ) -> FastAPI:
+    """`bus`: an event bus this process shares between services (the embedded mode), else its own."""
     batch = batch_settings or BatchSettings()
 
     @asynccontextmanager
@@ -68,6 +72,7 @@ def create_app(
         migrations=MIGRATIONS,
         routers=[router],
         service_lifespan=batch_lifespan,
+        bus=bus,
     )
     add_error_handlers(app)
     return app

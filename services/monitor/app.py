@@ -18,6 +18,7 @@ from services.monitor.endpoints import add_error_handlers, router
 from services.monitor.references import References
 from services.monitor.settings import MonitorSettings
 from services.monitor.worker import MonitorWorker
+from shared.bus import EventBus
 from shared.model_versions import RegistryClient
 from shared.outbox import OutboxPublisher
 from shared.service import Runtime, create_service_app, garbage_collector_for_throughput
@@ -27,8 +28,12 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def create_app(
-    settings: FlywheelSettings | None = None, monitor_settings: MonitorSettings | None = None
+    settings: FlywheelSettings | None = None,
+    monitor_settings: MonitorSettings | None = None,
+    *,
+    bus: EventBus | None = None,
 ) -> FastAPI:
+    """`bus`: an event bus this process shares between services (the embedded mode), else its own."""
     monitor_settings = monitor_settings or MonitorSettings()
 
     @asynccontextmanager
@@ -57,6 +62,7 @@ def create_app(
         migrations=MIGRATIONS,
         routers=[router, subscription_endpoints.router, dashboard_router],
         service_lifespan=monitor_lifespan,
+        bus=bus,
     )
     add_error_handlers(app)
     return app

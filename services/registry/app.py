@@ -13,6 +13,7 @@ from services.registry.model_registry import ModelRegistry
 from services.registry.settings import RegistrySettings
 from services.registry.tracking import TrackingService
 from services.registry.worker import RegistryWorker
+from shared.bus import EventBus
 from shared.outbox import OutboxPublisher
 from shared.service import Runtime, create_service_app
 from shared.settings import FlywheelSettings
@@ -37,8 +38,12 @@ async def registry_lifespan(app: FastAPI, runtime: Runtime) -> AsyncIterator[Non
 
 
 def create_app(
-    settings: FlywheelSettings | None = None, registry_settings: RegistrySettings | None = None
+    settings: FlywheelSettings | None = None,
+    registry_settings: RegistrySettings | None = None,
+    *,
+    bus: EventBus | None = None,
 ) -> FastAPI:
+    """`bus`: an event bus this process shares between services (the embedded mode), else its own."""
     app = create_service_app(
         "registry",
         description=services.registry.__doc__ or "",
@@ -46,6 +51,7 @@ def create_app(
         migrations=MIGRATIONS,
         routers=[tracking_router, registry_router],
         service_lifespan=registry_lifespan,
+        bus=bus,
     )
     app.state.max_upload_bytes = (registry_settings or RegistrySettings()).max_upload_bytes
     add_error_handlers(app)

@@ -16,14 +16,19 @@ from services.serving.service import InferenceService
 from services.serving.settings import ServingSettings
 from services.serving.traffic import TrafficPolicies
 from services.serving.worker import ServingWorker
+from shared.bus import EventBus
 from shared.model_versions import RegistryClient
 from shared.service import Runtime, create_service_app, garbage_collector_for_throughput
 from shared.settings import FlywheelSettings
 
 
 def create_app(
-    settings: FlywheelSettings | None = None, serving_settings: ServingSettings | None = None
+    settings: FlywheelSettings | None = None,
+    serving_settings: ServingSettings | None = None,
+    *,
+    bus: EventBus | None = None,
 ) -> FastAPI:
+    """`bus`: an event bus this process shares between services (the embedded mode), else its own."""
     serving = serving_settings or ServingSettings()
 
     @asynccontextmanager
@@ -74,6 +79,7 @@ def create_app(
         settings=settings or FlywheelSettings(),
         routers=[router],
         service_lifespan=serving_lifespan,
+        bus=bus,
     )
     app.state.default_alias = serving.default_alias
     app.state.max_request_bytes = serving.max_request_bytes

@@ -17,6 +17,7 @@ from services.trainer.schedules import RetrainScheduler
 from services.trainer.service import TrainerService
 from services.trainer.settings import TrainerSettings
 from services.trainer.worker import TrainerWorker
+from shared.bus import EventBus
 from shared.outbox import OutboxPublisher
 from shared.service import Runtime, create_service_app
 from shared.settings import FlywheelSettings
@@ -25,8 +26,12 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def create_app(
-    settings: FlywheelSettings | None = None, trainer_settings: TrainerSettings | None = None
+    settings: FlywheelSettings | None = None,
+    trainer_settings: TrainerSettings | None = None,
+    *,
+    bus: EventBus | None = None,
 ) -> FastAPI:
+    """`bus`: an event bus this process shares between services (the embedded mode), else its own."""
     trainer_settings = trainer_settings or TrainerSettings()
 
     @asynccontextmanager
@@ -74,6 +79,7 @@ def create_app(
         migrations=MIGRATIONS,
         routers=[router],
         service_lifespan=trainer_lifespan,
+        bus=bus,
     )
     app.state.max_dataset_bytes = trainer_settings.max_dataset_bytes
     add_error_handlers(app)
