@@ -50,6 +50,8 @@ log = logging.getLogger("flywheel.embedded")
 
 SERVER_VARIABLES = ("FLYWHEEL_KAFKA_BOOTSTRAP", "FLYWHEEL_DATABASE_URL", "FLYWHEEL_S3_ENDPOINT")
 READY_TIMEOUT_SECONDS = 120.0
+# Memory stays bounded however long the platform runs: a prediction-logged event holds up to 2,000 rows.
+RETAINED_RECORDS_PER_TOPIC = 10_000
 
 
 # Each service's settings and app factory, called as `create_app(settings, service_settings, bus=bus)`.
@@ -160,7 +162,9 @@ async def serve(
     for signal_number in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signal_number, stop.set)
     bus = InMemoryBus(
-        max_attempts=settings.bus_max_attempts, retry_backoff_seconds=settings.bus_retry_backoff_seconds
+        max_attempts=settings.bus_max_attempts,
+        retry_backoff_seconds=settings.bus_retry_backoff_seconds,
+        retained_records_per_topic=RETAINED_RECORDS_PER_TOPIC,
     )
     await bus.start()
     servers = {

@@ -122,3 +122,23 @@ async def test_a_new_group_starting_at_latest_sees_only_what_comes_after() -> No
     await eventually(lambda: len(seen) == 1, what="the new event consumed")
     assert request_ids(seen) == ["new"]
     await bus.stop()
+
+
+async def test_retention_keeps_the_latest_records_and_a_late_group_skips_ahead() -> None:
+    bus = InMemoryBus(retained_records_per_topic=10)
+    for number in range(100):
+        await bus.publish("t", ground_truth(f"r{number}"))
+    kept = bus.records("t")
+    assert 10 <= len(kept) <= 11  # trimmed in chunks of a tenth
+    assert kept[-1].offset == 99  # offsets stay those of the whole log
+    seen: list[CloudEvent] = []
+
+    async def collect(event: CloudEvent) -> None:
+        seen.append(event)
+
+    await bus.subscribe("t", "late", collect)
+    await eventually(lambda: len(seen) == len(kept), what="the late group consumed what is kept")
+    await bus.publish("t", ground_truth("r100"))
+    await eventually(lambda: len(seen) == len(kept) + 1, what="the late group consumed the next record")
+    assert request_ids(seen)[-2:] == ["r99", "r100"]
+    await bus.stop()
