@@ -1,4 +1,4 @@
-# The two commands a fresh machine needs are `make up` and `make test` (see README.md).
+# The two commands a fresh machine needs are `make demo` and `make test` (see README.md); `make up` runs the platform on real servers.
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 .ONESHELL:
@@ -8,9 +8,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 INFRA := bash deploy/local/infra.sh
 
-.PHONY: help install up test lint infra-up infra-down
+.PHONY: help install demo up test lint infra-up infra-down
 
 help:
+	@echo "make demo        install, then flywheel demo: the embedded platform (flywheel up) and the whole loop"
 	@echo "make up          start Kafka, MinIO and PostgreSQL (deploy/local) and the five services"
 	@echo "make test        lint, type-check and run the whole test suite on those real servers"
 	@echo "make lint        ruff and mypy only"
@@ -44,6 +45,11 @@ infra-up:
 
 infra-down:
 	$(INFRA) down
+
+# The main job on the embedded default: `flywheel demo` starts `flywheel up` (embedded) when no platform answers
+# and no servers are configured (the variables deploy/local exports are dropped here), and stops it after.
+demo: install
+	env -u FLYWHEEL_KAFKA_BOOTSTRAP -u FLYWHEEL_DATABASE_URL -u FLYWHEEL_S3_ENDPOINT $(BIN)/flywheel demo
 
 up: install
 	eval "$$($(INFRA) up)"
