@@ -70,12 +70,7 @@ class ServiceEndpoint:
 
 
 def endpoints(names: list[str]) -> list[ServiceEndpoint]:
-    found = []
-    for name in names:
-        settings = SERVICE_SETTINGS[name]()
-        host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
-        found.append(ServiceEndpoint(name, f"http://{host}:{settings.port}"))
-    return found
+    return [ServiceEndpoint(name, SERVICE_SETTINGS[name]().url) for name in names]
 
 
 def readiness(endpoint: ServiceEndpoint) -> tuple[bool, str]:

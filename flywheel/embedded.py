@@ -75,14 +75,13 @@ class EmbeddedService:
 
     @property
     def url(self) -> str:
-        host = "127.0.0.1" if self.settings.host in ("0.0.0.0", "::") else self.settings.host
-        return f"http://{host}:{self.settings.port}"
+        return self.settings.url
 
 
 def embedded_services() -> list[EmbeddedService]:
     """Each service's settings from the environment, as on servers; the services that call the registry
     call it where this process serves it, and serving runs as one worker (it shares this process)."""
-    registry_url = EmbeddedService("registry", RegistrySettings()).url
+    registry_url = RegistrySettings().url
     found = []
     for name, (settings_type, _) in SERVICES.items():
         settings = settings_type()

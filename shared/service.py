@@ -42,6 +42,12 @@ class ServiceSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int
 
+    @property
+    def url(self) -> str:
+        """Where a client on this machine reaches the service (a wildcard address is reached on loopback)."""
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        return f"http://{host}:{self.port}"
+
 
 @dataclass
 class Runtime:
