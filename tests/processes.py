@@ -26,6 +26,28 @@ def free_port() -> int:
         return port
 
 
+def start_flywheel_up(
+    environment: dict[str, str], log: Path, timeout: float = 120
+) -> subprocess.Popen[bytes]:
+    """`flywheel up` as a process logging to `log`, once it has said it is up (ready) and how to stop it."""
+    with log.open("wb") as log_file:
+        up = subprocess.Popen(
+            [sys.executable, "-m", "flywheel", "up"],
+            cwd=REPO_ROOT,
+            env=environment,
+            stdout=log_file,
+            stderr=log_file,
+        )
+    deadline = time.monotonic() + timeout
+    while b"Stop with Ctrl-C." not in log.read_bytes():
+        if up.poll() is not None or time.monotonic() > deadline:
+            up.kill()
+            up.wait()
+            pytest.fail(f"flywheel up not ready in {timeout:.0f} s: {log.read_text()[-3000:]}")
+        time.sleep(0.3)
+    return up
+
+
 class ServiceProcess:
     """One service process on a free port, logging to `log`; environment = ours + `environment`."""
 

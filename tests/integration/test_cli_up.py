@@ -6,11 +6,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from tests.conftest import Infrastructure
-from tests.processes import REPO_ROOT, SERVICES, free_port
+from tests.processes import REPO_ROOT, SERVICES, free_port, start_flywheel_up
 
 
 def flywheel(*arguments: str) -> list[str]:
@@ -22,17 +21,8 @@ def test_up_starts_all_services_and_stops_them_on_sigterm(
 ) -> None:
     ports = {f"FLYWHEEL_{service.upper()}_PORT": str(free_port()) for service in SERVICES}
     environment = {**os.environ, **infrastructure.environment(), **ports}
-    log = tmp_path / "up.log"
-    with log.open("wb") as log_file:
-        up = subprocess.Popen(
-            flywheel("up"), cwd=REPO_ROOT, env=environment, stdout=log_file, stderr=log_file
-        )
+    up = start_flywheel_up(environment, tmp_path / "up.log", timeout=90)
     try:
-        deadline = time.monotonic() + 90
-        while b"Flywheel is up" not in log.read_bytes():
-            assert up.poll() is None, f"flywheel up exited early: {log.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, f"flywheel up not ready in 90s: {log.read_text()[-3000:]}"
-            time.sleep(0.3)
         status = subprocess.run(
             flywheel("status"), cwd=REPO_ROOT, env=environment, capture_output=True, text=True
         )

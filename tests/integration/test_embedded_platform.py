@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from tests.integration.test_flywheel_demo import TIMELINE
-from tests.processes import REPO_ROOT, SERVICES, free_port
+from tests.processes import REPO_ROOT, SERVICES, free_port, start_flywheel_up
 
 SERVER_VARIABLES = ("FLYWHEEL_KAFKA_BOOTSTRAP", "FLYWHEEL_DATABASE_URL", "FLYWHEEL_S3_ENDPOINT")
 
@@ -88,16 +88,8 @@ def test_up_serves_what_the_demo_left_and_stops_on_sigterm(
     demo_output: str, embedded_environment: dict[str, str], data_dir: Path, tmp_path: Path
 ) -> None:
     log = tmp_path / "up.log"
-    with log.open("wb") as log_file:
-        up = subprocess.Popen(
-            flywheel("up"), cwd=REPO_ROOT, env=embedded_environment, stdout=log_file, stderr=log_file
-        )
+    up = start_flywheel_up(embedded_environment, log)
     try:
-        deadline = time.monotonic() + 120
-        while b"Stop with Ctrl-C." not in log.read_bytes():
-            assert up.poll() is None, f"flywheel up exited early: {log.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, f"flywheel up not ready in 120 s: {log.read_text()[-3000:]}"
-            time.sleep(0.3)
         shown = log.read_text()
         assert f"Flywheel is up, embedded in one process (in-memory bus); data in {data_dir}" in shown
         assert shown.count(" ready\n") == len(SERVICES)
