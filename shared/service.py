@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Annotated
 
 import asyncpg
+import httpx
 import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
@@ -27,6 +28,7 @@ from pydantic import BaseModel
 from pydantic_settings import BaseSettings
 
 from shared.artifacts import ArtifactStore, create_artifact_store
+from shared.auth import Authenticator, Permission, Principal, TokenVerifier, registry_lookup, require
 from shared.bus import EventBus, create_bus
 from shared.db import create_pool
 from shared.migrations import migrate
@@ -115,7 +117,14 @@ class Readiness(BaseModel):
     checks: dict[str, bool]
 
 
+async def _metrics_access(request: Request) -> Principal | None:
+    """/metrics answers anyone unless FLYWHEEL_METRICS_PUBLIC=false, then it needs READ."""
+    runtime: Runtime = request.app.state.runtime
+    return None if runtime.settings.metrics_public else await require(Permission.READ)(request)
+
+
 def operations_router() -> APIRouter:
+    """Health (always open, for orchestrators) and metrics."""
     router = APIRouter(tags=["operations"])
 
     @router.get("/health/live", response_model=Liveness)
@@ -130,7 +139,7 @@ def operations_router() -> APIRouter:
         readiness = Readiness(ready=all(checks.values()), checks=checks)
         return JSONResponse(readiness.model_dump(), status_code=200 if readiness.ready else 503)
 
-    @router.get("/metrics", response_class=Response)
+    @router.get("/metrics", response_class=Response, dependencies=[Depends(_metrics_access)])
     async def metrics() -> Response:
         """Prometheus metrics in the text exposition format."""
         return Response(metrics_exposition(), media_type=CONTENT_TYPE_LATEST)
@@ -179,15 +188,26 @@ def create_service_app(
     routers: Iterable[APIRouter] = (),
     service_lifespan: ServiceLifespan | None = None,
     bus: EventBus | None = None,
+    registry_url: str | None = None,
 ) -> FastAPI:
     """A FastAPI app whose lifespan opens the runtime, then enters `service_lifespan`, where the service
     builds its domain objects on the runtime, subscribes its workers, and later stops them. `bus`: one
-    the process shares between services (see `open_runtime`)."""
+    the process shares between services (see `open_runtime`). Tokens are checked by asking the registry
+    at `registry_url`; the registry itself (no `registry_url`) sets `app.state.authenticator` in its
+    lifespan."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with open_runtime(service, settings, migrations=migrations, bus=bus) as runtime:
+        async with (
+            open_runtime(service, settings, migrations=migrations, bus=bus) as runtime,
+            AsyncExitStack() as stack,
+        ):
             app.state.runtime = runtime
+            if settings.auth_enabled and registry_url is not None:
+                http = httpx.AsyncClient(base_url=registry_url, timeout=5.0)
+                stack.push_async_callback(http.aclose)
+                verifier = TokenVerifier(registry_lookup(http), settings.auth_cache_seconds)
+                app.state.authenticator = Authenticator(verifier)
             if service_lifespan is None:
                 yield
             else:
@@ -195,6 +215,8 @@ def create_service_app(
                     yield
 
     app = FastAPI(title=f"Flywheel {service}", description=description, version="0.1.0", lifespan=lifespan)
+    if not settings.auth_enabled:
+        app.state.authenticator = Authenticator(None)
     app.add_middleware(PrometheusMiddleware, service=service)
     app.include_router(operations_router())
     for router in routers:

@@ -42,6 +42,18 @@ class FlywheelSettings(BaseSettings):
     )
     log_level: str = "INFO"
 
+    auth_enabled: bool = Field(default=True, description="whether routes need a bearer token (shared.auth)")
+    auth_cache_seconds: float = Field(
+        default=5.0, ge=0, description="how long a token check's answer is reused: a revocation's delay"
+    )
+    service_token: SecretStr = Field(
+        default=SecretStr(""), description="the token services send when they call the registry"
+    )
+    admin_token: SecretStr = Field(
+        default=SecretStr(""), description="the registry's first admin token, taken at first start"
+    )
+    metrics_public: bool = Field(default=True, description="whether /metrics answers without a token")
+
     def configured_servers(self) -> dict[str, bool]:
         """Whether each of the three servers is configured, by the variable that names it: all three means
         a deployment on servers, none the embedded mode (`flywheel up`)."""

@@ -16,6 +16,11 @@ import pytest
 
 from shared.settings import FlywheelSettings
 
+# The tests written before access control call every route without a token: they run with it off, in
+# this process and in the service processes they start (which inherit this environment). Tests of access
+# control turn it on explicitly (tests/integration/test_access_control.py).
+os.environ["FLYWHEEL_AUTH_ENABLED"] = "false"
+
 START_SERVERS_HINT = (
     "start them with `bash deploy/local/infra.sh up` and export what `bash deploy/local/infra.sh env` "
     "prints (or run the whole suite with `make test`)"
