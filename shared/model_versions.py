@@ -9,6 +9,7 @@ import hashlib
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import onnxruntime
@@ -53,8 +54,12 @@ class RegistryClient:
     ) -> VersionRecord | None:
         """The version's record, by number or alias; None when there is no such model, version or alias,
         or when the version failed registration (it cannot run)."""
+        # Names come from callers: quoted, a `/` or a control character stays part of one path segment.
+        model = quote(name, safe="")
         path = (
-            f"/models/{name}/versions/{version}" if version is not None else f"/models/{name}/aliases/{alias}"
+            f"/models/{model}/versions/{version}"
+            if version is not None
+            else f"/models/{model}/aliases/{quote(alias or '', safe='')}"
         )
         found = await self._get(path)
         if found is None or found["status"] != "ready" or found["signature"] is None:
@@ -70,21 +75,22 @@ class RegistryClient:
 
     async def traffic_policy(self, name: str) -> TrafficPolicy | None:
         """The model's traffic policy (None: it has none); ModelNotFound when there is no such model."""
-        found = await self._get(f"/models/{name}")
+        found = await self._get(f"/models/{quote(name, safe='')}")
         if found is None:
             raise ModelNotFound(f"no model named {name!r}")
         policy = found.get("traffic_policy")
         return None if policy is None else TrafficPolicy.model_validate(policy)
 
     async def _get(self, path: str) -> dict[str, Any] | None:
-        """The JSON the registry answers, None for a 404; RegistryUnavailable for anything but a 200."""
+        """The JSON the registry answers, None for a 404 or a 422 (a name or number that cannot exist, such as
+        a version beyond the registry's range); RegistryUnavailable for anything but a 200."""
         try:
             response = await self.http.get(path)
         except httpx.TransportError as error:
             raise RegistryUnavailable(
                 f"registry at {self.http.base_url} did not answer: {error!r}"
             ) from error
-        if response.status_code == 404:
+        if response.status_code in (404, 422):
             return None
         if response.status_code != 200:
             raise RegistryUnavailable(f"registry GET {path}: {response.status_code} {response.text[:300]}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -11,6 +12,12 @@ ACTOR_HEADER = "X-Flywheel-Actor"
 
 class RegistryUnavailable(RuntimeError):
     """The registry did not answer, or answered with an error the trainer cannot act on."""
+
+
+def segment(value: object) -> str:
+    """A value as one URL path segment: a name with `/`, `?`, `%` or control characters stays one name
+    (unquoted, it would name another route, or fail to build a URL at all)."""
+    return quote(str(value), safe="")
 
 
 class RegistryClient:
@@ -51,7 +58,7 @@ class RegistryClient:
         return str(run["id"])
 
     async def get_run(self, run_id: str) -> dict[str, Any] | None:
-        run: dict[str, Any] | None = await self._call("GET", f"/runs/{run_id}", missing_ok=True)
+        run: dict[str, Any] | None = await self._call("GET", f"/runs/{segment(run_id)}", missing_ok=True)
         return run
 
     async def log(
@@ -64,7 +71,7 @@ class RegistryClient:
     ) -> None:
         await self._call(
             "POST",
-            f"/runs/{run_id}/log-batch",
+            f"/runs/{segment(run_id)}/log-batch",
             json={
                 "params": [{"key": key, "value": value} for key, value in (params or {}).items()],
                 "metrics": [{"key": key, "value": value} for key, value in (metrics or {}).items()],
@@ -77,28 +84,37 @@ class RegistryClient:
     ) -> dict[str, Any]:
         """Store a run artifact; its record (uri, sha256, size)."""
         artifact: dict[str, Any] = await self._call(
-            "PUT", f"/runs/{run_id}/artifacts/{path}", content=content, headers={"content-type": content_type}
+            "PUT",
+            f"/runs/{segment(run_id)}/artifacts/{quote(path)}",
+            content=content,
+            headers={"content-type": content_type},
         )
         return artifact
 
     async def end_run(self, run_id: str, status: str) -> None:
-        await self._call("PATCH", f"/runs/{run_id}", json={"status": status})
+        await self._call("PATCH", f"/runs/{segment(run_id)}", json={"status": status})
 
     async def version_by_alias(self, model: str, alias: str) -> dict[str, Any] | None:
         version: dict[str, Any] | None = await self._call(
-            "GET", f"/models/{model}/aliases/{alias}", missing_ok=True
+            "GET", f"/models/{segment(model)}/aliases/{segment(alias)}", missing_ok=True
         )
         return version
 
     async def latest_version(self, model: str) -> dict[str, Any] | None:
         page: dict[str, Any] | None = await self._call(
-            "GET", f"/models/{model}/versions", params={"page_size": 1}, missing_ok=True
+            "GET", f"/models/{segment(model)}/versions", params={"page_size": 1}, missing_ok=True
         )
         return page["versions"][0] if page and page["versions"] else None
 
     async def set_alias(self, model: str, alias: str, version: int) -> None:
-        await self._call("PUT", f"/models/{model}/aliases/{alias}", json={"version": version})
+        await self._call(
+            "PUT", f"/models/{segment(model)}/aliases/{segment(alias)}", json={"version": version}
+        )
 
     async def tag_version(self, model: str, version: int, tags: dict[str, str]) -> None:
         for key, value in tags.items():
-            await self._call("PUT", f"/models/{model}/versions/{version}/tags/{key}", json={"value": value})
+            await self._call(
+                "PUT",
+                f"/models/{segment(model)}/versions/{version}/tags/{segment(key)}",
+                json={"value": value},
+            )
