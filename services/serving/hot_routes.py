@@ -50,15 +50,16 @@ ERROR_STATUS: dict[type[Exception], int] = {
 }
 
 
-def match_inference_route(path: str) -> tuple[str, str, int | None] | None:
-    """(route template, model name, version or None) for an inference path, else None."""
+def match_inference_route(path: str) -> tuple[str, str, str | None] | None:
+    """(route template, model name, version as written or None) for an inference path, else None. A version
+    that is not a number is still this route's (answered 422), not an unknown path's bare 404."""
     if path.startswith("/v2/models/") and path.endswith("/infer"):
         middle = path[len("/v2/models/") : -len("/infer")]
         if middle and "/" not in middle:
             return V2_INFER, middle, None
         name, versions, version = middle.partition("/versions/")
-        if versions and name and "/" not in name and version.isdigit():
-            return V2_VERSION_INFER, name, int(version)
+        if versions and name and "/" not in name and version and "/" not in version:
+            return V2_VERSION_INFER, name, version
         return None
     if path.startswith("/v1/models/") and path.endswith(":predict"):
         name = path[len("/v1/models/") : -len(":predict")]
@@ -84,10 +85,11 @@ class HotInferenceRoutes:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        template, name, version = route
+        template, name, version_text = route
         state = scope["app"].state
         request_id, declared_length = _headers(scope)
         try:
+            version = None if version_text is None else _version_number(version_text)
             body = await _read_body(receive, state.max_request_bytes, declared_length)
             inference: InferenceService = state.inference
             if template == V1_PREDICT:
@@ -118,6 +120,12 @@ class HotInferenceRoutes:
         )
         self._http_metrics[(template, status)] = children
         return children
+
+
+def _version_number(text: str) -> int:
+    if not text.isdigit():
+        raise InvalidInput(f"the version must be a whole number, not {text!r}")
+    return int(text)
 
 
 def _headers(scope: Scope) -> tuple[str | None, int | None]:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+from fastapi.testclient import TestClient
 
 from services.serving.app import create_app
 from services.serving.hot_routes import V1_PREDICT, V2_INFER, V2_VERSION_INFER, match_inference_route
+from shared.settings import FlywheelSettings
 
 
 @pytest.mark.parametrize(
@@ -13,10 +17,10 @@ from services.serving.hot_routes import V1_PREDICT, V2_INFER, V2_VERSION_INFER, 
     [
         ("/v2/models/credit/infer", (V2_INFER, "credit", None)),
         ("/v2/models/credit-risk.v2_x/infer", (V2_INFER, "credit-risk.v2_x", None)),
-        ("/v2/models/credit/versions/12/infer", (V2_VERSION_INFER, "credit", 12)),
+        ("/v2/models/credit/versions/12/infer", (V2_VERSION_INFER, "credit", "12")),
+        ("/v2/models/credit/versions/x/infer", (V2_VERSION_INFER, "credit", "x")),  # answered 422
         ("/v1/models/credit:predict", (V1_PREDICT, "credit", None)),
         ("/v2/models//infer", None),
-        ("/v2/models/credit/versions/x/infer", None),
         ("/v2/models/credit/versions/1/extra/infer", None),
         ("/v2/models/a/b/infer", None),
         ("/v2/models/credit", None),
@@ -26,7 +30,7 @@ from services.serving.hot_routes import V1_PREDICT, V2_INFER, V2_VERSION_INFER, 
         ("/metrics", None),
     ],
 )
-def test_only_the_inference_paths_are_taken(path: str, expected: tuple[str, str, int | None] | None) -> None:
+def test_only_the_inference_paths_are_taken(path: str, expected: tuple[str, str, str | None] | None) -> None:
     assert match_inference_route(path) == expected
 
 
@@ -39,3 +43,11 @@ def test_the_openapi_document_describes_the_hot_routes() -> None:
         assert "X-Model-Version" in operation["responses"]["200"]["headers"]
     assert document["components"]["schemas"]["Problem"]["required"] == ["error"]
     assert "/v2/models/{name}/ready" in document["paths"]
+
+
+def test_a_version_that_is_not_a_number_is_a_422_naming_it(tmp_path: Path) -> None:
+    settings = FlywheelSettings(data_dir=tmp_path, kafka_bootstrap=None, s3_endpoint=None, database_url=None)
+    with TestClient(create_app(settings)) as client:
+        answer = client.post("/v2/models/credit/versions/1.5/infer", json={"inputs": []})
+    assert answer.status_code == 422
+    assert answer.json() == {"error": "the version must be a whole number, not '1.5'"}
