@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterat
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import asyncpg
 import httpx
@@ -147,6 +147,20 @@ def operations_router() -> APIRouter:
     return router
 
 
+class InvalidInput(BaseModel):
+    """A 422's body: FastAPI's list of the request's fields that do not fit, or a sentence saying what does
+    not."""
+
+    detail: str | list[dict[str, Any]]
+
+
+async def refuse_unstorable_value(request: Request, error: Exception) -> Response:
+    """A value PostgreSQL cannot hold (a NUL character in text, a number beyond its column's range) came from
+    the caller: a 422 saying which, not a 500."""
+    reason = str(error).splitlines()[0]
+    return JSONResponse({"detail": f"a value in the request cannot be stored: {reason}"}, status_code=422)
+
+
 def answer_errors(app: FastAPI, statuses: Mapping[type[Exception], int]) -> None:
     """Answer each of these exceptions, wherever a route raises it, with its status and
     `{"detail": "<the exception's message>"}` (the message names the problem)."""
@@ -218,6 +232,7 @@ def create_service_app(
     if not settings.auth_enabled:
         app.state.authenticator = Authenticator(None)
     app.add_middleware(PrometheusMiddleware, service=service)
+    app.add_exception_handler(asyncpg.DataError, refuse_unstorable_value)
     app.include_router(operations_router())
     for router in routers:
         app.include_router(router)

@@ -19,7 +19,7 @@ from services.batch.job_service import (
 )
 from shared.model_versions import ModelNotFound, RegistryUnavailable
 from shared.pagination import InvalidPageToken
-from shared.service import answer_errors
+from shared.service import InvalidInput, answer_errors
 
 
 class Problem(BaseModel):
@@ -41,7 +41,8 @@ async def file_jobs(request: Request) -> FileJobService:
 
 FileJobs = Annotated[FileJobService, Depends(file_jobs)]
 ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": Problem} for status in (400, 404, 409, 413, 415, 422, 503)
+    **{status: {"model": Problem} for status in (400, 404, 409, 413, 415, 503)},
+    422: {"model": InvalidInput},
 }
 
 router = APIRouter(tags=["file jobs"], responses=ERRORS)

@@ -14,7 +14,7 @@ from services.monitor.drift_monitor import DriftMonitor
 from services.monitor.policy import MonitorPolicy
 from services.monitor.traffic import CONFIDENCE_EDGES, percentile_ms
 from shared.pagination import InvalidPageToken, decode_page_token, next_page_token
-from shared.service import answer_errors
+from shared.service import InvalidInput, answer_errors
 
 
 class Problem(BaseModel):
@@ -78,7 +78,7 @@ async def monitor(request: Request) -> DriftMonitor:
 
 Monitor = Annotated[DriftMonitor, Depends(monitor)]
 PageSize = Annotated[int, Query(ge=1, le=1000)]
-router = APIRouter(tags=["drift"], responses={400: {"model": Problem}, 422: {"model": Problem}})
+router = APIRouter(tags=["drift"], responses={400: {"model": Problem}, 422: {"model": InvalidInput}})
 
 
 @router.get("/models/{name}/policy")

@@ -25,6 +25,7 @@ from services.monitor.subscription_schemas import (
 from services.monitor.subscriptions import SubscriptionNotFound
 from shared.events import Severity
 from shared.pagination import InvalidPageToken
+from shared.service import InvalidInput
 
 
 class Problem(BaseModel):
@@ -38,7 +39,10 @@ async def alerting(request: Request) -> Alerting:
 
 AlertingDependency = Annotated[Alerting, Depends(alerting)]
 PageSize = Annotated[int, Query(ge=1, le=1000)]
-ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": Problem} for status in (400, 404)}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    **{status: {"model": Problem} for status in (400, 404)},
+    422: {"model": InvalidInput},
+}
 
 router = APIRouter(tags=["alert subscribers"], responses=ERRORS)
 

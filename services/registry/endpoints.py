@@ -46,8 +46,12 @@ from services.registry.search import FilterSyntaxError
 from services.registry.tracking import TrackingService
 from shared.events import AliasName, TrafficPolicy
 from shared.pagination import InvalidPageToken
+from shared.service import InvalidInput
 
-ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": Problem} for status in (400, 404, 409, 413, 415)}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    **{status: {"model": Problem} for status in (400, 404, 409, 413, 415)},
+    422: {"model": InvalidInput},
+}
 UPLOAD_CHUNK_BYTES = 1024 * 1024
 
 

@@ -12,7 +12,7 @@ from services.trainer.schedules import RetrainScheduler, Schedule, ScheduleNotFo
 from services.trainer.schemas import Dataset, Job, JobPage, JobRequest, RetrainRequest
 from services.trainer.service import CannotRetrain, InvalidDataset, JobNotFound, TrainerService
 from shared.pagination import InvalidPageToken
-from shared.service import answer_errors
+from shared.service import InvalidInput, answer_errors
 
 
 class Problem(BaseModel):
@@ -25,7 +25,10 @@ async def trainer(request: Request) -> TrainerService:
 
 
 Trainer = Annotated[TrainerService, Depends(trainer)]
-ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": Problem} for status in (400, 404, 409, 413)}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    **{status: {"model": Problem} for status in (400, 404, 409, 413)},
+    422: {"model": InvalidInput},
+}
 
 router = APIRouter(tags=["training"], responses=ERRORS)
 
