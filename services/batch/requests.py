@@ -40,7 +40,12 @@ class ScoringRequest:
     value: bytes  # as sent: a dead letter keeps it whole
     model: ModelRef
     features: list[Any] | dict[str, Any]
-    request_id: str
+    request_id: str | None  # as the record names it; None: `<topic>-<partition>-<offset>` stands for it
+
+    @property
+    def source_id(self) -> str:
+        """Where the record came from: its result's id, and its request id when it names none."""
+        return f"{self.topic}-{self.partition}-{self.offset}"
 
 
 def parse_request(
@@ -77,7 +82,7 @@ def parse_request(
         value or b"",
         _model_ref(model, version, alias or defaults.alias),
         features,
-        request_id or f"{topic}-{partition}-{offset}",
+        request_id,
     )
 
 
@@ -87,22 +92,23 @@ def _model_ref(name: str, version: int | None, alias: str) -> ModelRef:
     return ModelRef(name, version, alias)
 
 
-def result_value(request: ScoringRequest, version: int, outputs: dict[str, Any]) -> bytes:
-    return orjson.dumps(
+def result_record(
+    request: ScoringRequest, version: int, outputs: dict[str, Any], batch_headers: list[tuple[str, bytes]]
+) -> tuple[bytes, list[tuple[str, bytes]]]:
+    """A result's value and its CloudEvents binary-mode headers: its own id (the source's topic, partition
+    and offset, also the request id of a record that names none) and those of its batch (`batch_headers`)."""
+    source = request.source_id
+    value = orjson.dumps(
         {
             "key": None if request.key is None else request.key.decode("utf-8", "replace"),
-            "request_id": request.request_id,
+            "request_id": request.request_id or source,
             "model": request.model.name,
             "version": version,
             "outputs": outputs,
             "source": {"topic": request.topic, "partition": request.partition, "offset": request.offset},
         }
     )
-
-
-def result_headers(request: ScoringRequest, shared: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
-    """CloudEvents binary-mode headers for a result: its own id, and those of its batch (`batch_headers`)."""
-    return [("ce_id", f"{request.topic}-{request.partition}-{request.offset}".encode()), *shared]
+    return value, [("ce_id", source.encode()), *batch_headers]
 
 
 def batch_headers(time: bytes) -> list[tuple[str, bytes]]:

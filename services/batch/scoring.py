@@ -16,7 +16,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import onnxruntime
@@ -31,8 +31,7 @@ log = logging.getLogger(__name__)
 DescribeVersion = Callable[[str, int | None, str | None], Awaitable[VersionRecord | None]]
 
 
-@dataclass(frozen=True)
-class ModelRef:
+class ModelRef(NamedTuple):  # not a dataclass: each record's is hashed, and a tuple's hash is in C
     """Which model a record or a job asks for: a version number, else an alias."""
 
     name: str

@@ -1,18 +1,21 @@
 """Kafka-fed scoring, exactly once from the request topics to the result topics.
 
-One loop per replica: consume up to `max_batch_records` records (read_committed), parse them, resolve
-each model they name once (so a batch is scored entirely by one version of each model, and an alias
-moved by `model-promoted` takes effect at the next batch), score each version's rows in one
-onnxruntime call, and then, in one Kafka transaction, produce a result per scored record, a dead
-letter per record that could not be scored (to `<request topic>.dlq`, with the reason), and the
-consumer's offsets. A crash anywhere before the commit aborts the transaction: nothing of the batch is
-visible to read_committed consumers and its records are consumed again, so every input gets exactly
-one result. A restarted replica (same `replica_id`) fences its dead self's open transaction at once.
+One loop per replica, in two stages that overlap. Scoring a batch: consume up to `max_batch_records`
+records (read_committed), parse them, resolve each model they name once (so a batch is scored entirely
+by one version of each model, and an alias moved by `model-promoted` takes effect at the next batch
+scored), score each version's rows in one onnxruntime call, and write the results into record batches,
+sending nothing. Committing it, in one Kafka transaction: a result per scored record, a dead letter per
+record that could not be scored (to `<request topic>.dlq`, with the reason), and the consumer's
+offsets. Batch N+1 is scored while batch N commits. A crash anywhere before the commit aborts the
+transaction: nothing of the batch is visible to read_committed consumers and its records are consumed
+again, so every input gets exactly one result. A restarted replica (same `replica_id`) fences its dead
+self's open transaction at once.
 
 Transient failures (the registry or Kafka not answering) abort the batch and retry it from its first
-offset after a pause; records are never skipped. Replicas share the request topics' partitions through
-the consumer group; on a rebalance, a replica finishes its batch in flight before giving partitions up.
-A sample of the scored rows is reported to `prediction-logged` after each commit (best effort).
+offset after a pause, with the batch scored ahead of it; records are never skipped. Replicas share the
+request topics' partitions through the consumer group; on a rebalance, a replica finishes its batch in
+flight and drops the one scored ahead (never committing it) before giving partitions up. A sample of the
+scored rows is reported to `prediction-logged` after each commit (best effort).
 """
 
 from __future__ import annotations
@@ -23,8 +26,8 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import numpy as np
@@ -44,8 +47,7 @@ from services.batch.requests import (
     ScoringRequest,
     batch_headers,
     parse_request,
-    result_headers,
-    result_value,
+    result_record,
 )
 from services.batch.scoring import ModelRef, ScoredRows, ScoringModels, ScoringVersion
 from services.batch.settings import BatchSettings
@@ -86,6 +88,21 @@ class DeadRecord:
 SOURCE = "/flywheel/batch"
 
 
+@dataclass(slots=True)
+class ScoredBatch:
+    """A consumed batch made ready to commit, nothing of it sent yet: its results already in record
+    batches, its dead letters, and the rows to report."""
+
+    records: dict[TopicPartition, list[ConsumerRecord]]  # as consumed, by partition, in order
+    generation: int  # of the partition assignment it was consumed under
+    results: PartitionWriter
+    started: float
+    at: datetime
+    dead: list[DeadRecord] = field(default_factory=list)
+    samples: list[tuple[ScoringVersion, list[ScoringRequest], ScoredRows]] = field(default_factory=list)
+    error: Exception | None = None  # a transient failure while scoring it: the batch is retried
+
+
 class ScoringStream:
     def __init__(self, bus: KafkaBus, models: ScoringModels, settings: BatchSettings) -> None:
         self.bus = bus
@@ -100,8 +117,9 @@ class ScoringStream:
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._task: asyncio.Task[None] | None = None
-        self._idle = asyncio.Event()
+        self._idle = asyncio.Event()  # no batch being scored and committed
         self._idle.set()
+        self._generation = 0  # of the partition assignment; a rebalance moves it on
 
     def topics(self) -> list[str]:
         """Every topic the stream reads or writes (plain names), to be created at start."""
@@ -137,7 +155,9 @@ class ScoringStream:
             fetch_max_bytes=64 * 1024 * 1024,
             max_partition_fetch_bytes=8 * 1024 * 1024,
         )
-        self._consumer.subscribe(list(self.request_topics), listener=_FinishBatchFirst(self._idle))
+        self._consumer.subscribe(
+            list(self.request_topics), listener=_FinishBatchFirst(self._partitions_revoked)
+        )
         await self._consumer.start()
         self._task = asyncio.create_task(self._run(), name="scoring-stream")
 
@@ -153,100 +173,155 @@ class ScoringStream:
             await self._producer.stop()
 
     async def _run(self) -> None:
-        assert self._consumer is not None
-        while True:
-            batches = await self._consumer.getmany(
-                timeout_ms=500, max_records=self.settings.max_batch_records
-            )
-            if not batches:
-                continue
-            self._idle.clear()
-            try:
-                await self._process(batches)
-            except ProducerFenced:
-                log.critical("another replica took this replica's transactional id; stopping the stream")
-                raise
-            except (RegistryUnavailable, KafkaError, OSError) as error:
-                RETRIES.inc()
-                log.warning("batch aborted, retrying it", extra={"error": repr(error)})
-                self._rewind(batches)
-                await asyncio.sleep(RETRY_PAUSE_SECONDS)
-            finally:
-                self._idle.set()
+        # Batch N+1 is consumed, parsed, scored and written into record batches while batch N's
+        # transaction is sent and committed: the event loop works on one while the broker answers the
+        # other, and onnxruntime scores in its own threads. Transactions still follow one another.
+        upcoming = asyncio.create_task(self._score_next())
+        try:
+            while True:
+                batch = await upcoming
+                upcoming = asyncio.create_task(self._score_next())
+                if not batch.records or batch.generation != self._generation:
+                    continue  # consumed before a rebalance: the new assignment starts from committed offsets
+                self._idle.clear()
+                try:
+                    await self._commit(batch)
+                except ProducerFenced:
+                    log.critical("another replica took this replica's transactional id; stopping the stream")
+                    raise
+                except (RegistryUnavailable, KafkaError, OSError) as error:
+                    RETRIES.inc()
+                    log.warning("batch aborted, retrying it", extra={"error": repr(error)})
+                    await self._drop(upcoming)
+                    self._rewind(batch.records)
+                    await asyncio.sleep(RETRY_PAUSE_SECONDS)
+                    upcoming = asyncio.create_task(self._score_next())
+                finally:
+                    self._idle.set()
+        finally:
+            upcoming.cancel()
+
+    async def _partitions_revoked(self) -> None:
+        """Let the batch in flight commit (or abort) and drop the one scored ahead of it, so that the
+        partitions' next owner starts exactly where this replica's committed offsets say."""
+        self._generation += 1
+        await self._idle.wait()
+
+    async def _drop(self, upcoming: asyncio.Task[ScoredBatch]) -> None:
+        """Give up the batch being scored ahead, to consume it again later. Cancelled, not awaited: its
+        `getmany` would wait through a rebalance, which waits for this batch to end."""
+        upcoming.cancel()
+        await asyncio.wait([upcoming])
+        if not upcoming.cancelled() and upcoming.exception() is None:
+            self._rewind(upcoming.result().records)
 
     def _rewind(self, batches: dict[TopicPartition, list[ConsumerRecord]]) -> None:
-        """Consume the batch again from its first record (its transaction was aborted)."""
+        """Consume these records again from their first (their transaction was aborted)."""
         assert self._consumer is not None
         for partition, records in batches.items():
             self._consumer.seek(partition, records[0].offset)
 
-    async def _process(self, batches: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+    async def _score_next(self) -> ScoredBatch:
+        """The next batch consumed and scored, with nothing sent: no side effect a rebalance or a failed
+        transaction would have to undo."""
+        assert self._consumer is not None
         assert self._producer is not None
-        started = time.perf_counter()
-        requests, dead = self._parse(record for records in batches.values() for record in records)
-        versions, unresolved = await self._resolve({request.model for request in requests})
-        by_version: dict[ModelRef, list[ScoringRequest]] = {}
-        for request in requests:
-            if request.model in unresolved:
-                dead.append(DeadRecord.of(request, unresolved[request.model]))
-            else:
-                by_version.setdefault(request.model, []).append(request)
-        now = datetime.now(UTC)
-        shared_headers = batch_headers(now.isoformat().encode())
-        scored_per_topic: collections.Counter[str] = collections.Counter()
-        samples: list[tuple[ScoringVersion, list[ScoringRequest], ScoredRows]] = []
-        async with self._producer.transaction():
-            writer = PartitionWriter(self._producer)
-            for ref, group in by_version.items():
-                version = versions[ref]
-                scored = await self.models.score(version, [request.features for request in group])
-                dead += [DeadRecord.of(group[index], reason) for index, reason in scored.rejected.items()]
-                for row, outputs in zip(scored.scored, scored.output_rows(), strict=True):
-                    request = group[row]
-                    topic = self.result_topics[request.topic]
-                    await writer.append(
-                        topic,
-                        await writer.partition_for(topic, request.partition),
-                        request.key,
-                        result_value(request, version.version, outputs),
-                        result_headers(request, shared_headers),
-                    )
-                    scored_per_topic[request.topic] += 1
-                samples.append((version, group, scored))
-            await writer.flush()
-            for record in dead:
-                await self._send_dead_letter(record)
-                RECORDS.labels(record.topic, "dead_lettered").inc()
-            await self._producer.send_offsets_to_transaction(
-                {partition: records[-1].offset + 1 for partition, records in batches.items()}, self.group
-            )
-        for topic, count in scored_per_topic.items():
-            RECORDS.labels(topic, "scored").inc(count)
-        BATCH_SECONDS.observe(time.perf_counter() - started)
-        await self._report_sample(samples, now, time.perf_counter() - started)
+        records = await self._consumer.getmany(timeout_ms=500, max_records=self.settings.max_batch_records)
+        batch = ScoredBatch(
+            records,
+            self._generation,  # getmany returns nothing while partitions are being reassigned
+            PartitionWriter(self._producer),
+            time.perf_counter(),
+            datetime.now(UTC),
+        )
+        try:
+            await self._score(batch)
+        except (RegistryUnavailable, KafkaError, OSError) as error:
+            batch.error = error
+        return batch
 
-    def _parse(self, records: Iterable[ConsumerRecord]) -> tuple[list[ScoringRequest], list[DeadRecord]]:
-        requests: list[ScoringRequest] = []
+    async def _score(self, batch: ScoredBatch) -> None:
+        requests, batch.dead = self._parse(batch.records)
+        versions, unresolved = await self._resolve(set(requests))
+        for ref, reason in unresolved.items():
+            batch.dead += [DeadRecord.of(request, reason) for request in requests[ref]]
+        shared_headers = batch_headers(batch.at.isoformat().encode())
+        for ref, version in versions.items():
+            group = requests[ref]
+            scored = await self.models.score(version, [request.features for request in group])
+            batch.dead += [DeadRecord.of(group[index], reason) for index, reason in scored.rejected.items()]
+            self._write_results(batch.results, version, group, scored, shared_headers)
+            batch.samples.append((version, group, scored))
+
+    async def _commit(self, batch: ScoredBatch) -> None:
+        """The batch's results, dead letters and consumer offsets in one transaction."""
+        assert self._producer is not None
+        if batch.error is not None:
+            raise batch.error
+        async with self._producer.transaction():
+            await batch.results.send()
+            for record in batch.dead:
+                await self._send_dead_letter(record)
+            await self._producer.send_offsets_to_transaction(
+                {partition: records[-1].offset + 1 for partition, records in batch.records.items()},
+                self.group,
+            )
+        self._count(batch)
+        seconds = time.perf_counter() - batch.started
+        BATCH_SECONDS.observe(seconds)
+        await self._report_sample(batch.samples, batch.at, seconds)
+
+    def _write_results(
+        self,
+        writer: PartitionWriter,
+        version: ScoringVersion,
+        group: list[ScoringRequest],
+        scored: ScoredRows,
+        shared_headers: list[tuple[str, bytes]],
+    ) -> None:
+        for row, outputs in zip(scored.scored, scored.output_rows(), strict=True):
+            request = group[row]
+            value, headers = result_record(request, version.version, outputs, shared_headers)
+            writer.append(self.result_topics[request.topic], request.partition, request.key, value, headers)
+
+    def _count(self, batch: ScoredBatch) -> None:
+        """Every consumed record was either scored or dead-lettered."""
+        scored: collections.Counter[str] = collections.Counter()
+        for partition, records in batch.records.items():
+            scored[self.request_topics[partition.topic]] += len(records)
+        for record in batch.dead:
+            scored[record.topic] -= 1
+            RECORDS.labels(record.topic, "dead_lettered").inc()
+        for topic, count in scored.items():
+            RECORDS.labels(topic, "scored").inc(count)
+
+    def _parse(
+        self, records: dict[TopicPartition, list[ConsumerRecord]]
+    ) -> tuple[dict[ModelRef, list[ScoringRequest]], list[DeadRecord]]:
+        """The records' requests by the model they name, and those that are no request."""
+        requests: dict[ModelRef, list[ScoringRequest]] = {}
         dead: list[DeadRecord] = []
-        for record in records:
-            topic = self.request_topics[record.topic]
-            try:
-                requests.append(
-                    parse_request(
-                        topic,
-                        record.partition,
-                        record.offset,
-                        record.key,
-                        record.value,
-                        self.settings.request_topics[topic],
+        for partition, batch in records.items():
+            topic = self.request_topics[partition.topic]
+            defaults = self.settings.request_topics[topic]
+            for record in batch:
+                try:
+                    request = parse_request(
+                        topic, partition.partition, record.offset, record.key, record.value, defaults
                     )
-                )
-            except InvalidRequest as error:
-                dead.append(
-                    DeadRecord(
-                        topic, record.partition, record.offset, record.key, record.value or b"", str(error)
+                except InvalidRequest as error:
+                    dead.append(
+                        DeadRecord(
+                            topic,
+                            partition.partition,
+                            record.offset,
+                            record.key,
+                            record.value or b"",
+                            str(error),
+                        )
                     )
-                )
+                else:
+                    requests.setdefault(request.model, []).append(request)
         return requests, dead
 
     async def _resolve(
@@ -302,7 +377,9 @@ class ScoringStream:
                 model=version.name,
                 version=version.version,
                 requests=[
-                    logged_request(request.request_id, 1, seconds * 1000 / len(group), at)
+                    logged_request(
+                        request.request_id or request.source_id, 1, seconds * 1000 / len(group), at
+                    )
                     for request in requests
                 ],
                 inputs={name: array[rows] for name, array in scored.inputs.items()},
@@ -316,51 +393,54 @@ class ScoringStream:
 
 
 class PartitionWriter:
-    """Results appended straight into one record batch per partition, sent when full and at `flush`:
-    aiokafka's per-message `send` (a future, a partitioner call and an accumulator lookup per record)
-    costs more than scoring the record. A result goes to the partition number of its request (modulo
-    the result topic's partitions), so one key's results stay in order on one partition without hashing
-    the key again."""
+    """Results appended straight into one record batch per partition, built before their transaction and
+    sent in it: aiokafka's per-message `send` (a future, a partitioner call and an accumulator lookup per
+    record) costs more than scoring the record. A result goes to the partition number of its request
+    (modulo the result topic's partitions), so one key's results stay in order on one partition without
+    hashing the key again."""
 
     def __init__(self, producer: AIOKafkaProducer) -> None:
         self.producer = producer
-        self._builders: dict[tuple[str, int], BatchBuilder] = {}
-        self._partitions: dict[str, int] = {}
+        self._builders: dict[tuple[str, int], BatchBuilder] = {}  # by topic and source partition
+        self._full: list[tuple[str, int, BatchBuilder]] = []
 
-    async def partition_for(self, topic: str, source_partition: int) -> int:
-        if topic not in self._partitions:
-            self._partitions[topic] = len(await self.producer.partitions_for(topic))
-        return source_partition % self._partitions[topic]
-
-    async def append(
-        self, topic: str, partition: int, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]
+    def append(
+        self,
+        topic: str,
+        source_partition: int,
+        key: bytes | None,
+        value: bytes,
+        headers: list[tuple[str, bytes]],
     ) -> None:
-        builder = self._builders.get((topic, partition))
+        builder = self._builders.get((topic, source_partition))
         if builder is None:
-            builder = self._builders[(topic, partition)] = self.producer.create_batch()
+            builder = self._builders[(topic, source_partition)] = self.producer.create_batch()
         if builder.append(key=key, value=value, timestamp=None, headers=headers) is None:  # full
-            await self.producer.send_batch(builder, topic, partition=partition)
-            builder = self._builders[(topic, partition)] = self.producer.create_batch()
+            self._full.append((topic, source_partition, builder))
+            builder = self._builders[(topic, source_partition)] = self.producer.create_batch()
             if builder.append(key=key, value=value, timestamp=None, headers=headers) is None:
                 raise ValueError(f"a result of {len(value)} bytes does not fit in a record batch")
 
-    async def flush(self) -> None:
-        """Send every partly filled batch (the transaction's commit waits for their delivery)."""
-        builders, self._builders = self._builders, {}
-        for (topic, partition), builder in builders.items():
-            if builder.record_count():
-                await self.producer.send_batch(builder, topic, partition=partition)
+    async def send(self) -> None:
+        """Send every batch, in the order they were filled (the transaction's commit waits for them)."""
+        batches = self._full + [
+            (topic, source, builder) for (topic, source), builder in self._builders.items()
+        ]
+        partitions: dict[str, int] = {}
+        for topic, source_partition, builder in batches:
+            if topic not in partitions:
+                partitions[topic] = len(await self.producer.partitions_for(topic))
+            await self.producer.send_batch(builder, topic, partition=source_partition % partitions[topic])
 
 
 class _FinishBatchFirst(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Before partitions go to another replica, let the batch in flight commit (or abort), so the new
-    owner starts exactly where this replica's committed offsets say."""
+    """Partitions are given up only once the stream says so (`ScoringStream._partitions_revoked`)."""
 
-    def __init__(self, idle: asyncio.Event) -> None:
-        self.idle = idle
+    def __init__(self, revoked: Callable[[], Awaitable[None]]) -> None:
+        self.revoked = revoked
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        await self.idle.wait()
+        await self.revoked()
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         pass

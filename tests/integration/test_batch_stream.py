@@ -4,6 +4,7 @@ restarted worker, and a model promotion taking effect between batches."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -222,6 +223,53 @@ async def test_a_killed_worker_gives_every_input_exactly_one_result(platform: Pl
     assert len(results) == total, f"{len(results)} results for {total} inputs"
     assert max(sources.values()) == 1
     assert Counter(r.key for r in results) == Counter(f"e-{n}".encode() for n in range(total))
+
+
+async def test_replicas_joining_and_leaving_mid_stream_give_every_input_exactly_one_result(
+    platform: Platform,
+) -> None:
+    """Each rebalance lands while batches are scored ahead of their commit, and records keep coming."""
+    rows = ROWS.tolist()
+    keys: list[bytes] = []
+    stop_producing = asyncio.Event()
+
+    async def keep_producing() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=platform.infrastructure.kafka_bootstrap, linger_ms=5)
+        await producer.start()
+        try:
+            while not stop_producing.is_set():
+                for _ in range(200):
+                    key = f"r-{len(keys)}".encode()
+                    await producer.send(
+                        platform.topic("scoring-requests"),
+                        value=orjson.dumps({"features": rows[len(keys) % len(rows)], "model": "credit"}),
+                        key=key,
+                    )
+                    keys.append(key)
+                await producer.flush()
+                await asyncio.sleep(0.02)
+        finally:
+            await producer.stop()
+
+    first = platform.batch(FLYWHEEL_BATCH_REPLICA_ID="replica-1").start()
+    second = platform.batch(FLYWHEEL_BATCH_REPLICA_ID="replica-2")
+    producing = asyncio.create_task(keep_producing())
+    try:
+        await asyncio.to_thread(first.wait_until_ready)
+        await platform.read("scoring-results", 1000, within=120)
+        await asyncio.to_thread(second.start().wait_until_ready)  # joins: the partitions are shared out
+        await asyncio.sleep(3)
+        await asyncio.to_thread(first.stop)  # leaves: its partitions move to the second
+        await asyncio.sleep(3)
+        stop_producing.set()
+        await producing
+        results = await platform.read("scoring-results", len(keys), within=180)
+        assert await platform.read_available("scoring-results") == len(keys)
+    finally:
+        stop_producing.set()
+        first.stop()
+        second.stop()
+    assert Counter(r.key for r in results) == Counter(keys)
 
 
 async def test_a_promotion_mid_stream_takes_effect_between_batches(

@@ -6,7 +6,13 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from services.batch.requests import InvalidRequest, ScoringRequest, parse_request, result_value
+from services.batch.requests import (
+    InvalidRequest,
+    ScoringRequest,
+    batch_headers,
+    parse_request,
+    result_record,
+)
 from services.batch.scoring import ModelRef
 from services.batch.settings import RequestTopic
 
@@ -29,7 +35,8 @@ def test_bare_features_take_the_topic_defaults_and_get_a_request_id_from_their_o
     pinned = RequestTopic(model="credit", version=5)
     request = parse([1.0, 2.0], pinned)
     assert request.model == ModelRef("credit", 5, "production")
-    assert request.request_id == "scoring-requests-2-41"
+    value, _ = result_record(request, 5, {"label": 1}, [])
+    assert orjson.loads(value)["request_id"] == "scoring-requests-2-41"
     assert parse({"age": 41, "city": "Oslo"}).features == {"age": 41, "city": "Oslo"}
 
 
@@ -54,7 +61,10 @@ def test_what_cannot_be_a_request_says_why(value: object, reason: str) -> None:
 
 def test_a_result_echoes_the_key_and_points_at_its_source() -> None:
     request = parse({"features": [1, 2]})
-    assert orjson.loads(result_value(request, 4, {"label": 1})) == {
+    value, headers = result_record(request, 4, {"label": 1}, batch_headers(b"2026-01-01T00:00:00+00:00"))
+    assert dict(headers)["ce_id"] == b"scoring-requests-2-41"
+    assert dict(headers)["ce_type"] == b"io.flywheel.scoring.result.v1"
+    assert orjson.loads(value) == {
         "key": "customer-7",
         "request_id": "scoring-requests-2-41",
         "model": "credit",
