@@ -32,6 +32,7 @@ from shared.auth import Authenticator, Permission, Principal, TokenVerifier, reg
 from shared.bus import EventBus, create_bus
 from shared.db import create_pool
 from shared.migrations import migrate
+from shared.request_limits import RequestSizeLimit
 from shared.settings import FlywheelSettings
 from shared.telemetry import PrometheusMiddleware, logging_config, metrics_exposition
 
@@ -203,12 +204,14 @@ def create_service_app(
     service_lifespan: ServiceLifespan | None = None,
     bus: EventBus | None = None,
     registry_url: str | None = None,
+    upload_limits: Mapping[str, int] | None = None,
 ) -> FastAPI:
     """A FastAPI app whose lifespan opens the runtime, then enters `service_lifespan`, where the service
     builds its domain objects on the runtime, subscribes its workers, and later stops them. `bus`: one
     the process shares between services (see `open_runtime`). Tokens are checked by asking the registry
     at `registry_url`; the registry itself (no `registry_url`) sets `app.state.authenticator` in its
-    lifespan."""
+    lifespan. Request bodies are limited to FLYWHEEL_MAX_BODY_BYTES, except on the routes `upload_limits`
+    gives larger limits (path template -> bytes)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -231,6 +234,8 @@ def create_service_app(
     app = FastAPI(title=f"Flywheel {service}", description=description, version="0.1.0", lifespan=lifespan)
     if not settings.auth_enabled:
         app.state.authenticator = Authenticator(None)
+    # Inside the metrics middleware, so that its 413s are counted.
+    app.add_middleware(RequestSizeLimit, max_bytes=settings.max_body_bytes, route_limits=upload_limits)
     app.add_middleware(PrometheusMiddleware, service=service)
     app.add_exception_handler(asyncpg.DataError, refuse_unstorable_value)
     app.include_router(operations_router())

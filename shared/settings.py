@@ -41,6 +41,11 @@ class FlywheelSettings(BaseSettings):
         description="embedded mode: where the embedded PostgreSQL's data and filesystem artifacts live",
     )
     log_level: str = "INFO"
+    max_body_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1,
+        description="largest request body a route takes, uploads aside (413 beyond)",
+    )
 
     auth_enabled: bool = Field(default=True, description="whether routes need a bearer token (shared.auth)")
     auth_cache_seconds: float = Field(

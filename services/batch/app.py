@@ -73,6 +73,7 @@ def create_app(
         routers=[router],
         service_lifespan=batch_lifespan,
         bus=bus,
+        upload_limits={"/jobs/upload": batch.max_upload_bytes},  # streamed to storage
     )
     add_error_handlers(app)
     return app

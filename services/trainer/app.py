@@ -80,6 +80,7 @@ def create_app(
         routers=[router],
         service_lifespan=trainer_lifespan,
         bus=bus,
+        upload_limits={"/datasets": trainer_settings.max_dataset_bytes},  # streamed to storage
     )
     app.state.max_dataset_bytes = trainer_settings.max_dataset_bytes
     add_error_handlers(app)
