@@ -32,6 +32,7 @@ from services.registry.schemas import (
     RegisteredModelPage,
 )
 from shared.artifacts import ArtifactNotFound, ArtifactStore, InvalidArtifactKey
+from shared.auth import DEFAULT_WORKSPACE, Principal
 from shared.db import Connection
 from shared.events import (
     CloudEvent,
@@ -105,10 +106,19 @@ class ModelRegistry:
 
     # ------------------------------------------------------------ registered models
 
-    async def create_model(self, request: RegisteredModelCreate, actor: str) -> RegisteredModel:
+    # Every public method acts for a principal: it sees and changes only its workspace's models and
+    # versions (anything else reads as missing), and creates in its home workspace.
+
+    async def create_model(
+        self, request: RegisteredModelCreate, actor: str, principal: Principal
+    ) -> RegisteredModel:
         async with self.database.acquire() as connection, connection.transaction():
-            if not await repository.insert_model(connection, request.name, request.description, request.tags):
-                raise Conflict(f"a model named {request.name!r} exists already")
+            if not await repository.insert_model(
+                connection, request.name, request.description, request.tags, principal.home_workspace
+            ):
+                raise Conflict(
+                    f"a model named {request.name!r} exists already (names are unique across workspaces)"
+                )
             await repository.record_audit(
                 connection,
                 name=request.name,
@@ -116,26 +126,30 @@ class ModelRegistry:
                 actor=actor,
                 after={"description": request.description, "tags": request.tags},
             )
-        return await self.get_model(request.name)
+        return await self.get_model(request.name, principal)
 
-    async def get_model(self, name: str) -> RegisteredModel:
+    async def get_model(self, name: str, principal: Principal) -> RegisteredModel:
         async with self.database.acquire() as connection:
-            model = await repository.get_model(connection, name)
+            model = await repository.get_model(connection, name, principal.scope)
         if model is None:
             raise NotFound(f"no model named {name!r}")
         return model
 
-    async def list_models(self, page_size: int, page_token: str | None) -> RegisteredModelPage:
+    async def list_models(
+        self, page_size: int, page_token: str | None, principal: Principal
+    ) -> RegisteredModelPage:
         offset = decode_page_token(page_token)
         async with self.database.acquire() as connection:
-            models = await repository.get_models(connection, None, page_size + 1, offset)
+            models = await repository.get_models(connection, None, page_size + 1, offset, principal.scope)
         return RegisteredModelPage(
             models=models[:page_size], next_page_token=next_page_token(offset, page_size, len(models))
         )
 
-    async def update_model(self, name: str, description: str, actor: str) -> RegisteredModel:
+    async def update_model(
+        self, name: str, description: str, actor: str, principal: Principal
+    ) -> RegisteredModel:
         async with self.database.acquire() as connection, connection.transaction():
-            before = await self._lock_model(connection, name)
+            before = await self._lock_model(connection, name, principal)
             await repository.update_model(connection, name, {"description": description})
             await repository.record_audit(
                 connection,
@@ -145,12 +159,14 @@ class ModelRegistry:
                 before={"description": before["description"]},
                 after={"description": description},
             )
-        return await self.get_model(name)
+        return await self.get_model(name, principal)
 
-    async def set_model_tag(self, name: str, key: str, value: str | None, actor: str) -> RegisteredModel:
+    async def set_model_tag(
+        self, name: str, key: str, value: str | None, actor: str, principal: Principal
+    ) -> RegisteredModel:
         """Set a tag, or delete it with value None."""
         async with self.database.acquire() as connection, connection.transaction():
-            change = TagChange.of((await self._lock_model(connection, name))["tags"], key, value)
+            change = TagChange.of((await self._lock_model(connection, name, principal))["tags"], key, value)
             if change is None:
                 raise NotFound(f"model {name!r} has no tag {key!r}")
             await repository.update_model(connection, name, {"tags": change.tags})
@@ -162,32 +178,43 @@ class ModelRegistry:
                 before=change.before,
                 after=change.after,
             )
-        return await self.get_model(name)
+        return await self.get_model(name, principal)
 
-    async def delete_model(self, name: str, actor: str) -> None:
+    async def delete_model(self, name: str, actor: str, principal: Principal) -> None:
         """Delete the model, its versions and aliases; its audit trail stays, and so do artifact files."""
         async with self.database.acquire() as connection, connection.transaction():
-            before = await self._lock_model(connection, name)
+            before = await self._lock_model(connection, name, principal)
             versions = await repository.get_versions(connection, name, None, 1_000_000, 0)
-            await repository.delete_model(connection, name)
-            await repository.record_audit(
+            await repository.record_audit(  # first: the entry takes the workspace of the model
                 connection,
                 name=name,
                 action="delete_model",
                 actor=actor,
                 before={**before, "versions": [version.version for version in versions]},
             )
+            await repository.delete_model(connection, name)
 
-    async def _lock_model(self, connection: Connection, name: str) -> dict[str, Any]:
+    async def _lock_model(
+        self, connection: Connection, name: str, principal: Principal | None = None
+    ) -> dict[str, Any]:
+        """Lock the model's row; NotFound when it does not exist in the principal's workspace."""
         model = await repository.lock_model(connection, name)
-        if model is None:
+        if model is None or (principal is not None and not principal.sees(model["workspace"])):
             raise NotFound(f"no model named {name!r}")
         return model
+
+    @staticmethod
+    async def _check_visible(connection: Connection, name: str, principal: Principal) -> None:
+        """NotFound unless the model exists in the principal's workspace."""
+        if principal.scope is None:
+            return
+        if await repository.model_workspace(connection, name) != principal.scope:
+            raise NotFound(f"no model named {name!r}")
 
     # ------------------------------------------------------------ versions
 
     async def submit_version(
-        self, name: str, model: bytes, details: VersionDetails, actor: str
+        self, name: str, model: bytes, details: VersionDetails, actor: str, principal: Principal
     ) -> ModelVersion:
         """Register an uploaded ONNX file as the model's next version. The file must load in onnxruntime,
         answer a smoke inference and have tensor inputs and outputs; otherwise InvalidRequest says why, and
@@ -202,7 +229,9 @@ class ModelRegistry:
         assert stored.sha256 is not None
         checked = CheckedArtifact(uri=stored.uri, sha256=stored.sha256, size=stored.size, signature=signature)
         try:
-            return await self._insert_version(name, checked, details, actor)
+            return await self._insert_version(
+                name, checked, details, actor, principal.home_workspace, principal
+            )
         except BaseException:  # the row did not commit: the file must not outlive it
             await self.artifacts.delete(key)
             raise
@@ -222,8 +251,12 @@ class ModelRegistry:
         details = VersionDetails(
             source_run_id=completed.run_id, reference_profile_uri=completed.reference_profile_uri
         )
+        async with self.database.acquire() as connection:
+            workspace = await tracking_repository.run_workspace(connection, completed.run_id)
         try:
-            return await self._insert_version(name, checked, details, actor=f"run:{completed.run_id}")
+            return await self._insert_version(
+                name, checked, details, f"run:{completed.run_id}", workspace or DEFAULT_WORKSPACE, None
+            )
         except Conflict:  # a redelivery of the same event got there first
             async with self.database.acquire() as connection:
                 existing = await repository.version_of_run(connection, name, completed.run_id)
@@ -255,12 +288,22 @@ class ModelRegistry:
         return CheckedArtifact(uri, sha256, len(model), signature)
 
     async def _insert_version(
-        self, name: str, checked: CheckedArtifact, details: VersionDetails, actor: str
+        self,
+        name: str,
+        checked: CheckedArtifact,
+        details: VersionDetails,
+        actor: str,
+        workspace: str,
+        principal: Principal | None,
     ) -> ModelVersion:
+        """A new version of `name`, created in `workspace` when missing; `principal` (None: an event's
+        producer, trusted) must see the model, or the name belongs to another workspace: Conflict."""
         async with self.database.acquire() as connection, connection.transaction():
-            if await repository.insert_model(connection, name, "", {}):
+            if await repository.insert_model(connection, name, "", {}, workspace):
                 await repository.record_audit(connection, name=name, action="create_model", actor=actor)
-            await repository.lock_model(connection, name)  # serialises version creation per model
+            locked = await repository.lock_model(connection, name)  # serialises version creation per model
+            if principal is not None and (locked is None or not principal.sees(locked["workspace"])):
+                raise Conflict(f"the model name {name!r} is taken by another workspace")
             if details.source_run_id is not None:
                 existing = await repository.version_of_run(connection, name, details.source_run_id)
                 if existing is not None:
@@ -318,15 +361,17 @@ class ModelRegistry:
         assert created is not None
         return created
 
-    async def get_version(self, name: str, version: int) -> ModelVersion:
+    async def get_version(self, name: str, version: int, principal: Principal) -> ModelVersion:
         async with self.database.acquire() as connection:
+            await self._check_visible(connection, name, principal)
             found = await repository.get_version(connection, name, version)
             if found is None:
                 raise await self._not_found(connection, name, f"model {name!r} has no version {version}")
         return found
 
-    async def get_version_by_alias(self, name: str, alias: str) -> ModelVersion:
+    async def get_version_by_alias(self, name: str, alias: str, principal: Principal) -> ModelVersion:
         async with self.database.acquire() as connection:
+            await self._check_visible(connection, name, principal)
             version = await repository.alias_version(connection, name, alias)
             if version is None:
                 raise await self._not_found(connection, name, f"model {name!r} has no alias {alias!r}")
@@ -334,9 +379,12 @@ class ModelRegistry:
         assert found is not None  # the alias's foreign key keeps its version
         return found
 
-    async def list_versions(self, name: str, page_size: int, page_token: str | None) -> ModelVersionPage:
+    async def list_versions(
+        self, name: str, page_size: int, page_token: str | None, principal: Principal
+    ) -> ModelVersionPage:
         offset = decode_page_token(page_token)
         async with self.database.acquire() as connection:
+            await self._check_visible(connection, name, principal)
             versions = await repository.get_versions(connection, name, None, page_size + 1, offset)
             if not versions and await repository.get_model(connection, name) is None:
                 raise NotFound(f"no model named {name!r}")
@@ -345,11 +393,11 @@ class ModelRegistry:
         )
 
     async def set_version_tag(
-        self, name: str, version: int, key: str, value: str | None, actor: str
+        self, name: str, version: int, key: str, value: str | None, actor: str, principal: Principal
     ) -> ModelVersion:
         """Set a version's tag, or delete it with value None."""
         async with self.database.acquire() as connection, connection.transaction():
-            await self._lock_model(connection, name)
+            await self._lock_model(connection, name, principal)
             current = await repository.get_version(connection, name, version)
             if current is None:
                 raise NotFound(f"model {name!r} has no version {version}")
@@ -366,12 +414,12 @@ class ModelRegistry:
                 before=change.before,
                 after=change.after,
             )
-        return await self.get_version(name, version)
+        return await self.get_version(name, version, principal)
 
-    async def delete_version(self, name: str, version: int, actor: str) -> None:
+    async def delete_version(self, name: str, version: int, actor: str, principal: Principal) -> None:
         """Delete a version no alias points at; its number is never given out again."""
         async with self.database.acquire() as connection, connection.transaction():
-            await self._lock_model(connection, name)
+            await self._lock_model(connection, name, principal)
             current = await repository.get_version(connection, name, version)
             if current is None:
                 raise NotFound(f"model {name!r} has no version {version}")
@@ -392,10 +440,12 @@ class ModelRegistry:
 
     # ------------------------------------------------------------ aliases
 
-    async def set_alias(self, name: str, alias: str, version: int, actor: str) -> AliasMove:
+    async def set_alias(
+        self, name: str, alias: str, version: int, actor: str, principal: Principal
+    ) -> AliasMove:
         """Point `alias` at `version` and announce it (model-promoted), in one transaction."""
         async with self.database.acquire() as connection, connection.transaction():
-            await self._lock_model(connection, name)
+            await self._lock_model(connection, name, principal)
             target = await repository.get_version(connection, name, version)
             if target is None:
                 raise NotFound(f"model {name!r} has no version {version}")
@@ -424,9 +474,9 @@ class ModelRegistry:
         self.on_events()
         return AliasMove(model_name=name, alias=alias, version=version, previous_version=previous)
 
-    async def delete_alias(self, name: str, alias: str, actor: str) -> None:
+    async def delete_alias(self, name: str, alias: str, actor: str, principal: Principal) -> None:
         async with self.database.acquire() as connection, connection.transaction():
-            model = await self._lock_model(connection, name)
+            model = await self._lock_model(connection, name, principal)
             policy = model["traffic_policy"]
             if policy is not None and alias in TrafficPolicy.model_validate(policy).aliases():
                 raise Conflict(
@@ -449,17 +499,19 @@ class ModelRegistry:
 
     # ------------------------------------------------------------ traffic policy
 
-    async def get_traffic_policy(self, name: str) -> TrafficPolicy:
-        model = await self.get_model(name)
+    async def get_traffic_policy(self, name: str, principal: Principal) -> TrafficPolicy:
+        model = await self.get_model(name, principal)
         if model.traffic_policy is None:
             raise NotFound(f"model {name!r} has no traffic policy; serving answers from its default alias")
         return model.traffic_policy
 
-    async def set_traffic_policy(self, name: str, policy: TrafficPolicy | None, actor: str) -> None:
+    async def set_traffic_policy(
+        self, name: str, policy: TrafficPolicy | None, actor: str, principal: Principal
+    ) -> None:
         """Set (or with None remove) how serving splits the model's traffic; every alias it names must
         exist. Announced with traffic-policy-changed in the same transaction."""
         async with self.database.acquire() as connection, connection.transaction():
-            model = await self._lock_model(connection, name)
+            model = await self._lock_model(connection, name, principal)
             if policy is None and model["traffic_policy"] is None:
                 raise NotFound(f"model {name!r} has no traffic policy")
             if policy is not None:
@@ -491,9 +543,9 @@ class ModelRegistry:
 
     # ------------------------------------------------------------ lineage and audit
 
-    async def lineage(self, name: str, version: int) -> Lineage:
+    async def lineage(self, name: str, version: int, principal: Principal) -> Lineage:
         """From a version to the run that produced it: its params, metrics, data and code."""
-        found = await self.get_version(name, version)
+        found = await self.get_version(name, version, principal)
         run = None
         if found.source_run_id is not None:
             async with self.database.acquire() as connection:
@@ -518,11 +570,13 @@ class ModelRegistry:
             run=run,
         )
 
-    async def audit(self, name: str, page_size: int, page_token: str | None) -> AuditPage:
+    async def audit(
+        self, name: str, page_size: int, page_token: str | None, principal: Principal
+    ) -> AuditPage:
         """The model's audit trail, oldest first; readable after the model is deleted."""
         offset = decode_page_token(page_token)
         async with self.database.acquire() as connection:
-            entries = await repository.audit_entries(connection, name, page_size + 1, offset)
+            entries = await repository.audit_entries(connection, name, page_size + 1, offset, principal.scope)
         if not entries and offset == 0:
             raise NotFound(f"no model named {name!r}, now or before")
         return AuditPage(

@@ -10,46 +10,54 @@ from shared.db import Connection
 from shared.events import ModelSignature
 
 VERSION_COLUMNS = (
-    "v.model_name, v.version, v.status, v.status_message, v.description, v.tags, v.artifact_uri, "
+    "v.model_name, (SELECT m.workspace FROM registered_models m WHERE m.name = v.model_name) AS workspace, "
+    "v.version, v.status, v.status_message, v.description, v.tags, v.artifact_uri, "
     "v.artifact_sha256, v.artifact_size, v.signature, v.reference_profile_uri, v.source_run_id, "
     "v.created_by, v.created_at"
 )
 
 
-async def insert_model(connection: Connection, name: str, description: str, tags: dict[str, str]) -> bool:
-    """False when the name is taken."""
+async def insert_model(
+    connection: Connection, name: str, description: str, tags: dict[str, str], workspace: str
+) -> bool:
+    """False when the name is taken (in any workspace: names are unique across workspaces)."""
     inserted = await connection.fetchval(
-        "INSERT INTO registered_models (name, description, tags) VALUES ($1, $2, $3) "
+        "INSERT INTO registered_models (name, description, tags, workspace) VALUES ($1, $2, $3, $4) "
         "ON CONFLICT (name) DO NOTHING RETURNING true",
         name,
         description,
         tags,
+        workspace,
     )
     return inserted is True
 
 
 async def get_models(
-    connection: Connection, names: list[str] | None, limit: int, offset: int
+    connection: Connection, names: list[str] | None, limit: int, offset: int, workspace: str | None
 ) -> list[RegisteredModel]:
+    """Models by name (None: all), in `workspace` (None: in any)."""
     rows = await connection.fetch(
         """
-        SELECT m.name, m.description, m.tags, m.traffic_policy, m.created_at, m.updated_at,
+        SELECT m.name, m.workspace, m.description, m.tags, m.traffic_policy, m.created_at, m.updated_at,
                (SELECT max(version) FROM model_versions v WHERE v.model_name = m.name) AS latest_version,
                coalesce((SELECT jsonb_object_agg(a.alias, a.version) FROM model_aliases a
                          WHERE a.model_name = m.name), '{}') AS aliases
         FROM registered_models m
-        WHERE $1::text[] IS NULL OR m.name = ANY($1::text[])
+        WHERE ($1::text[] IS NULL OR m.name = ANY($1::text[])) AND ($4::text IS NULL OR m.workspace = $4)
         ORDER BY m.name LIMIT $2 OFFSET $3
         """,
         names,
         limit,
         offset,
+        workspace,
     )
     return [RegisteredModel(**dict(row)) for row in rows]
 
 
-async def get_model(connection: Connection, name: str) -> RegisteredModel | None:
-    models = await get_models(connection, [name], 1, 0)
+async def get_model(
+    connection: Connection, name: str, workspace: str | None = None
+) -> RegisteredModel | None:
+    models = await get_models(connection, [name], 1, 0, workspace)
     return models[0] if models else None
 
 
@@ -67,10 +75,19 @@ async def update_model(connection: Connection, name: str, fields: dict[str, Any]
 async def lock_model(connection: Connection, name: str) -> dict[str, Any] | None:
     """Lock the model's row for this transaction; its current fields, or None when it does not exist."""
     row = await connection.fetchrow(
-        "SELECT name, description, tags, traffic_policy FROM registered_models WHERE name = $1 FOR UPDATE",
+        "SELECT name, workspace, description, tags, traffic_policy FROM registered_models WHERE name = $1 "
+        "FOR UPDATE",
         name,
     )
     return dict(row) if row else None
+
+
+async def model_workspace(connection: Connection, name: str) -> str | None:
+    """The model's workspace; None when there is no such model."""
+    workspace: str | None = await connection.fetchval(
+        "SELECT workspace FROM registered_models WHERE name = $1", name
+    )
+    return workspace
 
 
 async def set_traffic_policy(connection: Connection, name: str, policy: dict[str, Any] | None) -> None:
@@ -220,9 +237,11 @@ async def record_audit(
     before: dict[str, Any] | None = None,
     after: dict[str, Any] | None = None,
 ) -> None:
+    """An entry in the model's workspace (so record it while the model exists)."""
     await connection.execute(
-        "INSERT INTO audit_log (model_name, action, actor, version, before, after) "
-        "VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO audit_log (model_name, action, actor, version, before, after, workspace) "
+        "VALUES ($1, $2, $3, $4, $5, $6, "
+        "coalesce((SELECT workspace FROM registered_models WHERE name = $1), 'default'))",
         name,
         action,
         actor,
@@ -232,12 +251,15 @@ async def record_audit(
     )
 
 
-async def audit_entries(connection: Connection, name: str, limit: int, offset: int) -> list[AuditEntry]:
+async def audit_entries(
+    connection: Connection, name: str, limit: int, offset: int, workspace: str | None
+) -> list[AuditEntry]:
     rows = await connection.fetch(
         "SELECT id, model_name, action, actor, at, version, before, after FROM audit_log "
-        "WHERE model_name = $1 ORDER BY id LIMIT $2 OFFSET $3",
+        "WHERE model_name = $1 AND ($4::text IS NULL OR workspace = $4) ORDER BY id LIMIT $2 OFFSET $3",
         name,
         limit,
         offset,
+        workspace,
     )
     return [AuditEntry(**dict(row)) for row in rows]

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from shared.auth import WORKSPACE_PATTERN, Role
 from shared.events import ModelSignature, TrafficPolicy
 
 # Limits follow MLflow's, so that clients written for it fit.
@@ -44,6 +45,7 @@ class ExperimentUpdate(Contract):
 class Experiment(Contract):
     id: str
     name: str
+    workspace: str = "default"
     description: str
     tags: dict[str, str]
     created_at: datetime
@@ -180,6 +182,7 @@ class RegisteredModelUpdate(Contract):
 
 class RegisteredModel(Contract):
     name: str
+    workspace: str = "default"
     description: str
     tags: dict[str, str]
     latest_version: int | None
@@ -202,6 +205,7 @@ class TagUpdate(Contract):
 
 class ModelVersion(Contract):
     model_name: str
+    workspace: str = Field(default="default", description="the model's workspace")
     version: int
     status: VersionStatus
     status_message: str | None
@@ -281,3 +285,31 @@ class Problem(Contract):
     detail: str
     position: int | None = None
     token: str | None = None
+
+
+# ---------------------------------------------------------------- access control
+
+
+class TokenCreate(Contract):
+    user: EntityName
+    workspace: str = Field(
+        default="default", pattern=WORKSPACE_PATTERN, description="'*' (every workspace): service role only"
+    )
+    role: Role
+
+
+class Token(Contract):
+    """A token as listed: never its secret."""
+
+    id: str
+    user: str
+    workspace: str
+    role: Role
+    created_at: datetime
+    created_by: str
+    revoked_at: datetime | None = None
+    last_used_at: datetime | None = None
+
+
+class TokenCreated(Token):
+    token: str = Field(description="the secret, shown this once: send it as `Authorization: Bearer <token>`")

@@ -28,6 +28,7 @@ from services.registry.schemas import (
 )
 from services.registry.search import compile_search
 from shared.artifacts import ArtifactNotFound, ArtifactStore, InvalidArtifactKey, validate_key
+from shared.auth import DEFAULT_WORKSPACE, Principal
 from shared.db import Connection
 from shared.events import RunCompleted
 from shared.pagination import decode_page_token, next_page_token
@@ -51,76 +52,96 @@ class TrackingService:
 
     # ------------------------------------------------------------ experiments
 
-    async def create_experiment(self, request: ExperimentCreate) -> Experiment:
+    # Every method acts for a principal: it sees and changes only its workspace's experiments and runs
+    # (anything else reads as missing), and creates in its home workspace.
+
+    async def create_experiment(self, request: ExperimentCreate, principal: Principal) -> Experiment:
         async with self.database.acquire() as connection:
             created = await repository.insert_experiment(
-                connection, new_id(), request.name, request.description, request.tags
+                connection,
+                new_id(),
+                request.name,
+                request.description,
+                request.tags,
+                principal.home_workspace,
             )
         if created is None:
-            raise Conflict(f"an experiment named {request.name!r} exists already")
+            raise Conflict(
+                f"an experiment named {request.name!r} exists already (names are unique across workspaces)"
+            )
         return created
 
-    async def get_experiment(self, experiment_id: str) -> Experiment:
+    async def get_experiment(self, experiment_id: str, principal: Principal) -> Experiment:
         async with self.database.acquire() as connection:
-            experiment = await repository.get_experiment(connection, experiment_id=experiment_id)
+            experiment = await repository.get_experiment(
+                connection, experiment_id=experiment_id, workspace=principal.scope
+            )
         if experiment is None:
             raise NotFound(f"no experiment with id {experiment_id!r}")
         return experiment
 
-    async def get_experiment_by_name(self, name: str) -> Experiment:
+    async def get_experiment_by_name(self, name: str, principal: Principal) -> Experiment:
         async with self.database.acquire() as connection:
-            experiment = await repository.get_experiment(connection, name=name)
+            experiment = await repository.get_experiment(connection, name=name, workspace=principal.scope)
         if experiment is None:
             raise NotFound(f"no experiment named {name!r}")
         return experiment
 
-    async def list_experiments(self, page_size: int, page_token: str | None) -> ExperimentPage:
+    async def list_experiments(
+        self, page_size: int, page_token: str | None, principal: Principal
+    ) -> ExperimentPage:
         offset = decode_page_token(page_token)
         async with self.database.acquire() as connection:
-            experiments = await repository.list_experiments(connection, page_size + 1, offset)
+            experiments = await repository.list_experiments(
+                connection, page_size + 1, offset, principal.scope
+            )
         return ExperimentPage(
             experiments=experiments[:page_size],
             next_page_token=next_page_token(offset, page_size, len(experiments)),
         )
 
-    async def update_experiment(self, experiment_id: str, request: ExperimentUpdate) -> Experiment:
+    async def update_experiment(
+        self, experiment_id: str, request: ExperimentUpdate, principal: Principal
+    ) -> Experiment:
         async with self.database.acquire() as connection:
             experiment = await repository.update_experiment(
-                connection, experiment_id, request.description, request.tags
+                connection, experiment_id, request.description, request.tags, principal.scope
             )
         if experiment is None:
             raise NotFound(f"no experiment with id {experiment_id!r}")
         return experiment
 
-    async def delete_experiment(self, experiment_id: str) -> None:
+    async def delete_experiment(self, experiment_id: str, principal: Principal) -> None:
         """Delete the experiment with its runs; their stored artifacts stay in the artifact store."""
         async with self.database.acquire() as connection, connection.transaction():
-            if not await repository.delete_experiment(connection, experiment_id):
+            if not await repository.delete_experiment(connection, experiment_id, principal.scope):
                 raise NotFound(f"no experiment with id {experiment_id!r}")
 
     # ------------------------------------------------------------ runs
 
-    async def create_run(self, request: RunCreate) -> Run:
+    async def create_run(self, request: RunCreate, principal: Principal) -> Run:
         """Start a run (status running) in an experiment named by id, or by name (created if missing)."""
         if (request.experiment_id is None) == (request.experiment_name is None):
             raise InvalidRequest("give exactly one of experiment_id and experiment_name")
         run_id = new_id()
         async with self.database.acquire() as connection:
             if request.experiment_id is not None:  # the common case: one statement, no transaction
-                run = await self._insert_run(connection, run_id, request.experiment_id, request)
+                run = await self._insert_run(connection, run_id, request.experiment_id, request, principal)
                 if run is None:
                     raise NotFound(f"no experiment with id {request.experiment_id!r}")
                 return run
             async with connection.transaction():
                 assert request.experiment_name is not None
-                experiment_id = await self._experiment_named(connection, request.experiment_name)
-                run = await self._insert_run(connection, run_id, experiment_id, request)
+                experiment_id = await self._experiment_named(
+                    connection, request.experiment_name, principal.scope, principal.home_workspace
+                )
+                run = await self._insert_run(connection, run_id, experiment_id, request, principal)
         assert run is not None  # the experiment exists within this transaction, and the id is new
         return run
 
     @staticmethod
     async def _insert_run(
-        connection: Connection, run_id: str, experiment_id: str, request: RunCreate
+        connection: Connection, run_id: str, experiment_id: str, request: RunCreate, principal: Principal
     ) -> Run | None:
         return await repository.insert_run(
             connection,
@@ -132,42 +153,58 @@ class TrackingService:
             tags=request.tags,
             dataset_fingerprint=request.dataset_fingerprint,
             code_version=request.code_version,
+            workspace=principal.scope,
         )
 
     @staticmethod
-    async def _experiment_named(connection: Connection, name: str) -> str:
-        """The id of the experiment called `name`, created when missing (safe when two runs race)."""
-        experiment = await repository.get_experiment(connection, name=name)
+    async def _experiment_named(
+        connection: Connection, name: str, scope: str | None, home_workspace: str
+    ) -> str:
+        """The id of the experiment called `name` in `scope` (None: any workspace), created in
+        `home_workspace` when missing (safe when two runs race); Conflict when another workspace has it."""
+        experiment = await repository.get_experiment(connection, name=name, workspace=scope)
         if experiment is None:
             experiment = await repository.insert_experiment(
-                connection, new_id(), name, "", {}
-            ) or await repository.get_experiment(connection, name=name)
-        assert experiment is not None
+                connection, new_id(), name, "", {}, home_workspace
+            ) or await repository.get_experiment(connection, name=name, workspace=scope)
+        if experiment is None:
+            raise Conflict(f"the experiment name {name!r} is taken by another workspace")
         return experiment.id
 
-    async def get_run(self, run_id: str) -> Run:
+    @staticmethod
+    async def _check_run(connection: Connection, run_id: str, principal: Principal) -> None:
+        """NotFound unless the run exists in the principal's workspace."""
+        if principal.scope is None:
+            return
+        if await repository.run_workspace(connection, run_id) != principal.scope:
+            raise NotFound(f"no run with id {run_id!r}")
+
+    async def get_run(self, run_id: str, principal: Principal) -> Run:
         async with self.database.acquire() as connection:
+            await self._check_run(connection, run_id, principal)
             run = await repository.get_run(connection, run_id)
         if run is None:
             raise NotFound(f"no run with id {run_id!r}")
         return run
 
-    async def update_run(self, run_id: str, request: RunUpdate) -> Run:
+    async def update_run(self, run_id: str, request: RunUpdate, principal: Principal) -> Run:
         end_time = request.end_time
         if end_time is None and request.status in FINAL_STATUSES:
             end_time = utc_now()
         async with self.database.acquire() as connection:
+            await self._check_run(connection, run_id, principal)
             run = await repository.update_run(connection, run_id, request.status, end_time, request.name)
         if run is None:
             raise NotFound(f"no run with id {run_id!r}")
         return run
 
-    async def delete_run(self, run_id: str) -> None:
+    async def delete_run(self, run_id: str, principal: Principal) -> None:
         async with self.database.acquire() as connection, connection.transaction():
+            await self._check_run(connection, run_id, principal)
             if not await repository.delete_run(connection, run_id):
                 raise NotFound(f"no run with id {run_id!r}")
 
-    async def log_batch(self, run_id: str, batch: LogBatch) -> None:
+    async def log_batch(self, run_id: str, batch: LogBatch, principal: Principal) -> None:
         """Store params, metric points and tags together, or nothing: a param logged before with another
         value is a 409 naming it, and the whole batch is refused."""
         offered: dict[str, str] = {}
@@ -175,6 +212,7 @@ class TrackingService:
             if offered.setdefault(param.key, param.value) != param.value:
                 raise InvalidRequest(f"param {param.key!r} appears twice in the batch with different values")
         async with self.database.acquire() as connection:
+            await self._check_run(connection, run_id, principal)
             try:
                 await repository.log_batch(
                     connection, run_id, batch.params, batch.metrics, batch.tags, utc_now()
@@ -189,7 +227,11 @@ class TrackingService:
         metrics, when the producer never logged it here) and has its final status. Safe to repeat."""
         async with self.database.acquire() as connection, connection.transaction():
             if not await repository.lock_run(connection, completed.run_id):
-                experiment_id = await self._experiment_named(connection, completed.experiment)
+                # The producer (the trainer, for a job of its workspace) logged no run here: the
+                # experiment is found in any workspace, or created in the default one.
+                experiment_id = await self._experiment_named(
+                    connection, completed.experiment, None, DEFAULT_WORKSPACE
+                )
                 await repository.insert_run(
                     connection,
                     run_id=completed.run_id,
@@ -207,14 +249,15 @@ class TrackingService:
                 connection, completed.run_id, completed.status, utc_now(), completed.dataset_fingerprint
             )
 
-    async def metric_history(self, run_id: str, key: str) -> MetricHistory:
+    async def metric_history(self, run_id: str, key: str, principal: Principal) -> MetricHistory:
         async with self.database.acquire() as connection:
+            await self._check_run(connection, run_id, principal)
             points = await repository.metric_history(connection, run_id, key)
             if not points and await repository.get_run(connection, run_id) is None:
                 raise NotFound(f"no run with id {run_id!r}")
         return MetricHistory(run_id=run_id, key=key, points=points)
 
-    async def search_runs(self, search: RunSearch) -> RunPage:
+    async def search_runs(self, search: RunSearch, principal: Principal) -> RunPage:
         """Runs across experiments matching a filter, ordered and paginated. A malformed filter raises
         FilterSyntaxError (position and token of the mistake)."""
         offset = decode_page_token(search.page_token)
@@ -223,6 +266,12 @@ class TrackingService:
         if search.experiment_ids:
             args.append(search.experiment_ids)
             where = f"({where}) AND r.experiment_id = ANY(${len(args) + 2}::text[])"
+        if principal.scope is not None:
+            args.append(principal.scope)
+            where = (
+                f"({where}) AND r.experiment_id IN "
+                f"(SELECT id FROM experiments WHERE workspace = ${len(args) + 2})"
+            )
         async with self.database.acquire() as connection:
             runs = await repository.fetch_runs(
                 connection, where, compiled.order_by, args, search.max_results + 1, offset
@@ -232,12 +281,15 @@ class TrackingService:
             next_page_token=next_page_token(offset, search.max_results, len(runs)),
         )
 
-    async def compare_runs(self, run_ids: list[str]) -> RunComparison:
+    async def compare_runs(self, run_ids: list[str], principal: Principal) -> RunComparison:
         """Runs side by side: every param and last metric value, and which params differ."""
         if not 1 <= len(run_ids) <= MAX_COMPARED_RUNS:
             raise InvalidRequest(f"compare between 1 and {MAX_COMPARED_RUNS} runs, got {len(run_ids)}")
         async with self.database.acquire() as connection:
             found = {run.id: run for run in await repository.get_runs(connection, run_ids)}
+            if principal.scope is not None:
+                visible = await repository.runs_in_workspace(connection, list(found), principal.scope)
+                found = {run_id: run for run_id, run in found.items() if run_id in visible}
         missing = [run_id for run_id in run_ids if run_id not in found]
         if missing:
             raise NotFound(f"no run with id {missing[0]!r}")
@@ -260,10 +312,10 @@ class TrackingService:
             raise InvalidRequest(f"artifact path {path!r} is not a relative path inside the run") from error
 
     async def upload_artifact(
-        self, run_id: str, path: str, content: AsyncIterable[bytes], content_type: str
+        self, run_id: str, path: str, content: AsyncIterable[bytes], content_type: str, principal: Principal
     ) -> Artifact:
         key = self.artifact_key(run_id, path)
-        await self.get_run(run_id)
+        await self.get_run(run_id, principal)
         stored = await self.artifacts.put_stream(key, content, content_type)
         assert stored.sha256 is not None
         artifact = Artifact(
@@ -279,15 +331,19 @@ class TrackingService:
             await repository.upsert_artifact(connection, artifact)
         return artifact
 
-    async def list_artifacts(self, run_id: str) -> list[Artifact]:
+    async def list_artifacts(self, run_id: str, principal: Principal) -> list[Artifact]:
         async with self.database.acquire() as connection:
+            await self._check_run(connection, run_id, principal)
             artifacts = await repository.list_artifacts(connection, run_id)
             if not artifacts and await repository.get_run(connection, run_id) is None:
                 raise NotFound(f"no run with id {run_id!r}")
         return artifacts
 
-    async def open_artifact(self, run_id: str, path: str) -> tuple[Artifact, AsyncIterator[bytes]]:
+    async def open_artifact(
+        self, run_id: str, path: str, principal: Principal
+    ) -> tuple[Artifact, AsyncIterator[bytes]]:
         async with self.database.acquire() as connection:
+            await self._check_run(connection, run_id, principal)
             artifact = await repository.get_artifact(connection, run_id, path)
         if artifact is None:
             raise NotFound(f"run {run_id!r} has no artifact {path!r}")

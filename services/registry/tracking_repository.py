@@ -29,73 +29,99 @@ RUN_COLUMNS = (
 )
 
 
+EXPERIMENT_COLUMNS = "id, name, workspace, description, tags, created_at, updated_at"
+
+
 def _experiment(row: asyncpg.Record) -> Experiment:
     return Experiment(**dict(row))
 
 
 async def insert_experiment(
-    connection: Connection, experiment_id: str, name: str, description: str, tags: dict[str, str]
+    connection: Connection,
+    experiment_id: str,
+    name: str,
+    description: str,
+    tags: dict[str, str],
+    workspace: str,
 ) -> Experiment | None:
-    """The new experiment, or None when the name is taken."""
+    """The new experiment, or None when the name is taken (in any workspace: names are unique)."""
     row = await connection.fetchrow(
-        """
-        INSERT INTO experiments (id, name, description, tags) VALUES ($1, $2, $3, $4)
+        f"""
+        INSERT INTO experiments (id, name, description, tags, workspace) VALUES ($1, $2, $3, $4, $5)
         ON CONFLICT (name) DO NOTHING
-        RETURNING id, name, description, tags, created_at, updated_at
+        RETURNING {EXPERIMENT_COLUMNS}
         """,
         experiment_id,
         name,
         description,
         tags,
+        workspace,
     )
     return _experiment(row) if row else None
 
 
 async def get_experiment(
-    connection: Connection, *, experiment_id: str | None = None, name: str | None = None
+    connection: Connection,
+    *,
+    experiment_id: str | None = None,
+    name: str | None = None,
+    workspace: str | None = None,
 ) -> Experiment | None:
+    """By id or name, in `workspace` (None: in any)."""
     row = await connection.fetchrow(
-        """
-        SELECT id, name, description, tags, created_at, updated_at FROM experiments
+        f"""
+        SELECT {EXPERIMENT_COLUMNS} FROM experiments
         WHERE ($1::text IS NULL OR id = $1) AND ($2::text IS NULL OR name = $2)
+          AND ($3::text IS NULL OR workspace = $3)
         """,
         experiment_id,
         name,
+        workspace,
     )
     return _experiment(row) if row else None
 
 
-async def list_experiments(connection: Connection, limit: int, offset: int) -> list[Experiment]:
+async def list_experiments(
+    connection: Connection, limit: int, offset: int, workspace: str | None
+) -> list[Experiment]:
     rows = await connection.fetch(
-        """
-        SELECT id, name, description, tags, created_at, updated_at FROM experiments
+        f"""
+        SELECT {EXPERIMENT_COLUMNS} FROM experiments WHERE $3::text IS NULL OR workspace = $3
         ORDER BY created_at DESC, id LIMIT $1 OFFSET $2
         """,
         limit,
         offset,
+        workspace,
     )
     return [_experiment(row) for row in rows]
 
 
 async def update_experiment(
-    connection: Connection, experiment_id: str, description: str | None, tags: dict[str, str] | None
+    connection: Connection,
+    experiment_id: str,
+    description: str | None,
+    tags: dict[str, str] | None,
+    workspace: str | None,
 ) -> Experiment | None:
     row = await connection.fetchrow(
-        """
+        f"""
         UPDATE experiments SET description = coalesce($2, description),
-               tags = tags || coalesce($3::jsonb, '{}'::jsonb),
+               tags = tags || coalesce($3::jsonb, '{{}}'::jsonb),
                updated_at = now()
-        WHERE id = $1 RETURNING id, name, description, tags, created_at, updated_at
+        WHERE id = $1 AND ($4::text IS NULL OR workspace = $4) RETURNING {EXPERIMENT_COLUMNS}
         """,
         experiment_id,
         description,
         tags,
+        workspace,
     )
     return _experiment(row) if row else None
 
 
-async def delete_experiment(connection: Connection, experiment_id: str) -> bool:
+async def delete_experiment(connection: Connection, experiment_id: str, workspace: str | None) -> bool:
     """Delete the experiment, its runs and everything logged to them; False when there is none."""
+    if await get_experiment(connection, experiment_id=experiment_id, workspace=workspace) is None:
+        return False
     await connection.execute(
         "DELETE FROM metrics WHERE run_id IN (SELECT id FROM runs WHERE experiment_id = $1)", experiment_id
     )
@@ -116,13 +142,16 @@ async def insert_run(
     tags: dict[str, str],
     dataset_fingerprint: str | None,
     code_version: str | None,
+    workspace: str | None = None,
 ) -> Run | None:
-    """The new run; None when the experiment does not exist (or a run has that id already)."""
+    """The new run; None when the experiment does not exist in `workspace` (None: in any), or a run has
+    that id already."""
     row = await connection.fetchrow(
         f"""
         INSERT INTO runs AS r (id, experiment_id, name, status, start_time, tags, dataset_fingerprint,
                                code_version)
-        SELECT $1, e.id, $3, $4, $5, $6, $7, $8 FROM experiments e WHERE e.id = $2
+        SELECT $1, e.id, $3, $4, $5, $6, $7, $8 FROM experiments e
+        WHERE e.id = $2 AND ($9::text IS NULL OR e.workspace = $9)
         ON CONFLICT (id) DO NOTHING RETURNING {RUN_COLUMNS}
         """,
         run_id,
@@ -133,6 +162,7 @@ async def insert_run(
         tags,
         dataset_fingerprint,
         code_version,
+        workspace,
     )
     return Run(**dict(row)) if row else None
 
@@ -243,6 +273,25 @@ async def get_run(connection: Connection, run_id: str) -> Run | None:
 async def get_runs(connection: Connection, run_ids: list[str]) -> list[Run]:
     rows = await connection.fetch(f"SELECT {RUN_COLUMNS} FROM runs r WHERE r.id = ANY($1::text[])", run_ids)
     return [Run(**dict(row)) for row in rows]
+
+
+async def runs_in_workspace(connection: Connection, run_ids: list[str], workspace: str) -> set[str]:
+    """Which of these runs exist in `workspace` (through their experiment)."""
+    rows = await connection.fetch(
+        "SELECT r.id FROM runs r JOIN experiments e ON e.id = r.experiment_id "
+        "WHERE r.id = ANY($1::text[]) AND e.workspace = $2",
+        run_ids,
+        workspace,
+    )
+    return {row["id"] for row in rows}
+
+
+async def run_workspace(connection: Connection, run_id: str) -> str | None:
+    """The workspace of the run's experiment; None when there is no such run."""
+    workspace: str | None = await connection.fetchval(
+        "SELECT e.workspace FROM runs r JOIN experiments e ON e.id = r.experiment_id WHERE r.id = $1", run_id
+    )
+    return workspace
 
 
 def compared(run: Run) -> ComparedRun:
