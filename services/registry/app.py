@@ -52,6 +52,7 @@ def create_app(
     bus: EventBus | None = None,
 ) -> FastAPI:
     """`bus`: an event bus this process shares between services (the embedded mode), else its own."""
+    max_upload_bytes = (registry_settings or RegistrySettings()).max_upload_bytes
     app = create_service_app(
         "registry",
         description=services.registry.__doc__ or "",
@@ -60,7 +61,12 @@ def create_app(
         routers=[tracking_router, registry_router, auth_router],
         service_lifespan=registry_lifespan,
         bus=bus,
+        # ONNX models and run artifacts are streamed to storage, up to the upload limit.
+        upload_limits={
+            "/models/{name}/versions": max_upload_bytes,
+            "/runs/{run_id}/artifacts/{path:path}": max_upload_bytes,
+        },
     )
-    app.state.max_upload_bytes = (registry_settings or RegistrySettings()).max_upload_bytes
+    app.state.max_upload_bytes = max_upload_bytes
     add_error_handlers(app)
     return app
