@@ -51,6 +51,7 @@ class TrainerService:
 
     async def submit_job(self, request: JobRequest, reason: str = "manual") -> Job:
         """Queue a job; a trainer replica (any) picks it up from the training-jobs topic."""
+        self._check_dataset_uri(request.dataset_uri)
         job_id = uuid.uuid4().hex
         async with self.database.acquire() as connection, connection.transaction():
             job = await repository.insert_job(
@@ -65,6 +66,14 @@ class TrainerService:
             )
         self.on_events()
         return job
+
+    def _check_dataset_uri(self, uri: str) -> None:
+        """InvalidDataset unless `uri` names an object in this platform's store: another bucket, a `..`
+        segment or a local path is refused before a job is queued, not read (or failed on) later."""
+        try:
+            self.artifacts.key_from_uri(uri)
+        except InvalidArtifactKey as error:
+            raise InvalidDataset(f"dataset_uri: {error}") from error
 
     async def get_job(self, job_id: str) -> Job:
         async with self.database.acquire() as connection:

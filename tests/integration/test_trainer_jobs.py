@@ -219,6 +219,26 @@ async def test_unknown_estimator_and_unknown_job_are_client_errors(platform: Pla
     assert (await platform.trainer.get("/jobs/nope")).status_code == 404
 
 
+@pytest.mark.parametrize(
+    ("dataset_uri", "reason"),
+    [
+        ("s3://another-bucket/credit.csv", "is not in this store"),
+        ("s3://flywheel-tests/datasets/../../another-bucket/credit.csv", "'..' path segment"),
+        ("file:///etc/passwd", "is not in this store"),
+    ],
+)
+async def test_a_dataset_outside_the_store_is_refused_before_a_job_is_queued(
+    platform: Platform, dataset_uri: str, reason: str
+) -> None:
+    model = f"outside-{uuid.uuid4().hex[:8]}"
+    response = await platform.trainer.post(
+        "/jobs", json=job_request(dataset_uri, "logistic_regression", model)
+    )
+    assert response.status_code == 400
+    assert reason in response.json()["detail"]
+    assert (await platform.trainer.get("/jobs", params={"model": model})).json()["jobs"] == []
+
+
 async def test_the_gate_promotes_a_better_challenger_and_keeps_the_champion_otherwise(
     platform: Platform,
 ) -> None:
