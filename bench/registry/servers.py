@@ -15,7 +15,8 @@ MLFLOW_READY_SECONDS = 180.0
 def start_flywheel(
     repo_root: Path, infra_env: dict[str, str], database_url: str, namespace: str, log_dir: Path
 ) -> ServerProcess:
-    settings = {"FLYWHEEL_DATABASE_URL": database_url}
+    # Access control off: the MLflow server it is compared with checks no credentials either.
+    settings = {"FLYWHEEL_DATABASE_URL": database_url, "FLYWHEEL_AUTH_ENABLED": "false"}
     return start_flywheel_service("registry", repo_root, infra_env, namespace, log_dir, settings)
 
 
