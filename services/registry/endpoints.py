@@ -103,6 +103,97 @@ tracking_router = APIRouter(tags=["tracking"], responses=ERRORS)
 registry_router = APIRouter(tags=["model registry"], responses=ERRORS)
 
 
+# ---------------------------------------------------------------- runs
+# First, and the busiest first: FastAPI tries routes in order (each try costs a few microseconds).
+
+
+@tracking_router.post("/runs", status_code=201, response_model=Run)
+async def create_run(body: RunCreate, service: Tracking, principal: Tracker) -> Response:
+    """Start a run in an experiment given by id or by name (created when missing)."""
+    return _json(await service.create_run(body, principal), status_code=201)
+
+
+@tracking_router.post("/runs/{run_id}/log-batch", status_code=204)
+async def log_batch(run_id: str, body: LogBatch, service: Tracking, principal: Tracker) -> None:
+    """Log params, metric points and tags in one call: all stored, or none (409 for a param that was
+    logged before with another value)."""
+    await service.log_batch(run_id, body, principal)
+
+
+@tracking_router.patch("/runs/{run_id}", response_model=Run)
+async def update_run(run_id: str, body: RunUpdate, service: Tracking, principal: Tracker) -> Response:
+    """Rename a run or end it (finished, failed, killed)."""
+    return _json(await service.update_run(run_id, body, principal))
+
+
+@tracking_router.post("/runs/search", response_model=RunPage)
+async def search_runs(body: RunSearch, service: Tracking, principal: Reader) -> Response:
+    """Runs across experiments matching a filter such as
+    `metrics.auc > 0.8 and params.model = 'rf' and tags.team = 'risk'`, ordered and paginated.
+    A malformed filter is a 400 with the position and token of the mistake."""
+    return _json(await service.search_runs(body, principal))
+
+
+@tracking_router.get("/runs/compare")
+async def compare_runs(
+    service: Tracking, principal: Reader, run_id: Annotated[list[str], Query()]
+) -> RunComparison:
+    """Runs side by side (`?run_id=a&run_id=b`): their params, last metric values, and which params differ."""
+    return await service.compare_runs(run_id, principal)
+
+
+@tracking_router.get("/runs/{run_id}")
+async def get_run(run_id: str, service: Tracking, principal: Reader) -> Run:
+    """A run with its params, tags and the last value of each metric."""
+    return await service.get_run(run_id, principal)
+
+
+@tracking_router.delete("/runs/{run_id}", status_code=204)
+async def delete_run(run_id: str, service: Tracking, principal: Tracker) -> None:
+    """Delete a run with its params, metrics and artifact records."""
+    await service.delete_run(run_id, principal)
+
+
+@tracking_router.get("/runs/{run_id}/metrics/{key}")
+async def metric_history(run_id: str, key: Key, service: Tracking, principal: Reader) -> MetricHistory:
+    """Every logged point of one metric, by step."""
+    return await service.metric_history(run_id, key, principal)
+
+
+@tracking_router.put(
+    "/runs/{run_id}/artifacts/{path:path}",
+    status_code=201,
+    openapi_extra={
+        "requestBody": {
+            "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+        }
+    },
+)
+async def upload_artifact(
+    run_id: str, path: str, request: Request, service: Tracking, principal: Tracker
+) -> Artifact:
+    """Store the request body (streamed) as the run's artifact at `path`."""
+    content_type = request.headers.get("content-type", "application/octet-stream")
+    return await service.upload_artifact(run_id, path, request.stream(), content_type, principal)
+
+
+@tracking_router.get("/runs/{run_id}/artifacts")
+async def list_artifacts(run_id: str, service: Tracking, principal: Reader) -> list[Artifact]:
+    """The run's artifacts with their sizes and sha256."""
+    return await service.list_artifacts(run_id, principal)
+
+
+@tracking_router.get("/runs/{run_id}/artifacts/{path:path}", response_class=StreamingResponse)
+async def download_artifact(
+    run_id: str, path: str, service: Tracking, principal: Reader
+) -> StreamingResponse:
+    """The artifact's bytes, streamed."""
+    artifact, content = await service.open_artifact(run_id, path, principal)
+    return StreamingResponse(
+        content, media_type=artifact.content_type, headers={"X-Flywheel-Sha256": artifact.sha256}
+    )
+
+
 # ---------------------------------------------------------------- experiments
 
 
@@ -144,96 +235,6 @@ async def update_experiment(
 async def delete_experiment(experiment_id: str, service: Tracking, principal: Tracker) -> None:
     """Delete the experiment and its runs."""
     await service.delete_experiment(experiment_id, principal)
-
-
-# ---------------------------------------------------------------- runs
-
-
-@tracking_router.post("/runs", status_code=201, response_model=Run)
-async def create_run(body: RunCreate, service: Tracking, principal: Tracker) -> Response:
-    """Start a run in an experiment given by id or by name (created when missing)."""
-    return _json(await service.create_run(body, principal), status_code=201)
-
-
-@tracking_router.post("/runs/search", response_model=RunPage)
-async def search_runs(body: RunSearch, service: Tracking, principal: Reader) -> Response:
-    """Runs across experiments matching a filter such as
-    `metrics.auc > 0.8 and params.model = 'rf' and tags.team = 'risk'`, ordered and paginated.
-    A malformed filter is a 400 with the position and token of the mistake."""
-    return _json(await service.search_runs(body, principal))
-
-
-@tracking_router.get("/runs/compare")
-async def compare_runs(
-    service: Tracking, principal: Reader, run_id: Annotated[list[str], Query()]
-) -> RunComparison:
-    """Runs side by side (`?run_id=a&run_id=b`): their params, last metric values, and which params differ."""
-    return await service.compare_runs(run_id, principal)
-
-
-@tracking_router.get("/runs/{run_id}")
-async def get_run(run_id: str, service: Tracking, principal: Reader) -> Run:
-    """A run with its params, tags and the last value of each metric."""
-    return await service.get_run(run_id, principal)
-
-
-@tracking_router.patch("/runs/{run_id}", response_model=Run)
-async def update_run(run_id: str, body: RunUpdate, service: Tracking, principal: Tracker) -> Response:
-    """Rename a run or end it (finished, failed, killed)."""
-    return _json(await service.update_run(run_id, body, principal))
-
-
-@tracking_router.delete("/runs/{run_id}", status_code=204)
-async def delete_run(run_id: str, service: Tracking, principal: Tracker) -> None:
-    """Delete a run with its params, metrics and artifact records."""
-    await service.delete_run(run_id, principal)
-
-
-@tracking_router.post("/runs/{run_id}/log-batch", status_code=204)
-async def log_batch(run_id: str, body: LogBatch, service: Tracking, principal: Tracker) -> None:
-    """Log params, metric points and tags in one call: all stored, or none (409 for a param that was
-    logged before with another value)."""
-    await service.log_batch(run_id, body, principal)
-
-
-@tracking_router.get("/runs/{run_id}/metrics/{key}")
-async def metric_history(run_id: str, key: Key, service: Tracking, principal: Reader) -> MetricHistory:
-    """Every logged point of one metric, by step."""
-    return await service.metric_history(run_id, key, principal)
-
-
-@tracking_router.put(
-    "/runs/{run_id}/artifacts/{path:path}",
-    status_code=201,
-    openapi_extra={
-        "requestBody": {
-            "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
-        }
-    },
-)
-async def upload_artifact(
-    run_id: str, path: str, request: Request, service: Tracking, principal: Tracker
-) -> Artifact:
-    """Store the request body (streamed) as the run's artifact at `path`."""
-    content_type = request.headers.get("content-type", "application/octet-stream")
-    return await service.upload_artifact(run_id, path, request.stream(), content_type, principal)
-
-
-@tracking_router.get("/runs/{run_id}/artifacts")
-async def list_artifacts(run_id: str, service: Tracking, principal: Reader) -> list[Artifact]:
-    """The run's artifacts with their sizes and sha256."""
-    return await service.list_artifacts(run_id, principal)
-
-
-@tracking_router.get("/runs/{run_id}/artifacts/{path:path}", response_class=StreamingResponse)
-async def download_artifact(
-    run_id: str, path: str, service: Tracking, principal: Reader
-) -> StreamingResponse:
-    """The artifact's bytes, streamed."""
-    artifact, content = await service.open_artifact(run_id, path, principal)
-    return StreamingResponse(
-        content, media_type=artifact.content_type, headers={"X-Flywheel-Sha256": artifact.sha256}
-    )
 
 
 # ---------------------------------------------------------------- registered models
