@@ -17,15 +17,11 @@ from services.registry.schemas import (
 )
 from shared.db import Connection
 
-# A run with its params and last metric values, in one round trip (index lookups per run, so the cost
-# follows the number of runs returned, not the size of the tables).
+# A run with its params and last metric values: copies kept on the run's row by log_run_batch
+# (migration 0007), so reading runs aggregates nothing.
 RUN_COLUMNS = (
     "r.id, r.experiment_id, r.name, r.status, r.start_time, r.end_time, r.tags, "
-    "r.dataset_fingerprint, r.code_version, "
-    "coalesce((SELECT jsonb_object_agg(p.key, p.value) FROM params p WHERE p.run_id = r.id), '{}') "
-    "AS params, "
-    "coalesce((SELECT jsonb_object_agg(m.key, m.value) FROM latest_metrics m WHERE m.run_id = r.id), '{}') "
-    "AS metrics"
+    "r.dataset_fingerprint, r.code_version, r.params, r.metrics"
 )
 
 
