@@ -23,6 +23,7 @@ from services.monitor.deliveries import DeliveryWorker
 from services.monitor.settings import MonitorSettings
 from services.monitor.subscription_schemas import AlertTopic
 from services.monitor.subscriptions import SubscriptionService
+from services.monitor.webhook_targets import WebhookTargets
 from shared.bus import EventBus, Handler, Subscription
 from shared.events import CloudEvent
 from shared.service import Runtime
@@ -75,8 +76,11 @@ async def subscribe_alert_fanout(
 async def start_alerting(app: FastAPI, runtime: Runtime, settings: MonitorSettings) -> AsyncIterator[None]:
     """Run the alert subscribers for as long as the block: consumers, deliveries, the stream's hub."""
     assert runtime.database is not None, "the monitor has tables, so its runtime has a database"
-    deliveries = DeliveryWorker(runtime.database, settings)
-    subscriptions = SubscriptionService(runtime.database, on_enqueued=deliveries.wake)
+    targets = WebhookTargets(
+        deny_internal=settings.webhook_deny_internal_targets, allowed=settings.webhook_allowed_targets
+    )
+    deliveries = DeliveryWorker(runtime.database, settings, targets=targets)
+    subscriptions = SubscriptionService(runtime.database, targets, on_enqueued=deliveries.wake)
     hub = AlertHub(settings.alert_stream_queue_size, settings.alert_stream_replay_size)
     app.state.alerting = Alerting(subscriptions, hub, settings)
     await deliveries.start()

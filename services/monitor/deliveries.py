@@ -33,7 +33,7 @@ from prometheus_client import Counter
 from services.monitor import subscription_repository as repository
 from services.monitor.settings import MonitorSettings
 from services.monitor.subscription_repository import AttemptOutcome, ClaimedDelivery
-from services.monitor.webhook_targets import InvalidTargetUrl, check_target_url
+from services.monitor.webhook_targets import InvalidTargetUrl, WebhookTargets
 
 log = logging.getLogger(__name__)
 
@@ -81,10 +81,18 @@ class DeliveryWorker:
     """Sends this replica's share of due deliveries, at most `delivery_concurrency` at once."""
 
     def __init__(
-        self, database: asyncpg.Pool, settings: MonitorSettings, http: httpx.AsyncClient | None = None
+        self,
+        database: asyncpg.Pool,
+        settings: MonitorSettings,
+        http: httpx.AsyncClient | None = None,
+        *,
+        targets: WebhookTargets | None = None,
     ) -> None:
         self.database = database
         self.settings = settings
+        self.targets = targets or WebhookTargets(
+            deny_internal=settings.webhook_deny_internal_targets, allowed=settings.webhook_allowed_targets
+        )
         self.http = http or httpx.AsyncClient(
             follow_redirects=False,
             timeout=settings.delivery_timeout_seconds,
@@ -205,10 +213,15 @@ class DeliveryWorker:
         error: str | None = None
         permanent = False
         try:
-            check_target_url(delivery.url)
+            # The whole attempt, name resolution included, within the timeout.
             async with asyncio.timeout(self.settings.delivery_timeout_seconds):
+                target = await self.targets.pin(delivery.url)
                 async with self.http.stream(
-                    "POST", delivery.url, content=delivery.body, headers=delivery_headers(delivery)
+                    "POST",
+                    target.url,
+                    content=delivery.body,
+                    headers={**delivery_headers(delivery), "host": target.host_header},
+                    extensions={"sni_hostname": target.server_name},
                 ) as response:
                     status_code = response.status_code
                     if not response.is_success:
@@ -219,6 +232,8 @@ class DeliveryWorker:
             error = f"no answer within {self.settings.delivery_timeout_seconds:g}s"
         except httpx.HTTPError as failure:
             error = f"{type(failure).__name__}: {failure}" if str(failure) else type(failure).__name__
+        except OSError as failure:  # the host name does not resolve (now)
+            error = f"cannot resolve the URL's host: {failure}"
         duration_ms = (time.perf_counter() - started) * 1000
         if error is None:
             return AttemptOutcome("delivered", started_at, duration_ms, status_code, None)

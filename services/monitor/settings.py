@@ -21,6 +21,16 @@ class MonitorSettings(ServiceSettings):
     delivery_timeout_seconds: float = Field(
         default=10.0, gt=0, description="how long one webhook POST may take, answer included"
     )
+    webhook_deny_internal_targets: bool = Field(
+        default=True,
+        description="refuse webhooks to hosts that are or resolve to loopback, private, link-local or other "
+        "non-public addresses (server-side request forgery)",
+    )
+    webhook_allowed_targets: list[str] = Field(
+        default_factory=list,
+        description='hosts and networks webhooks may reach all the same, as JSON: ["hooks.internal", '
+        '"10.1.0.0/16"]',
+    )
     delivery_max_attempts: int = Field(
         default=8, ge=1, description="POSTs of one event to one webhook before its delivery fails"
     )

@@ -23,6 +23,7 @@ from services.monitor.subscription_schemas import (
     SubscriptionRequest,
 )
 from services.monitor.subscriptions import SubscriptionNotFound
+from services.monitor.webhook_targets import InvalidTargetUrl
 from shared.events import Severity
 from shared.pagination import InvalidPageToken
 from shared.service import InvalidInput
@@ -65,8 +66,12 @@ async def create_subscription(body: SubscriptionRequest, alerts: AlertingDepende
     `model-promoted` events, optionally of one `model` and, for drift alerts, of at least `min_severity`.
     Each event is POSTed as a CloudEvent signed with the secret (`X-Flywheel-Signature: sha256=<hex
     HMAC-SHA256 of the body>`), retried with back-off until a 2xx answer. The answer is the only one that
-    shows the secret (generated when none is given)."""
-    return await alerts.subscriptions.create(body)
+    shows the secret (generated when none is given). A URL naming a loopback, private or link-local address
+    is a 422 unless the monitor's allow-list has it."""
+    try:
+        return await alerts.subscriptions.create(body)
+    except InvalidTargetUrl as error:
+        raise HTTPException(422, str(error)) from error
 
 
 @router.get("/subscriptions")

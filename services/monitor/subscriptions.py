@@ -25,6 +25,7 @@ from services.monitor.subscription_schemas import (
     SubscriptionPage,
     SubscriptionRequest,
 )
+from services.monitor.webhook_targets import WebhookTargets
 from shared.events import CloudEvent
 from shared.pagination import decode_page_token, next_page_token
 
@@ -42,11 +43,17 @@ class SubscriptionService:
     """Subscriptions and their delivery log over the monitor's database; `on_enqueued` is told when
     deliveries were queued, so that they go out now rather than at the next poll."""
 
-    def __init__(self, database: asyncpg.Pool, on_enqueued: Callable[[], None] = lambda: None) -> None:
+    def __init__(
+        self, database: asyncpg.Pool, targets: WebhookTargets, on_enqueued: Callable[[], None] = lambda: None
+    ) -> None:
         self.database = database
+        self.targets = targets
         self.on_enqueued = on_enqueued
 
     async def create(self, request: SubscriptionRequest) -> CreatedSubscription:
+        """InvalidTargetUrl for a URL that names an address webhooks may not reach (names are resolved, and
+        checked again, at every delivery)."""
+        self.targets.check_url(request.url)
         async with self.database.acquire() as connection:
             created = await repository.insert_subscription(
                 connection,

@@ -148,6 +148,7 @@ async def monitor(infrastructure: Infrastructure, module_database_url: str) -> A
         delivery_poll_seconds=1,
         alert_stream_keepalive_seconds=1,
         alert_stream_max_seconds=60,
+        webhook_allowed_targets=["127.0.0.1"],  # the receiver listens on loopback, refused by default
     )
     receiver = Receiver()
     bus = KafkaBus(infrastructure.kafka_bootstrap, client_id="tests", namespace=namespace)
@@ -342,6 +343,9 @@ async def test_subscriptions_are_validated_listed_without_secrets_and_deleted(mo
         "ftp://example.com/hook": "scheme must be http or https",
         "http://user:pw@example.com/hook": "user name or password",
         "https:///nohost": "names no host",
+        "http://10.1.2.3/hook": "10.1.2.3 is a private address",
+        "http://169.254.169.254/latest/meta-data/": "169.254.169.254 is a link-local address",
+        "http://localhost:5432/": "localhost is a loopback name",
     }
     for url, reason in refused.items():
         response = await monitor.http.post("/subscriptions", json={"url": url})

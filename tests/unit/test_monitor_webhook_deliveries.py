@@ -3,6 +3,7 @@ what each answer means for the delivery, and the back-off between attempts."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 from typing import cast
@@ -14,6 +15,7 @@ import pytest
 from services.monitor.deliveries import DeliveryWorker, delivery_headers, retry_delay, signature
 from services.monitor.settings import MonitorSettings
 from services.monitor.subscription_repository import ClaimedDelivery
+from services.monitor.webhook_targets import WebhookTargets
 
 SECRET = "a-secret-of-sixteen-or-more"
 BODY = b'{"specversion":"1.0","id":"e-1","type":"io.flywheel.drift.detected.v1","data":{}}'
@@ -32,6 +34,15 @@ def delivery(attempt: int = 1, url: str = "https://hooks.example.com/flywheel") 
     )
 
 
+PUBLIC_ADDRESS = "93.184.215.14"
+
+
+async def resolve(host: str, port: int) -> list[str]:
+    """A stand-in for DNS: hooks.example.com is public, internal.example.com resolves to a private address
+    too."""
+    return {"hooks.example.com": [PUBLIC_ADDRESS], "internal.example.com": [PUBLIC_ADDRESS, "10.0.0.7"]}[host]
+
+
 def worker(answer: httpx.MockTransport, **settings: object) -> DeliveryWorker:
     return DeliveryWorker(
         cast(asyncpg.Pool, None),  # one attempt needs no database
@@ -39,6 +50,7 @@ def worker(answer: httpx.MockTransport, **settings: object) -> DeliveryWorker:
             {"delivery_max_attempts": 3, "delivery_backoff_seconds": 2, **settings}
         ),
         httpx.AsyncClient(transport=answer, follow_redirects=False),
+        targets=WebhookTargets(deny_internal=True, resolver=resolve),
     )
 
 
@@ -77,6 +89,10 @@ async def test_a_2xx_answer_delivers_the_signed_body() -> None:
     assert request.method == "POST"
     assert request.content == BODY
     assert request.headers["x-flywheel-signature"] == signature(BODY, SECRET)
+    # Sent to the address that was checked, under the subscriber's host name.
+    assert request.url == f"https://{PUBLIC_ADDRESS}/flywheel"
+    assert request.headers["host"] == "hooks.example.com"
+    assert request.extensions["sni_hostname"] == "hooks.example.com"
 
 
 @pytest.mark.parametrize(
@@ -114,3 +130,45 @@ async def test_a_url_the_monitor_may_not_send_to_fails_at_once_without_a_request
     outcome = await worker(httpx.MockTransport(unreachable)).send(delivery(url="file:///etc/passwd"))
     assert outcome.status == "failed"
     assert str(outcome.error).startswith("not sent: the URL's scheme must be http")
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("https://internal.example.com/hook", "internal.example.com (10.0.0.7) is a private address"),
+        ("http://169.254.169.254/latest/meta-data", "169.254.169.254 is a link-local address"),
+        ("http://127.0.0.1:8081/models", "127.0.0.1 is a loopback address"),
+    ],
+)
+async def test_a_host_that_is_or_resolves_to_an_internal_address_fails_at_once_without_a_request(
+    url: str, reason: str
+) -> None:
+    def unreachable(request: httpx.Request) -> httpx.Response:
+        raise AssertionError("no request may be made")
+
+    outcome = await worker(httpx.MockTransport(unreachable)).send(delivery(url=url))
+    assert outcome.status == "failed"
+    assert reason in str(outcome.error)
+    assert "FLYWHEEL_MONITOR_WEBHOOK_ALLOWED_TARGETS" in str(outcome.error)
+
+
+async def test_a_host_that_does_not_resolve_is_retried() -> None:
+    async def nowhere(host: str, port: int) -> list[str]:
+        raise OSError("Name or service not known")
+
+    sender = worker(httpx.MockTransport(lambda request: httpx.Response(204)))
+    sender.targets = WebhookTargets(deny_internal=True, resolver=nowhere)
+    outcome = await sender.send(delivery())
+    assert outcome.status == "pending"
+    assert outcome.error == "cannot resolve the URL's host: Name or service not known"
+
+
+async def test_a_slow_name_resolution_counts_within_the_timeout() -> None:
+    async def slow(host: str, port: int) -> list[str]:
+        await asyncio.sleep(5)
+        return [PUBLIC_ADDRESS]
+
+    sender = worker(httpx.MockTransport(lambda request: httpx.Response(204)), delivery_timeout_seconds=0.05)
+    sender.targets = WebhookTargets(deny_internal=True, resolver=slow)
+    outcome = await sender.send(delivery())
+    assert (outcome.status, outcome.error) == ("pending", "no answer within 0.05s")
