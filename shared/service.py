@@ -34,7 +34,7 @@ from shared.db import create_pool
 from shared.migrations import migrate
 from shared.request_limits import RequestSizeLimit
 from shared.settings import FlywheelSettings
-from shared.telemetry import PrometheusMiddleware, logging_config, metrics_exposition
+from shared.telemetry import PrometheusMiddleware, hide_secrets, logging_config, metrics_exposition, redact
 
 READINESS_CHECK_TIMEOUT_SECONDS = 2.0
 
@@ -168,7 +168,7 @@ def answer_errors(app: FastAPI, statuses: Mapping[type[Exception], int]) -> None
 
     def handler(status: int) -> Callable[[Request, Exception], Awaitable[Response]]:
         async def respond(request: Request, error: Exception) -> Response:
-            return JSONResponse({"detail": str(error)}, status_code=status)
+            return JSONResponse({"detail": redact(str(error))}, status_code=status)
 
         return respond
 
@@ -238,6 +238,12 @@ def create_service_app(
     app.add_middleware(RequestSizeLimit, max_bytes=settings.max_body_bytes, route_limits=upload_limits)
     app.add_middleware(PrometheusMiddleware, service=service)
     app.add_exception_handler(asyncpg.DataError, refuse_unstorable_value)
+    hide_secrets(
+        *(
+            secret.get_secret_value()
+            for secret in (settings.s3_secret_key, settings.service_token, settings.admin_token)
+        )
+    )
     app.include_router(operations_router())
     for router in routers:
         app.include_router(router)

@@ -26,7 +26,10 @@ class FlywheelSettings(BaseSettings):
     bus_max_attempts: int = Field(default=5, ge=1, description="handler tries before a message goes to .dlq")
     bus_retry_backoff_seconds: float = Field(default=0.2, gt=0, description="first retry delay; doubles")
 
-    database_url: str | None = Field(default=None, description="postgresql://user:password@host:port/db")
+    # Left out of the settings' repr: the URL holds the password.
+    database_url: str | None = Field(
+        default=None, repr=False, description="postgresql://user:password@host:port/db"
+    )
     database_pool_min: int = Field(default=1, ge=0)
     database_pool_max: int = Field(default=10, ge=1)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -31,8 +32,32 @@ HTTP_LATENCY = Histogram(
 )
 
 
+# Secrets that must never be written: a URL's password (a database URL in a connection error), a bearer
+# token, and the values `hide_secrets` was given (S3 keys, service and admin tokens).
+_URL_PASSWORD = re.compile(r"(?P<start>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@]*:)[^\s/@]+@")
+_BEARER = re.compile(r"(?i)(?P<start>\bbearer\s+)[^\s\"',]+")
+_hidden: set[str] = set()
+REDACTED = "***"
+
+
+def hide_secrets(*values: str) -> None:
+    """Redact these values wherever `redact` runs (every log line, every error answer); short ones are
+    ignored (they would redact ordinary words)."""
+    _hidden.update(value for value in values if len(value) >= 6)
+
+
+def redact(text: str) -> str:
+    """`text` without secrets: URL passwords, bearer tokens and the values given to `hide_secrets`."""
+    text = _URL_PASSWORD.sub(rf"\g<start>{REDACTED}@", text)
+    text = _BEARER.sub(rf"\g<start>{REDACTED}", text)
+    for value in _hidden:
+        text = text.replace(value, REDACTED)
+    return text
+
+
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, service, logger, message, and any `extra` fields."""
+    """One JSON object per line: time, level, service, logger, message, and any `extra` fields, with secrets
+    redacted (`redact`)."""
 
     def __init__(self, service: str) -> None:
         super().__init__()
@@ -49,7 +74,7 @@ class JsonFormatter(logging.Formatter):
         entry.update((key, value) for key, value in vars(record).items() if key not in _RECORD_ATTRIBUTES)
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+        return redact(json.dumps(entry, default=str))
 
 
 def logging_config(service: str, level: str = "INFO") -> dict[str, Any]:

@@ -17,6 +17,7 @@ from services.serving.hot_routes import ERROR_STATUS, openapi_paths
 from services.serving.metrics import REQUEST_ERRORS
 from services.serving.models import ModelStore
 from shared.events import TensorSpec
+from shared.telemetry import redact
 
 
 class Problem(BaseModel):
@@ -139,7 +140,7 @@ def add_error_handlers(app: FastAPI) -> None:
         async def respond(request: Request, error: Exception) -> Response:
             REQUEST_ERRORS.labels(request.path_params.get("name", ""), str(status)).inc()
             return Response(
-                orjson.dumps({"error": str(error)}), status_code=status, media_type="application/json"
+                orjson.dumps({"error": redact(str(error))}), status_code=status, media_type="application/json"
             )
 
         return respond

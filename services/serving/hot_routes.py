@@ -20,7 +20,7 @@ from services.serving.batching import BatcherStopped
 from services.serving.metrics import REQUEST_ERRORS
 from services.serving.service import Answer, InferenceService
 from shared.model_versions import ModelNotFound, ModelUnavailable, RegistryUnavailable
-from shared.telemetry import HTTP_LATENCY, HTTP_REQUESTS
+from shared.telemetry import HTTP_LATENCY, HTTP_REQUESTS, redact
 from shared.tensors import InvalidInput
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ class HotInferenceRoutes:
                 log.exception("inference failed", extra={"model": name})
                 message = f"internal error ({type(error).__name__}); see the service's log"
             else:
-                message = str(error)
+                message = redact(str(error))
             REQUEST_ERRORS.labels(name, str(status)).inc()
             await _send_json(send, status, orjson.dumps({"error": message}), ())
         requests, latency = self._http_metrics.get((template, status)) or self._children(template, status)
