@@ -12,6 +12,7 @@ flywheel datasets      upload
 flywheel jobs          submit, follow, list, show
 flywheel retrain       retrain a model with the configuration behind its production version
 flywheel batch         submit, follow, download, list, show: files scored by the batch service
+flywheel tokens        create, list, revoke: API tokens (admins)
 flywheel alerts        tail the monitor's alerts; webhooks: subscribe, subscriptions, deliveries, test,
                        unsubscribe
 
@@ -45,6 +46,7 @@ from services.monitor.settings import MonitorSettings
 from services.registry.settings import RegistrySettings
 from services.serving.settings import ServingSettings
 from services.trainer.settings import TrainerSettings
+from shared.auth import Role
 from shared.service import ServiceSettings
 from shared.settings import FlywheelSettings
 
@@ -286,6 +288,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--shadow", nargs="+", default=[], metavar="ALIAS", help="mirror every request to these aliases too"
     )
     add(model_actions, "audit", commands.models_audit).add_argument("name")
+    token_actions = groups.add_parser("tokens", help="API tokens (admins)").add_subparsers(
+        dest="action", required=True
+    )
+    tokens_create = add(token_actions, "create", commands.tokens_create)
+    tokens_create.add_argument("--user", required=True)
+    tokens_create.add_argument("--workspace", default="default")
+    tokens_create.add_argument("--role", required=True, choices=[role.value for role in Role])
+    add(token_actions, "list", commands.tokens_list)
+    add(token_actions, "revoke", commands.tokens_revoke).add_argument("token_id")
     add_trainer_commands(groups)
     add_batch_commands(groups)
     add_demo_command(groups)

@@ -223,6 +223,25 @@ class RegistryClient(ServiceClient):
         """One page of the model's audit trail, oldest first: {"entries": [...], "next_page_token": ...}."""
         return self._get(f"/models/{path_segment(name)}/audit", params=page_params(page_size, page_token))
 
+    # ------------------------------------------------------------ access control
+
+    def create_token(self, user: str, workspace: str, role: str) -> Json:
+        """A new token for the user, workspace and role (admins only); its secret is in this answer only."""
+        return self._send("POST", "/auth/tokens", json={"user": user, "workspace": workspace, "role": role})
+
+    def list_tokens(self) -> list[Json]:
+        """Every token, without secrets (admins only)."""
+        tokens: list[Json] = self._request("GET", "/auth/tokens").json()
+        return tokens
+
+    def revoke_token(self, token_id: str) -> Json:
+        """Revoke a token (admins only): refused everywhere within FLYWHEEL_AUTH_CACHE_SECONDS."""
+        return self._send("DELETE", f"/auth/tokens/{path_segment(token_id)}")
+
+    def whoami(self) -> Json:
+        """Who the token this client sends is: user, workspace, role and token id."""
+        return self._get("/auth/whoami")
+
 
 def every_page(fetch: Callable[[str | None], Json], items_key: str) -> Json:
     """Every page of a listing merged into one body of the same shape, e.g. {"models": [...all]}.

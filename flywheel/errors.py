@@ -34,6 +34,11 @@ class InvalidRequestError(FlywheelError):
         self.token = token
 
 
+class AccessDeniedError(FlywheelError):
+    """401 or 403: no valid token was sent (FLYWHEEL_TOKEN), or its role lacks the permission the route
+    needs."""
+
+
 class PayloadTooLargeError(FlywheelError):
     """413: the upload is larger than the service accepts (FLYWHEEL_REGISTRY_MAX_UPLOAD_BYTES for models,
     FLYWHEEL_TRAINER_MAX_DATASET_BYTES for datasets)."""

@@ -250,6 +250,44 @@ def models_audit(client: RegistryClient, arguments: argparse.Namespace) -> Repor
     return Report(page, format_table(["at", "actor", "action", "version", "change"], rows))
 
 
+# ---------------------------------------------------------------- tokens
+
+
+def tokens_create(client: RegistryClient, arguments: argparse.Namespace) -> Report:
+    """Issue a token for a user, workspace and role (admins only); its secret is shown this once."""
+    token = client.create_token(arguments.user, arguments.workspace, arguments.role)
+    fields = [(name, token[name]) for name in ("id", "user", "workspace", "role")]
+    text = format_fields([*fields, ("token", token["token"])])
+    return Report(token, f"{text}\nthe token is shown this once; send it as FLYWHEEL_TOKEN")
+
+
+def tokens_list(client: RegistryClient, arguments: argparse.Namespace) -> Report:
+    """Every token, without secrets (admins only)."""
+    tokens = client.list_tokens()
+    rows = [
+        (
+            t["id"],
+            t["user"],
+            t["workspace"],
+            t["role"],
+            format_timestamp(t["created_at"]),
+            format_timestamp(t["last_used_at"]),
+            format_timestamp(t["revoked_at"]),
+        )
+        for t in tokens
+    ]
+    headers = ["id", "user", "workspace", "role", "created", "last used", "revoked"]
+    return Report(tokens, format_table(headers, rows))
+
+
+def tokens_revoke(client: RegistryClient, arguments: argparse.Namespace) -> Report:
+    """Revoke a token (admins only)."""
+    token = client.revoke_token(arguments.token_id)
+    return Report(
+        token, f"revoked token {token['id']} ({token['user']}, {token['workspace']}, {token['role']})"
+    )
+
+
 # ---------------------------------------------------------------- shared pieces
 
 

@@ -3,6 +3,7 @@ error answers to the exceptions in `flywheel.errors`."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, ClassVar, Self
@@ -11,6 +12,7 @@ from urllib.parse import quote
 import httpx
 
 from flywheel.errors import (
+    AccessDeniedError,
     ConflictError,
     FlywheelError,
     InvalidRequestError,
@@ -18,8 +20,11 @@ from flywheel.errors import (
     PayloadTooLargeError,
     ServiceUnavailableError,
 )
+from shared.auth import ADMIN_TOKEN_FILE, authorization_headers
+from shared.settings import FlywheelSettings
 
 Json = dict[str, Any]
+TOKEN_VARIABLE = "FLYWHEEL_TOKEN"
 
 DEFAULT_TIMEOUT_SECONDS = 30.0
 
@@ -39,7 +44,8 @@ class ServiceClient:
         headers: Mapping[str, str] | None = None,
     ) -> None:
         self.base_url = base_url
-        self._http = httpx.Client(base_url=base_url, timeout=timeout, headers=dict(headers or {}))
+        headers = {**authorization_headers(client_token()), **(headers or {})}
+        self._http = httpx.Client(base_url=base_url, timeout=timeout, headers=headers)
 
     def __enter__(self) -> Self:
         return self
@@ -75,6 +81,17 @@ class ServiceClient:
         return response
 
 
+def client_token() -> str | None:
+    """The token clients send: FLYWHEEL_TOKEN, else the embedded platform's admin token
+    (FLYWHEEL_DATA_DIR/admin-token), else none."""
+    if token := os.environ.get(TOKEN_VARIABLE, "").strip():
+        return token
+    try:
+        return (FlywheelSettings().data_dir / ADMIN_TOKEN_FILE).read_text().strip() or None
+    except OSError:
+        return None
+
+
 def error_from_response(response: httpx.Response, service_name: str) -> FlywheelError:
     """The typed exception for an error answer from `service_name`, carrying its `detail` and status."""
     status = response.status_code
@@ -91,6 +108,9 @@ def error_from_response(response: httpx.Response, service_name: str) -> Flywheel
         return InvalidRequestError(message, status, where.get("position"), where.get("token"))
     if status == 422:
         return InvalidRequestError(message, status)
+    if status in (401, 403):
+        hint = "; send a valid token: set FLYWHEEL_TOKEN" if status == 401 else ""
+        return AccessDeniedError(f"the {service_name} refused: {message}{hint}", status)
     if status == 404:
         return NotFoundError(message, status)
     if status == 409:

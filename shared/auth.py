@@ -15,11 +15,13 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
-from typing import Any
 
 import httpx
-from fastapi import HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.types import Scope
+
+from shared.settings import FlywheelSettings
 
 TOKEN_PREFIX = "fw_"
 DEFAULT_WORKSPACE = "default"
@@ -28,6 +30,8 @@ WORKSPACE_PATTERN = r"^([a-z0-9][a-z0-9_-]{0,62}|\*)$"
 # A service token may name the workspace it acts for (a trainer job of workspace X creates X's runs).
 WORKSPACE_HEADER = "x-flywheel-workspace"
 MAX_CACHED_TOKENS = 10_000
+# The embedded platform's first admin token, in FLYWHEEL_DATA_DIR (mode 0600), where clients find it.
+ADMIN_TOKEN_FILE = "admin-token"
 
 
 class Role(StrEnum):
@@ -264,7 +268,19 @@ def require_by_method(write: Permission) -> Callable[[Request], Awaitable[Princi
     return principal
 
 
-async def authorize_scope(scope: dict[str, Any], permission: Permission) -> Principal:
+def guarded(router: APIRouter, write: Permission) -> APIRouter:
+    """`router` with every route checked: GET and HEAD need READ, other methods `write`."""
+    outer = APIRouter(dependencies=[Depends(require_by_method(write))])
+    outer.include_router(router)
+    return outer
+
+
+def service_token(settings: FlywheelSettings) -> str | None:
+    """The token this service sends when it calls another (FLYWHEEL_SERVICE_TOKEN), if any."""
+    return settings.service_token.get_secret_value() or None
+
+
+async def authorize_scope(scope: Scope, permission: Permission) -> Principal:
     """The check of `require`, for raw ASGI routes (serving's hot routes): Refusal when refused."""
     authenticator: Authenticator = scope["app"].state.authenticator
     if not authenticator.enabled:

@@ -15,6 +15,7 @@ import httpx
 import onnxruntime
 
 from shared.artifacts import ArtifactStore
+from shared.auth import DEFAULT_WORKSPACE, authorization_headers
 from shared.events import ModelSignature, TrafficPolicy
 
 
@@ -28,6 +29,7 @@ class VersionRecord:
     artifact_sha256: str
     signature: ModelSignature
     reference_profile_uri: str | None = None  # the training data's profile, for the monitor
+    workspace: str = DEFAULT_WORKSPACE  # the model's: who may use it
 
 
 class ModelNotFound(LookupError):
@@ -43,8 +45,11 @@ class RegistryUnavailable(RuntimeError):
 
 
 class RegistryClient:
-    def __init__(self, base_url: str, *, timeout: float = 10.0) -> None:
-        self.http = httpx.AsyncClient(base_url=base_url, timeout=timeout)
+    def __init__(self, base_url: str, *, token: str | None = None, timeout: float = 10.0) -> None:
+        """`token`: the service token, sent with every call."""
+        self.http = httpx.AsyncClient(
+            base_url=base_url, timeout=timeout, headers=authorization_headers(token)
+        )
 
     async def close(self) -> None:
         await self.http.aclose()
@@ -71,6 +76,7 @@ class RegistryClient:
             artifact_sha256=found["artifact_sha256"],
             signature=ModelSignature.model_validate(found["signature"]),
             reference_profile_uri=found.get("reference_profile_uri"),
+            workspace=found.get("workspace", DEFAULT_WORKSPACE),
         )
 
     async def traffic_policy(self, name: str) -> TrafficPolicy | None:

@@ -18,6 +18,7 @@ from services.batch.scoring import ScoringModels
 from services.batch.settings import BatchSettings
 from services.batch.stream import ScoringStream
 from services.batch.worker import BatchWorker
+from shared.auth import Permission, guarded, service_token
 from shared.bus import EventBus, KafkaBus
 from shared.model_versions import RegistryClient
 from shared.service import Runtime, create_service_app, garbage_collector_for_throughput
@@ -38,7 +39,7 @@ def create_app(
 
     @asynccontextmanager
     async def batch_lifespan(app: FastAPI, runtime: Runtime) -> AsyncIterator[None]:
-        registry = RegistryClient(batch.registry_url)
+        registry = RegistryClient(batch.registry_url, token=service_token(runtime.settings))
         executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="score")  # scoring runs off the loop
         models = ScoringModels(
             registry.describe_version,
@@ -70,9 +71,10 @@ def create_app(
         description=services.batch.__doc__ or "",
         settings=settings or FlywheelSettings(),
         migrations=MIGRATIONS,
-        routers=[router],
+        routers=[guarded(router, Permission.BATCH)],
         service_lifespan=batch_lifespan,
         bus=bus,
+        registry_url=batch.registry_url,
         upload_limits={"/jobs/upload": batch.max_upload_bytes},  # streamed to storage
     )
     add_error_handlers(app)

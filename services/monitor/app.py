@@ -18,6 +18,7 @@ from services.monitor.endpoints import add_error_handlers, router
 from services.monitor.references import References
 from services.monitor.settings import MonitorSettings
 from services.monitor.worker import MonitorWorker
+from shared.auth import Permission, guarded, service_token
 from shared.bus import EventBus
 from shared.model_versions import RegistryClient
 from shared.outbox import OutboxPublisher
@@ -39,7 +40,7 @@ def create_app(
     @asynccontextmanager
     async def monitor_lifespan(app: FastAPI, runtime: Runtime) -> AsyncIterator[None]:
         assert runtime.database is not None
-        registry = RegistryClient(monitor_settings.registry_url)
+        registry = RegistryClient(monitor_settings.registry_url, token=service_token(runtime.settings))
         outbox = OutboxPublisher(runtime.database, runtime.bus, name="monitor")
         references = References(registry.describe_version, runtime.artifacts)
         app.state.monitor = monitor = DriftMonitor(runtime.database, references, outbox.notify)
@@ -60,9 +61,14 @@ def create_app(
         description=services.monitor.__doc__ or "",
         settings=settings or FlywheelSettings(),
         migrations=MIGRATIONS,
-        routers=[router, subscription_endpoints.router, dashboard_router],
+        routers=[
+            guarded(router, Permission.MONITOR),
+            guarded(subscription_endpoints.router, Permission.MONITOR),
+            guarded(dashboard_router, Permission.MONITOR),
+        ],
         service_lifespan=monitor_lifespan,
         bus=bus,
+        registry_url=monitor_settings.registry_url,
     )
     add_error_handlers(app)
     return app

@@ -16,6 +16,7 @@ from services.serving.service import InferenceService
 from services.serving.settings import ServingSettings
 from services.serving.traffic import TrafficPolicies
 from services.serving.worker import ServingWorker
+from shared.auth import service_token
 from shared.bus import EventBus
 from shared.model_versions import RegistryClient
 from shared.service import Runtime, create_service_app, garbage_collector_for_throughput
@@ -33,7 +34,7 @@ def create_app(
 
     @asynccontextmanager
     async def serving_lifespan(app: FastAPI, runtime: Runtime) -> AsyncIterator[None]:
-        registry = RegistryClient(serving.registry_url)
+        registry = RegistryClient(serving.registry_url, token=service_token(runtime.settings))
         # onnxruntime releases the GIL: inference threads run beside the event loop, never on it.
         executor = ThreadPoolExecutor(
             max_workers=serving.max_concurrent_batches * 2, thread_name_prefix="infer"
@@ -77,9 +78,10 @@ def create_app(
         "serving",
         description=services.serving.__doc__ or "",
         settings=settings or FlywheelSettings(),
-        routers=[router],
+        routers=[router],  # its routes check INFER themselves, and the hot routes in HotInferenceRoutes
         service_lifespan=serving_lifespan,
         bus=bus,
+        registry_url=serving.registry_url,
     )
     app.state.default_alias = serving.default_alias
     app.state.max_request_bytes = serving.max_request_bytes

@@ -6,16 +6,18 @@ bodies are described here and their OpenAPI added to the app's document by `docu
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from services.serving.hot_routes import ERROR_STATUS, openapi_paths
 from services.serving.metrics import REQUEST_ERRORS
 from services.serving.models import ModelStore
+from services.serving.service import check_workspace
+from shared.auth import Permission, Principal, require
 from shared.events import TensorSpec
 from shared.telemetry import redact
 
@@ -111,11 +113,16 @@ async def v2_ready(request: Request) -> Response:
     return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
 
 
+# Model metadata and readiness are part of inference: they need INFER (the health routes stay open).
+Inferrer = Annotated[Principal, Depends(require(Permission.INFER))]
+
+
 @router.get("/v2/models/{name}")
-async def model_metadata(name: str, request: Request) -> ModelMetadata:
+async def model_metadata(name: str, request: Request, principal: Inferrer) -> ModelMetadata:
     """The served version's input/output signature (the one behind the default alias)."""
     models: ModelStore = request.app.state.models
     model = await models.resolve(name, alias=request.app.state.default_alias)
+    check_workspace(model, principal.scope)
     return ModelMetadata(
         name=name,
         versions=[str(model.version)],
@@ -126,10 +133,11 @@ async def model_metadata(name: str, request: Request) -> ModelMetadata:
 
 
 @router.get("/v2/models/{name}/ready")
-async def model_ready(name: str, request: Request) -> dict[str, Any]:
+async def model_ready(name: str, request: Request, principal: Inferrer) -> dict[str, Any]:
     """Whether the model's served version is loaded and answers (loading it if needed)."""
     models: ModelStore = request.app.state.models
     model = await models.resolve(name, alias=request.app.state.default_alias)
+    check_workspace(model, principal.scope)
     return {"name": name, "version": str(model.version), "ready": True}
 
 

@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from services.serving.batching import BatcherStopped
 from services.serving.metrics import REQUEST_ERRORS
 from services.serving.service import Answer, InferenceService
+from shared.auth import Permission, Refusal, authorize_scope
 from shared.model_versions import ModelNotFound, ModelUnavailable, RegistryUnavailable
 from shared.telemetry import HTTP_LATENCY, HTTP_REQUESTS, redact
 from shared.tensors import InvalidInput
@@ -89,17 +90,22 @@ class HotInferenceRoutes:
         state = scope["app"].state
         request_id, declared_length = _headers(scope)
         try:
+            principal = await authorize_scope(scope, Permission.INFER)  # a dict lookup once cached
             version = None if version_text is None else _version_number(version_text)
             body = await _read_body(receive, state.max_request_bytes, declared_length)
             inference: InferenceService = state.inference
             if template == V1_PREDICT:
-                answer = await inference.predict_v1(name, body, request_id)
+                answer = await inference.predict_v1(name, body, request_id, principal.scope)
             else:
-                answer = await inference.infer_v2(name, body, version, request_id)
+                answer = await inference.infer_v2(name, body, version, request_id, principal.scope)
             status = 200
             await _send_answer(send, answer)
         except ClientGone:
             return
+        except Refusal as refusal:
+            status = refusal.status_code
+            challenge = ((b"www-authenticate", b"Bearer"),) if status == 401 else ()
+            await _send_json(send, status, orjson.dumps({"error": refusal.detail}), challenge)
         except Exception as error:
             status = ERROR_STATUS.get(type(error), 500)
             if status == 500:

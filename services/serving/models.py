@@ -45,6 +45,7 @@ class LoadedModel:
     ) -> None:
         self.name = record.name
         self.version = record.version
+        self.workspace = record.workspace
         self.signature = record.signature
         self.session = session
         self.output_names = [output.name for output in record.signature.outputs]

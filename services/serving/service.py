@@ -21,6 +21,7 @@ from services.serving.protocol import (
     parse_v2_request,
 )
 from services.serving.traffic import Route, TrafficPolicies
+from shared.model_versions import ModelNotFound
 from shared.tensors import Tensors
 
 log = logging.getLogger(__name__)
@@ -50,9 +51,17 @@ class InferenceService:
         self.max_shadows_in_flight = max_shadows_in_flight
         self._shadows: set[asyncio.Task[None]] = set()
 
-    async def infer_v2(self, name: str, body: bytes, version: int | None, request_id: str | None) -> Answer:
-        """An Open Inference Protocol request; InvalidInput (422) names what does not fit the model."""
-        model, route = await self._resolve(name, version, request_id)
+    async def infer_v2(
+        self,
+        name: str,
+        body: bytes,
+        version: int | None,
+        request_id: str | None,
+        workspace: str | None = None,
+    ) -> Answer:
+        """An Open Inference Protocol request; InvalidInput (422) names what does not fit the model.
+        `workspace`: the caller's; a model of another reads as missing (None: any workspace)."""
+        model, route = await self._resolve(name, version, request_id, workspace)
         inputs, meta = parse_v2_request(body, model.signature)
         request_id = request_id or meta.request_id or new_request_id()
         outputs = await self._predict(model, inputs, request_id, "v2", route)
@@ -61,9 +70,11 @@ class InferenceService:
         )
         return Answer(response, model, request_id)
 
-    async def predict_v1(self, name: str, body: bytes, request_id: str | None) -> Answer:
+    async def predict_v1(
+        self, name: str, body: bytes, request_id: str | None, workspace: str | None = None
+    ) -> Answer:
         """`{"instances": [...]}` in, predictions (labels and probabilities) out."""
-        model, route = await self._resolve(name, None, request_id)
+        model, route = await self._resolve(name, None, request_id, workspace)
         inputs = parse_v1_instances(body, model.signature)
         request_id = request_id or new_request_id()
         outputs = await self._predict(model, inputs, request_id, "v1", route)
@@ -72,13 +83,17 @@ class InferenceService:
         return Answer(response, model, request_id)
 
     async def _resolve(
-        self, name: str, version: int | None, request_id: str | None
+        self, name: str, version: int | None, request_id: str | None, workspace: str | None
     ) -> tuple[LoadedModel, Route | None]:
         """An explicit version bypasses the traffic policy; otherwise the policy picks the alias."""
+        route = None
         if version is not None:
-            return await self.models.resolve(name, version=version), None
-        route = await self.traffic.route(name, request_id)
-        return await self.models.resolve(name, alias=route.alias), route
+            model = await self.models.resolve(name, version=version)
+        else:
+            route = await self.traffic.route(name, request_id)
+            model = await self.models.resolve(name, alias=route.alias)
+        check_workspace(model, workspace)
+        return model, route
 
     async def _predict(
         self, model: LoadedModel, inputs: Tensors, request_id: str, protocol: Protocol, route: Route | None
@@ -155,6 +170,12 @@ class InferenceService:
         """Let the shadows in flight finish (at shutdown, before the prediction log's last flush)."""
         if self._shadows:
             await asyncio.wait(list(self._shadows), timeout=10)
+
+
+def check_workspace(model: LoadedModel, workspace: str | None) -> None:
+    """ModelNotFound (404, as for a name that does not exist) when the model is another workspace's."""
+    if workspace is not None and model.workspace != workspace:
+        raise ModelNotFound(f"no model named {model.name!r}")
 
 
 def new_request_id() -> str:

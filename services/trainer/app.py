@@ -17,6 +17,7 @@ from services.trainer.schedules import RetrainScheduler
 from services.trainer.service import TrainerService
 from services.trainer.settings import TrainerSettings
 from services.trainer.worker import TrainerWorker
+from shared.auth import Permission, guarded, service_token
 from shared.bus import EventBus
 from shared.outbox import OutboxPublisher
 from shared.service import Runtime, create_service_app
@@ -38,7 +39,7 @@ def create_app(
     async def trainer_lifespan(app: FastAPI, runtime: Runtime) -> AsyncIterator[None]:
         assert runtime.database is not None
         outbox = OutboxPublisher(runtime.database, runtime.bus, name="trainer")
-        registry = RegistryClient(trainer_settings.registry_url)
+        registry = RegistryClient(trainer_settings.registry_url, token=service_token(runtime.settings))
         app.state.trainer = service = TrainerService(
             runtime.database, runtime.artifacts, registry, outbox.notify
         )
@@ -77,9 +78,10 @@ def create_app(
         description=services.trainer.__doc__ or "",
         settings=settings or FlywheelSettings(),
         migrations=MIGRATIONS,
-        routers=[router],
+        routers=[guarded(router, Permission.TRAIN)],  # retraining routes need RETRAIN too
         service_lifespan=trainer_lifespan,
         bus=bus,
+        registry_url=trainer_settings.registry_url,
         upload_limits={"/datasets": trainer_settings.max_dataset_bytes},  # streamed to storage
     )
     app.state.max_dataset_bytes = trainer_settings.max_dataset_bytes

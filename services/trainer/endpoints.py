@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from services.trainer.schedules import RetrainScheduler, Schedule, ScheduleNotFound, ScheduleRequest
 from services.trainer.schemas import Dataset, Job, JobPage, JobRequest, RetrainRequest
 from services.trainer.service import CannotRetrain, InvalidDataset, JobNotFound, TrainerService
+from shared.auth import Permission, require
 from shared.pagination import InvalidPageToken
 from shared.service import InvalidInput, answer_errors
 
@@ -31,6 +32,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 router = APIRouter(tags=["training"], responses=ERRORS)
+# Every route needs READ or TRAIN (the app guards the router); retraining needs RETRAIN as well.
+RETRAINING = [Depends(require(Permission.RETRAIN))]
 
 
 @router.post("/jobs", status_code=201)
@@ -56,7 +59,7 @@ async def get_job(job_id: str, service: Trainer) -> Job:
     return await service.get_job(job_id)
 
 
-@router.post("/retrain", status_code=202)
+@router.post("/retrain", status_code=202, dependencies=RETRAINING)
 async def retrain(body: RetrainRequest, service: Trainer) -> Job:
     """Retrain a model with the configuration behind its production version; joins a job already queued
     or running for that model."""
@@ -106,7 +109,7 @@ async def scheduler(request: Request) -> RetrainScheduler:
 Scheduler = Annotated[RetrainScheduler, Depends(scheduler)]
 
 
-@router.put("/schedules/{model}")
+@router.put("/schedules/{model}", dependencies=RETRAINING)
 async def set_schedule(model: str, body: ScheduleRequest, schedules: Scheduler) -> Schedule:
     """Retrain `model` on a cron schedule (UTC), e.g. '0 3 1 */3 *' for quarterly; replaces an earlier one."""
     return await schedules.set(model, body)
@@ -118,7 +121,7 @@ async def list_schedules(schedules: Scheduler) -> list[Schedule]:
     return await schedules.all()
 
 
-@router.delete("/schedules/{model}", status_code=204)
+@router.delete("/schedules/{model}", status_code=204, dependencies=RETRAINING)
 async def delete_schedule(model: str, schedules: Scheduler) -> None:
     """Stop retraining `model` on a schedule."""
     await schedules.delete(model)

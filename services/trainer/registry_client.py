@@ -7,6 +7,8 @@ from urllib.parse import quote
 
 import httpx
 
+from shared.auth import authorization_headers
+
 ACTOR_HEADER = "X-Flywheel-Actor"
 
 
@@ -21,8 +23,12 @@ def segment(value: object) -> str:
 
 
 class RegistryClient:
-    def __init__(self, base_url: str, *, actor: str = "trainer", timeout: float = 60.0) -> None:
-        self.http = httpx.AsyncClient(base_url=base_url, timeout=timeout, headers={ACTOR_HEADER: actor})
+    def __init__(
+        self, base_url: str, *, token: str | None = None, actor: str = "trainer", timeout: float = 60.0
+    ) -> None:
+        """`token`: the service token, sent with every call."""
+        headers = {ACTOR_HEADER: actor, **authorization_headers(token)}
+        self.http = httpx.AsyncClient(base_url=base_url, timeout=timeout, headers=headers)
 
     async def close(self) -> None:
         await self.http.aclose()

@@ -45,6 +45,15 @@ def embedded_environment(data_dir: Path) -> dict[str, str]:
     return environment
 
 
+def admin_token(data_dir: Path) -> str:
+    """The first admin token, which the embedded platform's first start saved for this user alone."""
+    path = data_dir / "admin-token"
+    assert path.stat().st_mode & 0o777 == 0o600
+    token = path.read_text().strip()
+    assert token.startswith("fw_")
+    return token
+
+
 def postgres_running(data_dir: Path) -> bool:
     """PostgreSQL keeps postmaster.pid while it runs and removes it when it stops cleanly."""
     return (data_dir / "postgres" / "postmaster.pid").exists()
@@ -82,6 +91,8 @@ def test_demo_starts_the_embedded_platform_tells_the_loop_and_stops_it(
     assert f"stopped the embedded platform it started; its data stays in {data_dir}" in lines[-2]
     assert lines[-1].startswith("SUCCESS: the loop closed in ")
     assert not postgres_running(data_dir), "the embedded PostgreSQL outlived the demo"
+    # The first start printed the first admin token once, in the platform's log.
+    assert admin_token(data_dir) in (data_dir / "flywheel-up.log").read_text()
 
 
 def test_up_serves_what_the_demo_left_and_stops_on_sigterm(
@@ -102,16 +113,19 @@ def test_up_serves_what_the_demo_left_and_stops_on_sigterm(
         registry = embedded_environment["FLYWHEEL_REGISTRY_URL"]
         monitor = embedded_environment["FLYWHEEL_MONITOR_URL"]
         serving = embedded_environment["FLYWHEEL_SERVING_URL"]
+        # Access control is on: the first start left the admin token where clients find it.
+        admin = httpx.Client(headers={"Authorization": f"Bearer {admin_token(data_dir)}"})
+        assert httpx.get(f"{registry}/models/credit-embedded").status_code == 401
         # What the demo stored survived the restart: both versions, production on v2, the monitor's alert.
-        production = httpx.get(f"{registry}/models/credit-embedded/aliases/production").json()
+        production = admin.get(f"{registry}/models/credit-embedded/aliases/production").json()
         assert production["version"] == 2
-        versions = httpx.get(f"{registry}/models/credit-embedded/versions").json()
+        versions = admin.get(f"{registry}/models/credit-embedded/versions").json()
         assert sorted(version["version"] for version in versions["versions"]) == [1, 2]
-        alerts = httpx.get(f"{monitor}/alerts", params={"model": "credit-embedded"}).json()["alerts"]
+        alerts = admin.get(f"{monitor}/alerts", params={"model": "credit-embedded"}).json()["alerts"]
         assert [alert["version"] for alert in alerts] == [1]
-        assert httpx.get(f"{monitor}/dashboard/credit-embedded").status_code == 200
+        assert admin.get(f"{monitor}/dashboard/credit-embedded").status_code == 200
         # ... and serving loads v2 from the filesystem artifacts.
-        metadata = httpx.get(f"{serving}/v2/models/credit-embedded").json()
+        metadata = admin.get(f"{serving}/v2/models/credit-embedded").json()
         assert metadata["versions"] == ["2"]
     finally:
         up.send_signal(signal.SIGTERM)
