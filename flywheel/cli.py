@@ -46,7 +46,7 @@ from services.monitor.settings import MonitorSettings
 from services.registry.settings import RegistrySettings
 from services.serving.settings import ServingSettings
 from services.trainer.settings import TrainerSettings
-from shared.auth import Role
+from shared.auth import Role, new_token
 from shared.service import ServiceSettings
 from shared.settings import FlywheelSettings
 
@@ -123,6 +123,8 @@ def command_up(names: list[str]) -> int:
         "FLYWHEEL_TRAINER_REGISTRY_URL": registry_url,
         "FLYWHEEL_SERVING_REGISTRY_URL": registry_url,
         "FLYWHEEL_BATCH_REGISTRY_URL": registry_url,
+        # The services call each other with one token; without a configured one, one made for this start.
+        "FLYWHEEL_SERVICE_TOKEN": new_token(),
         **os.environ,
     }
     processes = {
