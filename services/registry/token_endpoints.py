@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from services.registry.schemas import Problem, Token, TokenCreate, TokenCreated
 from services.registry.tokens import TokenService
 from shared.auth import ANONYMOUS, Authenticator, Permission, Principal, bearer_token, require
+from shared.service import InvalidInput
 
 
 async def tokens(request: Request) -> TokenService:
@@ -21,7 +22,12 @@ Tokens = Annotated[TokenService, Depends(tokens)]
 Admin = Annotated[Principal, Depends(require(Permission.ADMIN))]
 
 auth_router = APIRouter(
-    prefix="/auth", tags=["access control"], responses={status: {"model": Problem} for status in (401, 403)}
+    prefix="/auth",
+    tags=["access control"],
+    responses={
+        **{status: {"model": Problem} for status in (400, 401, 403, 404)},
+        422: {"model": InvalidInput},
+    },
 )
 
 
