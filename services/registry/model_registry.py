@@ -220,6 +220,11 @@ class ModelRegistry:
         answer a smoke inference and have tensor inputs and outputs; otherwise InvalidRequest says why, and
         nothing is stored."""
         self._check_model_name(name)
+        if details.reference_profile_uri is not None:  # read later by the monitor: it must be in the store
+            try:
+                self.artifacts.key_from_uri(details.reference_profile_uri)
+            except InvalidArtifactKey as error:
+                raise InvalidRequest(f"reference_profile_uri: {error}") from error
         try:
             signature = await asyncio.to_thread(inspect_model, model, details.sample)
         except InvalidModel as error:

@@ -84,6 +84,20 @@ async def test_an_invalid_model_is_400_and_leaves_no_row_and_no_object(registry:
     assert await object_keys(registry, "models/broken/") == []
 
 
+async def test_a_reference_profile_outside_the_store_is_400_and_registers_nothing(
+    registry: RegistryUnderTest,
+) -> None:
+    for uri, reason in [
+        ("s3://another-bucket/profile.json", "is not in this store"),
+        ("s3://flywheel-tests/runs/../../another-bucket/profile.json", "'..' path segment"),
+        ("file:///etc/passwd", "is not in this store"),
+    ]:
+        response = await upload(registry, "outside", reference_profile_uri=uri)
+        assert response.status_code == 400
+        assert reason in response.json()["detail"]
+    assert (await registry.client.get("/models/outside")).status_code == 404
+
+
 async def test_an_oversized_upload_is_413(registry: RegistryUnderTest) -> None:
     response = await upload(registry, "huge", model=b"\0" * (3 * 1024 * 1024))
     assert response.status_code == 413
