@@ -36,6 +36,7 @@ import httpx
 
 from flywheel import alert_commands, batch_commands, demo, trainer_commands
 from flywheel import registry_commands as commands
+from flywheel.admin_token import announce_admin_token, local_admin_token
 from flywheel.batch_client import BatchClient
 from flywheel.client import RegistryClient, registry_url
 from flywheel.errors import FlywheelError
@@ -119,6 +120,13 @@ def command_up(names: list[str]) -> int:
 
     # Services that call the registry over HTTP find it where this command starts it.
     registry_url = endpoints(["registry"])[0].url
+    settings = FlywheelSettings()
+    new_admin_token = None
+    tokens = {}
+    if settings.auth_enabled:
+        admin_token, created = local_admin_token(settings)
+        new_admin_token = admin_token if created else None
+        tokens["FLYWHEEL_ADMIN_TOKEN"] = admin_token
     environment = {
         "FLYWHEEL_TRAINER_REGISTRY_URL": registry_url,
         "FLYWHEEL_SERVING_REGISTRY_URL": registry_url,
@@ -126,6 +134,7 @@ def command_up(names: list[str]) -> int:
         # The services call each other with one token; without a configured one, one made for this start.
         "FLYWHEEL_SERVICE_TOKEN": new_token(),
         **os.environ,
+        **tokens,
     }
     processes = {
         endpoint.name: subprocess.Popen([sys.executable, "-m", f"services.{endpoint.name}"], env=environment)
@@ -154,6 +163,8 @@ def command_up(names: list[str]) -> int:
             time.sleep(0.3)
         print("Flywheel is up:")
         command_status(names)
+        if new_admin_token is not None:
+            announce_admin_token(settings, new_admin_token)
         print("Stop with Ctrl-C.")
         while all(process.poll() is None for process in processes.values()):
             time.sleep(1)

@@ -34,6 +34,7 @@ import uvicorn
 from fastapi import FastAPI
 from pydantic import SecretStr
 
+from flywheel.admin_token import announce_admin_token, local_admin_token
 from services.batch.app import create_app as create_batch_app
 from services.batch.settings import BatchSettings
 from services.monitor.app import create_app as create_monitor_app
@@ -44,7 +45,7 @@ from services.serving.app import create_app as create_serving_app
 from services.serving.settings import ServingSettings
 from services.trainer.app import create_app as create_trainer_app
 from services.trainer.settings import TrainerSettings
-from shared.auth import ADMIN_TOKEN_FILE, new_token
+from shared.auth import new_token
 from shared.bus import InMemoryBus
 from shared.service import ServiceSettings
 from shared.settings import FlywheelSettings
@@ -218,23 +219,6 @@ async def serve(
             loop.remove_signal_handler(signal_number)
 
 
-def embedded_admin_token(settings: FlywheelSettings) -> tuple[str, bool]:
-    """The embedded platform's admin token and whether it is new: FLYWHEEL_DATA_DIR/admin-token, else
-    FLYWHEEL_ADMIN_TOKEN, else a new one saved there (readable by this user only). The registry takes it
-    as its first admin token when it has no token yet."""
-    path = settings.data_dir / ADMIN_TOKEN_FILE
-    if path.exists():
-        return path.read_text().strip(), False
-    if configured := settings.admin_token.get_secret_value():
-        return configured, False
-    token = new_token()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "w") as file:
-        file.write(token + "\n")
-    return token, True
-
-
 def run_embedded(settings: FlywheelSettings | None = None) -> int:
     """`flywheel up` without servers: start the embedded platform and serve until Ctrl-C or SIGTERM."""
     settings = settings or FlywheelSettings()
@@ -255,7 +239,7 @@ def run_embedded(settings: FlywheelSettings | None = None) -> int:
     tokens: dict[str, object] = {}
     new_admin_token = None
     if settings.auth_enabled:
-        admin_token, created = embedded_admin_token(settings)
+        admin_token, created = local_admin_token(settings)
         new_admin_token = admin_token if created else None
         service_token = settings.service_token.get_secret_value() or new_token()
         tokens = {"admin_token": SecretStr(admin_token), "service_token": SecretStr(service_token)}
@@ -265,10 +249,7 @@ def run_embedded(settings: FlywheelSettings | None = None) -> int:
         for service in services:
             print(f"{service.name:<9} {service.url:<24} ready")
         if new_admin_token is not None:
-            print(
-                f"The first admin token, shown this once (kept in {settings.data_dir / ADMIN_TOKEN_FILE}, "
-                f"where the SDK and the CLI find it): {new_admin_token}"
-            )
+            announce_admin_token(settings, new_admin_token)
         print("Stop with Ctrl-C.", flush=True)
 
     try:
