@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request, Response
@@ -357,7 +360,7 @@ async def submit_version(
         file = form.get("model")
         if not isinstance(file, UploadFile):
             raise InvalidRequest("multipart field 'model' (the ONNX file) is missing")
-        model = await _read_limited(_chunks_of(file), limit)
+        chunks = _chunks_of(file)
         details = VersionDetails(
             description=str(form.get("description", description)),
             source_run_id=_text_field(form.get("source_run_id")) or source_run_id,
@@ -366,12 +369,13 @@ async def submit_version(
             sample=_json_field(form.get("sample"), "sample"),
         )
     elif content_type.split(";")[0].strip() in ("application/octet-stream", "application/onnx", ""):
-        model = await _read_limited(request.stream(), limit)
+        chunks = request.stream()
     else:
         raise UnsupportedMediaType(
             f"send the model as multipart/form-data or application/octet-stream, not {content_type!r}"
         )
-    return await service.submit_version(name, model, details, actor_of(principal, actor), principal)
+    async with _spooled(chunks, limit) as model:
+        return await service.submit_version(name, model, details, actor_of(principal, actor), principal)
 
 
 @registry_router.get("/models/{name}/versions")
@@ -529,14 +533,20 @@ async def _chunks_of(file: UploadFile) -> AsyncIterator[bytes]:
         yield chunk
 
 
-async def _read_limited(chunks: AsyncIterator[bytes], limit: int) -> bytes:
-    """The whole upload, or PayloadTooLarge as soon as it passes `limit` bytes."""
-    received = bytearray()
-    async for chunk in chunks:
-        received += chunk
-        if len(received) > limit:
-            raise PayloadTooLarge(f"the upload is larger than the limit of {limit} bytes")
-    return bytes(received)
+@asynccontextmanager
+async def _spooled(chunks: AsyncIterator[bytes], limit: int) -> AsyncIterator[Path]:
+    """The upload written to a temporary file (deleted after the block), never held whole in memory; or
+    PayloadTooLarge as soon as it passes `limit` bytes."""
+    with tempfile.TemporaryDirectory(prefix="flywheel-upload-") as directory:
+        path = Path(directory) / "model.onnx"
+        received = 0
+        with path.open("wb") as file:
+            async for chunk in chunks:
+                received += len(chunk)
+                if received > limit:
+                    raise PayloadTooLarge(f"the upload is larger than the limit of {limit} bytes")
+                file.write(chunk)  # to the page cache: cheaper than a thread hop per chunk
+        yield path
 
 
 def _text_field(value: object) -> str | None:

@@ -10,8 +10,9 @@ import asyncio
 import hashlib
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -214,11 +215,11 @@ class ModelRegistry:
     # ------------------------------------------------------------ versions
 
     async def submit_version(
-        self, name: str, model: bytes, details: VersionDetails, actor: str, principal: Principal
+        self, name: str, model: Path, details: VersionDetails, actor: str, principal: Principal
     ) -> ModelVersion:
-        """Register an uploaded ONNX file as the model's next version. The file must load in onnxruntime,
-        answer a smoke inference and have tensor inputs and outputs; otherwise InvalidRequest says why, and
-        nothing is stored."""
+        """Register an uploaded ONNX file (spooled to `model` on disk) as the model's next version. The file
+        must load in onnxruntime, answer a smoke inference and have tensor inputs and outputs; otherwise
+        InvalidRequest says why, and nothing is stored."""
         self._check_model_name(name)
         if details.reference_profile_uri is not None:  # read later by the monitor: it must be in the store
             try:
@@ -230,7 +231,7 @@ class ModelRegistry:
         except InvalidModel as error:
             raise InvalidRequest(f"invalid model: {error}") from error
         key = f"models/{name}/uploads/{uuid.uuid4().hex}/model.onnx"
-        stored = await self.artifacts.put_bytes(key, model, "application/octet-stream")
+        stored = await self.artifacts.put_stream(key, _chunks_of_file(model), "application/octet-stream")
         assert stored.sha256 is not None
         checked = CheckedArtifact(uri=stored.uri, sha256=stored.sha256, size=stored.size, signature=signature)
         try:
@@ -602,3 +603,10 @@ class ModelRegistry:
         if await repository.get_model(connection, name) is None:
             return NotFound(f"no model named {name!r}")
         return NotFound(detail)
+
+
+async def _chunks_of_file(path: Path, chunk_bytes: int = 1024 * 1024) -> AsyncIterator[bytes]:
+    """The file's bytes a chunk at a time (read off the event loop), never the whole file at once."""
+    with path.open("rb") as file:
+        while chunk := await asyncio.to_thread(file.read, chunk_bytes):
+            yield chunk

@@ -6,6 +6,7 @@ data); nothing is unpickled, so an uploaded file cannot run code in the registry
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -61,8 +62,9 @@ class InvalidModel(ValueError):
     """The bytes are not a model the platform can serve; the message says why, for a 400 response."""
 
 
-def inspect_model(model: bytes, sample: dict[str, list[Any]] | None = None) -> ModelSignature:
-    """Load `model` in onnxruntime, read its signature and run it once on `sample` or on synthesised zeros.
+def inspect_model(model: bytes | Path, sample: dict[str, list[Any]] | None = None) -> ModelSignature:
+    """Load `model` (its bytes, or the file an upload was spooled to) in onnxruntime, read its signature and
+    run it once on `sample` or on synthesised zeros.
 
     `sample` maps every input name to a batch of rows, e.g. {"income": [[1.0]], "city": [["paris"]]}.
     Raises InvalidModel saying what is wrong when the model cannot be loaded, described or run.
@@ -80,7 +82,7 @@ def inspect_model(model: bytes, sample: dict[str, list[Any]] | None = None) -> M
     return signature
 
 
-def _load_session(model: bytes) -> ort.InferenceSession:
+def _load_session(model: bytes | Path) -> ort.InferenceSession:
     options = ort.SessionOptions()
     # The registry inspects uploads inside a web service: one thread each, so one upload cannot
     # take every core from the requests being served next to it.
@@ -88,15 +90,21 @@ def _load_session(model: bytes) -> ort.InferenceSession:
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     try:
-        return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        source = str(model) if isinstance(model, Path) else model
+        return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
     except Exception as error:  # onnxruntime raises its own unrelated types for each way bytes are bad
         raise InvalidModel(f"model does not load in onnxruntime: {_first_line(error)}") from error
 
 
-def _reject_external_data(model: bytes) -> None:
-    # A model loaded from bytes resolves external-data paths against the process's working
-    # directory, so an upload could pull any file there into its weights, and serve it back.
-    locations = sorted(set(_external_data_locations(onnx.load_model_from_string(model))))
+def _reject_external_data(model: bytes | Path) -> None:
+    # A model resolves external-data paths against the working directory (bytes) or its own (a file), so an
+    # upload could pull another file into its weights, and serve it back.
+    parsed = (
+        onnx.load_model(str(model), load_external_data=False)
+        if isinstance(model, Path)
+        else onnx.load_model_from_string(model)
+    )
+    locations = sorted(set(_external_data_locations(parsed)))
     if locations:
         raise InvalidModel(
             f"model keeps tensors in external data files {locations}; upload a self-contained model "

@@ -271,6 +271,24 @@ def test_model_with_external_data_is_rejected_so_it_cannot_serve_local_files(
 
     with pytest.raises(InvalidModel, match=r"external data files \['secret.env'\]"):
         inspect_model(model)
+    # An upload spooled to a file resolves external data next to it: refused the same way.
+    spooled = tmp_path / "upload" / "model.onnx"
+    spooled.parent.mkdir()
+    spooled.write_bytes(model)
+    (spooled.parent / "secret.env").write_bytes(b"abcd")
+    with pytest.raises(InvalidModel, match=r"external data files \['secret.env'\]"):
+        inspect_model(spooled)
+
+
+def test_a_model_spooled_to_a_file_is_inspected_as_its_bytes_are(
+    tmp_path: Path, logistic_regression_onnx: bytes
+) -> None:
+    spooled = tmp_path / "model.onnx"
+    spooled.write_bytes(logistic_regression_onnx)
+    assert inspect_model(spooled) == inspect_model(logistic_regression_onnx)
+    spooled.write_bytes(logistic_regression_onnx[:200])
+    with pytest.raises(InvalidModel, match="does not load in onnxruntime"):
+        inspect_model(spooled)
 
 
 def test_sample_missing_an_input_is_rejected_naming_it(mixed_pipeline_onnx: bytes) -> None:
