@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from services.trainer.schedules import RetrainScheduler, Schedule, ScheduleNotFound, ScheduleRequest
 from services.trainer.schemas import Dataset, Job, JobPage, JobRequest, RetrainRequest
 from services.trainer.service import CannotRetrain, InvalidDataset, JobNotFound, TrainerService
-from shared.auth import Permission, require
+from shared.auth import Permission, Principal, require
 from shared.pagination import InvalidPageToken
 from shared.service import InvalidInput, answer_errors
 
@@ -32,38 +32,42 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 router = APIRouter(tags=["training"], responses=ERRORS)
-# Every route needs READ or TRAIN (the app guards the router); retraining needs RETRAIN as well.
+# Every route needs READ or TRAIN (the app guards the router); retraining needs RETRAIN as well. Jobs
+# belong to a workspace: a caller sees only its own, and its jobs' runs and models are made there.
 RETRAINING = [Depends(require(Permission.RETRAIN))]
+Reader = Annotated[Principal, Depends(require(Permission.READ))]
+Submitter = Annotated[Principal, Depends(require(Permission.TRAIN))]
 
 
 @router.post("/jobs", status_code=201)
-async def submit_job(body: JobRequest, service: Trainer) -> Job:
+async def submit_job(body: JobRequest, service: Trainer, principal: Submitter) -> Job:
     """Queue a training job; follow it with GET /jobs/{id}. Every job becomes a run in the registry."""
-    return await service.submit_job(body)
+    return await service.submit_job(body, workspace=principal.home_workspace)
 
 
 @router.get("/jobs")
 async def list_jobs(
     service: Trainer,
+    principal: Reader,
     model: str | None = None,
     page_size: Annotated[int, Query(ge=1, le=1000)] = 100,
     page_token: str | None = None,
 ) -> JobPage:
     """Jobs, newest first, optionally for one model."""
-    return await service.list_jobs(model, page_size, page_token)
+    return await service.list_jobs(model, page_size, page_token, principal.scope)
 
 
 @router.get("/jobs/{job_id}")
-async def get_job(job_id: str, service: Trainer) -> Job:
+async def get_job(job_id: str, service: Trainer, principal: Reader) -> Job:
     """A job's status, stage, progress, run, and its result or the reasons it failed."""
-    return await service.get_job(job_id)
+    return await service.get_job(job_id, principal.scope)
 
 
 @router.post("/retrain", status_code=202, dependencies=RETRAINING)
-async def retrain(body: RetrainRequest, service: Trainer) -> Job:
+async def retrain(body: RetrainRequest, service: Trainer, principal: Submitter) -> Job:
     """Retrain a model with the configuration behind its production version; joins a job already queued
     or running for that model."""
-    return await service.request_retrain(body)
+    return await service.request_retrain(body, principal.scope)
 
 
 @router.post(

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 
-from shared.auth import authorization_headers
+from shared.auth import WORKSPACE_HEADER, authorization_headers
+
+# The workspace the trainer acts for while it runs a job (its runs, experiment and model are made there):
+# sent with every call, which the registry honours for the service token only.
+acting_for: ContextVar[str | None] = ContextVar("acting_for", default=None)
 
 ACTOR_HEADER = "X-Flywheel-Actor"
 
@@ -34,6 +39,8 @@ class RegistryClient:
         await self.http.aclose()
 
     async def _call(self, method: str, path: str, *, missing_ok: bool = False, **kwargs: Any) -> Any:
+        if (workspace := acting_for.get()) is not None:
+            kwargs["headers"] = {**kwargs.get("headers", {}), WORKSPACE_HEADER: workspace}
         try:
             response = await self.http.request(method, path, **kwargs)
         except httpx.TransportError as error:

@@ -10,8 +10,8 @@ from services.trainer.schemas import Job
 from shared.db import Connection
 
 JOB_COLUMNS = (
-    "id, model_name, status, stage, progress, reason, request, run_id, error, problems, result, attempts, "
-    "created_at, started_at, finished_at"
+    "id, model_name, workspace, status, stage, progress, reason, request, run_id, error, problems, result, "
+    "attempts, created_at, started_at, finished_at"
 )
 
 
@@ -20,15 +20,16 @@ def _job(row: asyncpg.Record | None) -> Job | None:
 
 
 async def insert_job(
-    connection: Connection, job_id: str, model_name: str, reason: str, request: dict[str, Any]
+    connection: Connection, job_id: str, model_name: str, reason: str, request: dict[str, Any], workspace: str
 ) -> Job:
     row = await connection.fetchrow(
-        f"INSERT INTO jobs (id, model_name, status, reason, request) VALUES ($1, $2, 'queued', $3, $4) "
-        f"RETURNING {JOB_COLUMNS}",
+        "INSERT INTO jobs (id, model_name, status, reason, request, workspace) "
+        f"VALUES ($1, $2, 'queued', $3, $4, $5) RETURNING {JOB_COLUMNS}",
         job_id,
         model_name,
         reason,
         request,
+        workspace,
     )
     job = _job(row)
     assert job is not None
@@ -105,21 +106,31 @@ async def finish_job(
     )
 
 
-async def get_job(connection: Connection, job_id: str) -> Job | None:
-    return _job(await connection.fetchrow(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1", job_id))
+async def get_job(connection: Connection, job_id: str, workspace: str | None = None) -> Job | None:
+    """The job, in `workspace` (None: in any)."""
+    return _job(
+        await connection.fetchrow(
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1 AND ($2::text IS NULL OR workspace = $2)",
+            job_id,
+            workspace,
+        )
+    )
 
 
 async def job_of_run(connection: Connection, run_id: str) -> Job | None:
     return _job(await connection.fetchrow(f"SELECT {JOB_COLUMNS} FROM jobs WHERE run_id = $1", run_id))
 
 
-async def list_jobs(connection: Connection, model_name: str | None, limit: int, offset: int) -> list[Job]:
+async def list_jobs(
+    connection: Connection, model_name: str | None, limit: int, offset: int, workspace: str | None = None
+) -> list[Job]:
     rows = await connection.fetch(
-        f"SELECT {JOB_COLUMNS} FROM jobs WHERE $1::text IS NULL OR model_name = $1 "
-        "ORDER BY created_at DESC, id LIMIT $2 OFFSET $3",
+        f"SELECT {JOB_COLUMNS} FROM jobs WHERE ($1::text IS NULL OR model_name = $1) "
+        "AND ($4::text IS NULL OR workspace = $4) ORDER BY created_at DESC, id LIMIT $2 OFFSET $3",
         model_name,
         limit,
         offset,
+        workspace,
     )
     return [Job(**dict(row)) for row in rows]
 

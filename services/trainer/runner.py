@@ -24,7 +24,7 @@ from services.trainer.evaluation import evaluate, evaluate_onnx
 from services.trainer.onnx_export import check_parity, to_onnx
 from services.trainer.pipeline import train
 from services.trainer.profile import check_against_profile, reference_profile
-from services.trainer.registry_client import RegistryClient
+from services.trainer.registry_client import RegistryClient, acting_for
 from services.trainer.report import GateDecision, validation_report
 from services.trainer.schemas import Job, JobRequest, PromotionPolicy
 from services.trainer.service import EVENT_SOURCE, JOB_REQUEST_TAG
@@ -63,6 +63,7 @@ class JobRunner:
         """Run a claimed job to its end; never raises for the job's own failures."""
         request = job.request
         run_id: str | None = job.run_id
+        acting = acting_for.set(job.workspace)
         try:
             async with self._heartbeat(job.id):
                 if run_id is None:
@@ -86,6 +87,8 @@ class JobRunner:
             await self.fail(job, run_id, f"{type(error).__name__}: {error}", [])
         else:
             await self._succeed(job, completed, result)
+        finally:
+            acting_for.reset(acting)
 
     async def _progress(self, job_id: str, stage: str, progress: float) -> None:
         async with self.database.acquire() as connection:

@@ -35,6 +35,7 @@ class JobRequest(TrainingSpec):
 class Job(BaseModel):
     id: str
     model_name: str
+    workspace: str = "default"
     status: JobStatus
     stage: str
     progress: float

@@ -13,6 +13,7 @@ from services.trainer import repository
 from services.trainer.registry_client import RegistryClient
 from services.trainer.schemas import Dataset, Job, JobPage, JobRequest, RetrainRequest
 from shared.artifacts import ArtifactStore, InvalidArtifactKey, validate_key
+from shared.auth import DEFAULT_WORKSPACE
 from shared.events import CloudEvent, Topic, TrainingJobQueued
 from shared.outbox import enqueue_event
 from shared.pagination import decode_page_token, next_page_token
@@ -49,13 +50,16 @@ class TrainerService:
         self.registry = registry
         self.on_events = on_events  # wakes the outbox publisher after a commit with events
 
-    async def submit_job(self, request: JobRequest, reason: str = "manual") -> Job:
-        """Queue a job; a trainer replica (any) picks it up from the training-jobs topic."""
+    async def submit_job(
+        self, request: JobRequest, reason: str = "manual", workspace: str = DEFAULT_WORKSPACE
+    ) -> Job:
+        """Queue a job of `workspace` (its run and model are made there); a trainer replica (any) picks it
+        up from the training-jobs topic."""
         self._check_dataset_uri(request.dataset_uri)
         job_id = uuid.uuid4().hex
         async with self.database.acquire() as connection, connection.transaction():
             job = await repository.insert_job(
-                connection, job_id, request.model_name, reason, request.model_dump(mode="json")
+                connection, job_id, request.model_name, reason, request.model_dump(mode="json"), workspace
             )
             queued = TrainingJobQueued(job_id=job_id, model_name=request.model_name)
             await enqueue_event(
@@ -75,17 +79,20 @@ class TrainerService:
         except InvalidArtifactKey as error:
             raise InvalidDataset(f"dataset_uri: {error}") from error
 
-    async def get_job(self, job_id: str) -> Job:
+    async def get_job(self, job_id: str, workspace: str | None = None) -> Job:
+        """The job, if it is `workspace`'s (None: any workspace's)."""
         async with self.database.acquire() as connection:
-            job = await repository.get_job(connection, job_id)
+            job = await repository.get_job(connection, job_id, workspace)
         if job is None:
             raise JobNotFound(f"no training job {job_id!r}")
         return job
 
-    async def list_jobs(self, model_name: str | None, page_size: int, page_token: str | None) -> JobPage:
+    async def list_jobs(
+        self, model_name: str | None, page_size: int, page_token: str | None, workspace: str | None = None
+    ) -> JobPage:
         offset = decode_page_token(page_token)
         async with self.database.acquire() as connection:
-            jobs = await repository.list_jobs(connection, model_name, page_size + 1, offset)
+            jobs = await repository.list_jobs(connection, model_name, page_size + 1, offset, workspace)
         return JobPage(jobs=jobs[:page_size], next_page_token=next_page_token(offset, page_size, len(jobs)))
 
     async def upload_dataset(self, filename: str, content: AsyncIterable[bytes]) -> Dataset:
@@ -100,15 +107,18 @@ class TrainerService:
         assert stored.sha256 is not None
         return Dataset(uri=stored.uri, sha256=stored.sha256, size=stored.size)
 
-    async def request_retrain(self, request: RetrainRequest) -> Job:
+    async def request_retrain(self, request: RetrainRequest, workspace: str | None = None) -> Job:
         """Retrain with the configuration of the run behind the production version (and newer data when
-        given). A request for a model that already has a job queued or running joins that job."""
+        given), in the model's workspace; a caller of another `workspace` (None: any) sees no such model.
+        A request for a model that already has a job queued or running joins that job."""
         async with self.database.acquire() as connection:
             active = await repository.active_job_for_model(connection, request.model)
-        if active is not None:
+        if active is not None and workspace in (None, active.workspace):
             log.info("retrain coalesced", extra={"model": request.model, "job_id": active.id})
             return active
         production = await self.registry.version_by_alias(request.model, "production")
+        if production is not None and workspace not in (None, production.get("workspace", DEFAULT_WORKSPACE)):
+            production = None  # another workspace's model reads as missing
         if production is None or production.get("source_run_id") is None:
             raise CannotRetrain(
                 f"model {request.model!r} has no production version trained by a run to start from"
@@ -121,7 +131,11 @@ class TrainerService:
             )
         previous = JobRequest.model_validate(json.loads(run["tags"][JOB_REQUEST_TAG]))
         retrain = previous.model_copy(update={"dataset_uri": request.dataset_uri or previous.dataset_uri})
-        return await self.submit_job(JobRequest.model_validate(retrain.model_dump()), reason=request.reason)
+        return await self.submit_job(
+            JobRequest.model_validate(retrain.model_dump()),
+            reason=request.reason,
+            workspace=production.get("workspace", DEFAULT_WORKSPACE),
+        )
 
     async def requeue_stale_jobs(self, silent_seconds: float, max_attempts: int) -> list[Job]:
         """Queue again the jobs whose replica died mid-run (no heartbeat for `silent_seconds`); return those

@@ -23,6 +23,7 @@ from tests.conftest import Infrastructure
 from tests.integration.conftest import delete_topics, fresh_namespace
 from tests.models import tiny_classifier_onnx
 from tests.processes import Platform, start_platform
+from tests.trainer_data import FAST_HYPERPARAMETERS, FEATURES, credit_risk_frame
 
 CACHE_SECONDS = 1.0
 ADMIN_TOKEN = new_token()
@@ -325,3 +326,50 @@ def test_the_audit_trail_names_the_tokens_user_whatever_the_caller_claims(
 def test_whoami_answers_the_tokens_principal(controlled: AccessControlled) -> None:
     me = ok(controlled.call(controlled.tokens[Role.VIEWER], "registry", "GET", "/auth/whoami"))
     assert (me["user"], me["workspace"], me["role"]) == ("viewer-user", "risk", "viewer")
+
+
+def test_a_training_job_and_what_it_makes_belong_to_its_submitters_workspace(
+    controlled: AccessControlled,
+) -> None:
+    scientist, fraud = controlled.tokens[Role.DATA_SCIENTIST], controlled.fraud_token
+    csv = credit_risk_frame(400, seed=5).to_csv(index=False).encode()
+    dataset = ok(
+        controlled.call(scientist, "trainer", "POST", "/datasets", params={"filename": "c.csv"}, content=csv)
+    )
+    request = {
+        "dataset_uri": dataset["uri"],
+        "target": "default",
+        "task": "classification",
+        "estimator": "logistic_regression",
+        "hyperparameters": FAST_HYPERPARAMETERS["logistic_regression"],
+        "model_name": "ac-trained",
+        "feature_columns": FEATURES,
+    }
+    job = ok(controlled.call(scientist, "trainer", "POST", "/jobs", json=request))
+    assert job["workspace"] == "risk"
+    assert controlled.call(fraud, "trainer", "GET", f"/jobs/{job['id']}").status_code == 404
+    assert ok(controlled.call(fraud, "trainer", "GET", "/jobs"))["jobs"] == []
+    deadline = time.monotonic() + 120
+    while (found := ok(controlled.call(scientist, "trainer", "GET", f"/jobs/{job['id']}")))[
+        "status"
+    ] != "succeeded":
+        assert found["status"] != "failed", found
+        assert time.monotonic() < deadline, f"the job did not succeed in time: {found}"
+        time.sleep(0.5)
+    # Its run, experiment and model version were made in the submitter's workspace.
+    assert (
+        ok(controlled.call(scientist, "registry", "GET", f"/runs/{found['run_id']}"))["status"] == "finished"
+    )
+    assert controlled.call(fraud, "registry", "GET", f"/runs/{found['run_id']}").status_code == 404
+    assert (
+        ok(controlled.call(scientist, "registry", "GET", "/experiments/by-name/ac-trained"))["workspace"]
+        == "risk"
+    )
+    deadline = time.monotonic() + 60
+    while (
+        version := controlled.call(scientist, "registry", "GET", "/models/ac-trained/versions/1")
+    ).status_code == 404:
+        assert time.monotonic() < deadline, "the trained model was not registered in workspace risk"
+        time.sleep(0.5)
+    assert ok(version)["workspace"] == "risk"
+    assert controlled.call(fraud, "registry", "GET", "/models/ac-trained").status_code == 404
