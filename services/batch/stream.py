@@ -67,6 +67,9 @@ BATCH_SECONDS = Histogram(
 RETRIES = Counter("flywheel_batch_retries_total", "Batches aborted and retried after a transient failure")
 
 RETRY_PAUSE_SECONDS = 1.0
+# The batch scored ahead is parsed and written in slices of this many records, the event loop free in
+# between: each round trip of the committing batch's transaction would otherwise wait for a whole stage.
+SLICE_RECORDS = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,7 +244,7 @@ class ScoringStream:
         return batch
 
     async def _score(self, batch: ScoredBatch) -> None:
-        requests, batch.dead = self._parse(batch.records)
+        requests, batch.dead = await self._parse(batch.records)
         versions, unresolved = await self._resolve(set(requests))
         for ref, reason in unresolved.items():
             batch.dead += [DeadRecord.of(request, reason) for request in requests[ref]]
@@ -250,7 +253,7 @@ class ScoringStream:
             group = requests[ref]
             scored = await self.models.score(version, [request.features for request in group])
             batch.dead += [DeadRecord.of(group[index], reason) for index, reason in scored.rejected.items()]
-            self._write_results(batch.results, version, group, scored, shared_headers)
+            await self._write_results(batch.results, version, group, scored, shared_headers)
             batch.samples.append((version, group, scored))
 
     async def _commit(self, batch: ScoredBatch) -> None:
@@ -271,7 +274,7 @@ class ScoringStream:
         BATCH_SECONDS.observe(seconds)
         await self._report_sample(batch.samples, batch.at, seconds)
 
-    def _write_results(
+    async def _write_results(
         self,
         writer: PartitionWriter,
         version: ScoringVersion,
@@ -279,10 +282,15 @@ class ScoringStream:
         scored: ScoredRows,
         shared_headers: list[tuple[str, bytes]],
     ) -> None:
-        for row, outputs in zip(scored.scored, scored.output_rows(), strict=True):
-            request = group[row]
-            value, headers = result_record(request, version.version, outputs, shared_headers)
-            writer.append(self.result_topics[request.topic], request.partition, request.key, value, headers)
+        rows = list(zip(scored.scored, scored.output_rows(), strict=True))
+        for start in range(0, len(rows), SLICE_RECORDS):
+            await asyncio.sleep(0)
+            for row, outputs in rows[start : start + SLICE_RECORDS]:
+                request = group[row]
+                value, headers = result_record(request, version.version, outputs, shared_headers)
+                writer.append(
+                    self.result_topics[request.topic], request.partition, request.key, value, headers
+                )
 
     def _count(self, batch: ScoredBatch) -> None:
         """Every consumed record was either scored or dead-lettered."""
@@ -295,33 +303,31 @@ class ScoringStream:
         for topic, count in scored.items():
             RECORDS.labels(topic, "scored").inc(count)
 
-    def _parse(
+    async def _parse(
         self, records: dict[TopicPartition, list[ConsumerRecord]]
     ) -> tuple[dict[ModelRef, list[ScoringRequest]], list[DeadRecord]]:
         """The records' requests by the model they name, and those that are no request."""
         requests: dict[ModelRef, list[ScoringRequest]] = {}
         dead: list[DeadRecord] = []
-        for partition, batch in records.items():
+        for partition, consumed in records.items():
             topic = self.request_topics[partition.topic]
             defaults = self.settings.request_topics[topic]
-            for record in batch:
-                try:
-                    request = parse_request(
-                        topic, partition.partition, record.offset, record.key, record.value, defaults
-                    )
-                except InvalidRequest as error:
-                    dead.append(
-                        DeadRecord(
-                            topic,
-                            partition.partition,
-                            record.offset,
-                            record.key,
-                            record.value or b"",
-                            str(error),
+            for start in range(0, len(consumed), SLICE_RECORDS):
+                await asyncio.sleep(0)
+                for record in consumed[start : start + SLICE_RECORDS]:
+                    try:
+                        request = parse_request(
+                            topic, partition.partition, record.offset, record.key, record.value, defaults
                         )
-                    )
-                else:
-                    requests.setdefault(request.model, []).append(request)
+                    except InvalidRequest as error:
+                        value = record.value or b""
+                        dead.append(
+                            DeadRecord(
+                                topic, partition.partition, record.offset, record.key, value, str(error)
+                            )
+                        )
+                    else:
+                        requests.setdefault(request.model, []).append(request)
         return requests, dead
 
     async def _resolve(
