@@ -7,6 +7,7 @@ import re
 from typing import TypeAlias
 
 import asyncpg
+import orjson
 from asyncpg.pool import PoolConnectionProxy
 
 from shared.settings import FlywheelSettings
@@ -57,5 +58,27 @@ async def _use_json_codecs(connection: asyncpg.Connection[asyncpg.Record]) -> No
     """jsonb and json columns read and write as Python objects rather than strings."""
     for type_name in ("jsonb", "json"):
         await connection.set_type_codec(
-            type_name, encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
+            type_name, encoder=json.dumps, decoder=_json_value, schema="pg_catalog"
         )
+
+
+def _json_value(text: str) -> object:
+    """What json.loads reads, 5-10x sooner for the small objects rows hold (a registry search decodes
+    three per run): orjson, except where it would differ. It refuses numbers beyond float, and reads
+    integers beyond 64 bits as floats: a whole float that large sends the text to json.loads."""
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+    return json.loads(text) if _holds_huge_whole_float(value) else value
+
+
+def _holds_huge_whole_float(value: object) -> bool:
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else (value,)
+    for item in items:
+        if type(item) is float:
+            if abs(item) >= 2.0**63 and item.is_integer():
+                return True
+        elif isinstance(item, dict | list) and _holds_huge_whole_float(item):
+            return True
+    return False
