@@ -17,6 +17,7 @@ from services.batch.job_service import (
     OutputInUse,
     UnsupportedFormat,
 )
+from shared.auth import Permission, Principal, require
 from shared.model_versions import ModelNotFound, RegistryUnavailable
 from shared.pagination import InvalidPageToken
 from shared.service import InvalidInput, answer_errors
@@ -46,15 +47,18 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 router = APIRouter(tags=["file jobs"], responses=ERRORS)
+# The app guards the router (READ, BATCH); a job belongs to its model's workspace, seen only from there.
+Reader = Annotated[Principal, Depends(require(Permission.READ))]
+Scorer = Annotated[Principal, Depends(require(Permission.BATCH))]
 
 
 @router.post("/jobs", status_code=201)
-async def submit_job(body: FileJobRequest, service: FileJobs) -> FileJob:
+async def submit_job(body: FileJobRequest, service: FileJobs, principal: Scorer) -> FileJob:
     """Queue a job scoring a CSV or Parquet object in the store; follow it with GET /jobs/{id}. The
     model, the input and the output are checked first: 404 for an unknown model or object, 415 for a
     file that is not CSV or Parquet, 422 for features or URIs that do not fit, 409 when another job
     writes the same output."""
-    return await service.submit_job(body)
+    return await service.submit_job(body, principal.scope)
 
 
 @router.post(
@@ -68,7 +72,7 @@ async def submit_job(body: FileJobRequest, service: FileJobs) -> FileJob:
     },
 )
 async def upload_job(
-    request: Request, service: FileJobs, choice: Annotated[UploadRequest, Query()]
+    request: Request, service: FileJobs, choice: Annotated[UploadRequest, Query()], principal: Scorer
 ) -> FileJob:
     """Store a CSV or Parquet file (the request body, streamed, not a form) under batch/uploads/ and
     queue a job on it; its predictions are written next to it. Over FLYWHEEL_BATCH_MAX_UPLOAD_BYTES: 413."""
@@ -81,26 +85,29 @@ async def upload_job(
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise UploadTooLarge(f"the file is {declared} bytes; the limit is {limit}")
     model = ModelChoice.model_validate(choice.model_dump(exclude={"filename"}))
-    return await service.upload_job(choice.filename, _limited(request.stream(), limit), model)
+    return await service.upload_job(
+        choice.filename, _limited(request.stream(), limit), model, principal.scope
+    )
 
 
 @router.get("/jobs")
 async def list_jobs(
     service: FileJobs,
+    principal: Reader,
     model: str | None = None,
     status: JobStatus | None = None,
     page_size: Annotated[int, Query(ge=1, le=1000)] = 100,
     page_token: str | None = None,
 ) -> FileJobPage:
     """File jobs, newest first, optionally of one model or in one status."""
-    return await service.list_jobs(model, status, page_size, page_token)
+    return await service.list_jobs(model, status, page_size, page_token, principal.scope)
 
 
 @router.get("/jobs/{job_id}")
-async def get_job(job_id: str, service: FileJobs) -> FileJob:
+async def get_job(job_id: str, service: FileJobs, principal: Reader) -> FileJob:
     """A job's status, stage, progress, row counts, first rejected rows and error; once it succeeded, a
     presigned `download_url` for its output (valid for an hour)."""
-    return await service.get_job(job_id)
+    return await service.get_job(job_id, principal.scope)
 
 
 async def _limited(chunks: AsyncIterator[bytes], limit: int) -> AsyncIterator[bytes]:

@@ -12,9 +12,9 @@ from services.batch.job_schemas import FileJob
 from shared.db import Connection
 
 PUBLIC_COLUMNS = (
-    "id, status, stage, progress, model, model_version, alias, input_uri, output_uri, format, features, "
-    "rows_total, rows_scored, rows_rejected, rows_logged, rejections, error, attempts, resumed_at_row, "
-    "output_sha256, output_bytes, created_at, started_at, finished_at"
+    "id, status, stage, progress, model, workspace, model_version, alias, input_uri, output_uri, format, "
+    "features, rows_total, rows_scored, rows_rejected, rows_logged, rejections, error, attempts, "
+    "resumed_at_row, output_sha256, output_bytes, created_at, started_at, finished_at"
 )
 RUNNER_COLUMNS = f"{PUBLIC_COLUMNS}, chunk_rows, chunks_done"
 
@@ -46,13 +46,14 @@ async def insert_job(
     file_format: str,
     features: list[str] | None,
     chunk_rows: int,
+    workspace: str,
 ) -> FileJob:
     try:
         row = await connection.fetchrow(
             f"""
             INSERT INTO file_jobs (id, status, model, model_version, alias, input_uri, output_uri, format,
-                                   features, chunk_rows)
-            VALUES ($1, 'queued', $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {PUBLIC_COLUMNS}
+                                   features, chunk_rows, workspace)
+            VALUES ($1, 'queued', $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {PUBLIC_COLUMNS}
             """,
             job_id,
             model,
@@ -63,6 +64,7 @@ async def insert_job(
             file_format,
             features,
             chunk_rows,
+            workspace,
         )
     except asyncpg.UniqueViolationError as error:
         raise OutputTaken(output_uri) from error
@@ -71,8 +73,15 @@ async def insert_job(
     return job
 
 
-async def get_job(connection: Connection, job_id: str) -> FileJob | None:
-    return _job(await connection.fetchrow(f"SELECT {PUBLIC_COLUMNS} FROM file_jobs WHERE id = $1", job_id))
+async def get_job(connection: Connection, job_id: str, workspace: str | None = None) -> FileJob | None:
+    """The job, in `workspace` (None: in any)."""
+    return _job(
+        await connection.fetchrow(
+            f"SELECT {PUBLIC_COLUMNS} FROM file_jobs WHERE id = $1 AND ($2::text IS NULL OR workspace = $2)",
+            job_id,
+            workspace,
+        )
+    )
 
 
 async def job_writing(connection: Connection, output_uri: str) -> str | None:
@@ -84,16 +93,22 @@ async def job_writing(connection: Connection, output_uri: str) -> str | None:
 
 
 async def list_jobs(
-    connection: Connection, model: str | None, status: str | None, limit: int, offset: int
+    connection: Connection,
+    model: str | None,
+    status: str | None,
+    limit: int,
+    offset: int,
+    workspace: str | None = None,
 ) -> list[FileJob]:
     rows = await connection.fetch(
         f"SELECT {PUBLIC_COLUMNS} FROM file_jobs "
         "WHERE ($1::text IS NULL OR model = $1) AND ($2::text IS NULL OR status = $2) "
-        "ORDER BY created_at DESC, id LIMIT $3 OFFSET $4",
+        "AND ($5::text IS NULL OR workspace = $5) ORDER BY created_at DESC, id LIMIT $3 OFFSET $4",
         model,
         status,
         limit,
         offset,
+        workspace,
     )
     return [FileJob(**dict(row)) for row in rows]
 

@@ -64,6 +64,7 @@ class FileJob(BaseModel):
     stage: str
     progress: float = Field(description="0 to 1: the share of the input read")
     model: str
+    workspace: str = Field(default="default", description="the model's: only it sees the job")
     model_version: int = Field(description="the version scoring every row, fixed when the job was submitted")
     alias: str | None = Field(description="the alias it was asked by, if any")
     input_uri: str

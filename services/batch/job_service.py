@@ -60,9 +60,10 @@ class FileJobService:
         self.chunk_rows = chunk_rows
         self.on_submitted = on_submitted  # wakes the runner
 
-    async def submit_job(self, request: FileJobRequest) -> FileJob:
-        """Queue a job on an object in the store; the model version is fixed now (an alias is read once)."""
-        record = await self._version(request)
+    async def submit_job(self, request: FileJobRequest, workspace: str | None = None) -> FileJob:
+        """Queue a job on an object in the store; the model version is fixed now (an alias is read once).
+        A model of another `workspace` than the caller's (None: any) reads as missing."""
+        record = await self._version(request, workspace)
         input_key = self._key(request.input_uri, "input_uri")
         input_format = _format(input_key)
         try:
@@ -82,7 +83,9 @@ class FileJobService:
                 raise InvalidJob("output_uri is the input itself; the input is never overwritten")
         return await self._queue(request, record, input_key, output_key, input_format)
 
-    async def upload_job(self, filename: str, content: AsyncIterable[bytes], choice: ModelChoice) -> FileJob:
+    async def upload_job(
+        self, filename: str, content: AsyncIterable[bytes], choice: ModelChoice, workspace: str | None = None
+    ) -> FileJob:
         """Store a CSV or Parquet body (streamed) under batch/uploads/ and queue a job on it. The model
         and the file's name are checked before the body is read."""
         upload_format = _format(filename)
@@ -92,17 +95,18 @@ class FileJobService:
             key = validate_key(f"{UPLOADS_PREFIX}/{uuid.uuid4().hex}/{filename}")
         except InvalidArtifactKey as error:
             raise InvalidJob(f"filename {filename!r} is not a plain file name") from error
-        record = await self._version(choice)
+        record = await self._version(choice, workspace)
         stored = await self.artifacts.put_stream(
             key, _sniffed(content, upload_format, filename), CONTENT_TYPES[upload_format]
         )
         request = FileJobRequest(input_uri=stored.uri, **choice.model_dump())
         return await self._queue(request, record, key, predictions_key(key), upload_format)
 
-    async def get_job(self, job_id: str) -> FileJob:
-        """The job, with a presigned download link to its output once it succeeded."""
+    async def get_job(self, job_id: str, workspace: str | None = None) -> FileJob:
+        """The job, if it is `workspace`'s (None: any's), with a presigned download link to its output once
+        it succeeded."""
         async with self.database.acquire() as connection:
-            job = await job_repository.get_job(connection, job_id)
+            job = await job_repository.get_job(connection, job_id, workspace)
         if job is None:
             raise JobNotFound(f"no file job {job_id!r}")
         if job.status == "succeeded":
@@ -111,21 +115,28 @@ class FileJobService:
         return job
 
     async def list_jobs(
-        self, model: str | None, status: str | None, page_size: int, page_token: str | None
+        self,
+        model: str | None,
+        status: str | None,
+        page_size: int,
+        page_token: str | None,
+        workspace: str | None = None,
     ) -> FileJobPage:
-        """Jobs, newest first, optionally of one model or in one status."""
+        """Jobs of `workspace` (None: every one), newest first, optionally of one model or in one status."""
         offset = decode_page_token(page_token)
         async with self.database.acquire() as connection:
-            jobs = await job_repository.list_jobs(connection, model, status, page_size + 1, offset)
+            jobs = await job_repository.list_jobs(connection, model, status, page_size + 1, offset, workspace)
         return FileJobPage(
             jobs=jobs[:page_size], next_page_token=next_page_token(offset, page_size, len(jobs))
         )
 
-    async def _version(self, choice: ModelChoice) -> VersionRecord:
+    async def _version(self, choice: ModelChoice, workspace: str | None) -> VersionRecord:
         """The version the job will use, its signature checked against the job's features; raises
-        ModelNotFound, RegistryUnavailable or InvalidJob."""
+        ModelNotFound (also for a model of another workspace), RegistryUnavailable or InvalidJob."""
         alias = None if choice.version is not None else choice.alias or DEFAULT_ALIAS
         record = await self.describe_version(choice.model, choice.version, alias)
+        if record is not None and workspace not in (None, record.workspace):
+            record = None
         if record is None:
             which = f"v{choice.version}" if choice.version is not None else f"@{alias}"
             raise ModelNotFound(f"no model version {choice.model} {which} (or it failed registration)")
@@ -161,6 +172,7 @@ class FileJobService:
                     file_format=input_format,
                     features=request.features,
                     chunk_rows=self.chunk_rows,
+                    workspace=record.workspace,
                 )
         except job_repository.OutputTaken as error:
             async with self.database.acquire() as connection:

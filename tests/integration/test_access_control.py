@@ -373,3 +373,20 @@ def test_a_training_job_and_what_it_makes_belong_to_its_submitters_workspace(
         time.sleep(0.5)
     assert ok(version)["workspace"] == "risk"
     assert controlled.call(fraud, "registry", "GET", "/models/ac-trained").status_code == 404
+
+
+def test_a_batch_job_belongs_to_its_models_workspace(controlled: AccessControlled) -> None:
+    engineer, fraud = controlled.tokens[Role.ML_ENGINEER], controlled.fraud_token
+    csv = b"a,b,c,d\n0.5,-1.0,2.0,0.1\n1.0,0.0,-0.5,0.2\n"
+    upload = {
+        "params": {"filename": "rows.csv", "model": MODEL, "features": ["a", "b", "c", "d"]},
+        "content": csv,
+        "headers": {"content-type": "application/octet-stream"},
+    }
+    refused = controlled.call(fraud, "batch", "POST", "/jobs/upload", **upload)
+    assert refused.status_code == 404, refused.text  # another workspace's model reads as missing
+    job = ok(controlled.call(engineer, "batch", "POST", "/jobs/upload", **upload))
+    assert job["workspace"] == "risk"
+    assert controlled.call(fraud, "batch", "GET", f"/jobs/{job['id']}").status_code == 404
+    assert ok(controlled.call(fraud, "batch", "GET", "/jobs"))["jobs"] == []
+    assert [j["id"] for j in ok(controlled.call(engineer, "batch", "GET", "/jobs"))["jobs"]] == [job["id"]]
