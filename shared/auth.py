@@ -13,7 +13,7 @@ import asyncio
 import hashlib
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from enum import StrEnum
 
 import httpx
@@ -268,9 +268,12 @@ def require_by_method(write: Permission) -> Callable[[Request], Awaitable[Princi
     return principal
 
 
-def guarded(router: APIRouter, write: Permission) -> APIRouter:
-    """`router` with every route checked: GET and HEAD need READ, other methods `write`."""
-    outer = APIRouter(dependencies=[Depends(require_by_method(write))])
+def guarded(
+    router: APIRouter, write: Permission, then: Sequence[Callable[..., Awaitable[object]]] = ()
+) -> APIRouter:
+    """`router` with every route checked: GET and HEAD need READ, other methods `write`; `then`, more
+    checks run after that one (a service's own, such as a model's workspace)."""
+    outer = APIRouter(dependencies=[Depends(require_by_method(write)), *(Depends(check) for check in then)])
     outer.include_router(router)
     return outer
 

@@ -15,7 +15,7 @@ import httpx
 import onnxruntime
 
 from shared.artifacts import ArtifactStore
-from shared.auth import DEFAULT_WORKSPACE, authorization_headers
+from shared.auth import DEFAULT_WORKSPACE, WORKSPACE_HEADER, authorization_headers
 from shared.events import ModelSignature, TrafficPolicy
 
 
@@ -87,11 +87,30 @@ class RegistryClient:
         policy = found.get("traffic_policy")
         return None if policy is None else TrafficPolicy.model_validate(policy)
 
-    async def _get(self, path: str) -> dict[str, Any] | None:
+    async def workspace_of(self, name: str) -> str | None:
+        """The model's workspace; None when there is no such model."""
+        found = await self._get(f"/models/{name}")
+        return None if found is None else str(found.get("workspace", DEFAULT_WORKSPACE))
+
+    async def models_in(self, workspace: str) -> set[str]:
+        """The names of the workspace's registered models."""
+        names: set[str] = set()
+        page_token = None
+        while True:
+            params = {"page_size": 1000} | ({"page_token": page_token} if page_token else {})
+            page = await self._get("/models", params=params, headers={WORKSPACE_HEADER: workspace})
+            assert page is not None  # a listing is never a 404
+            names.update(model["name"] for model in page["models"])
+            if not (page_token := page.get("next_page_token")):
+                return names
+
+    async def _get(
+        self, path: str, params: dict[str, Any] | None = None, headers: dict[str, str] | None = None
+    ) -> dict[str, Any] | None:
         """The JSON the registry answers, None for a 404 or a 422 (a name or number that cannot exist, such as
         a version beyond the registry's range); RegistryUnavailable for anything but a 200."""
         try:
-            response = await self.http.get(path)
+            response = await self.http.get(path, params=params, headers=headers)
         except httpx.TransportError as error:
             raise RegistryUnavailable(
                 f"registry at {self.http.base_url} did not answer: {error!r}"

@@ -18,6 +18,7 @@ from services.monitor.endpoints import add_error_handlers, router
 from services.monitor.references import References
 from services.monitor.settings import MonitorSettings
 from services.monitor.worker import MonitorWorker
+from services.monitor.workspaces import check_model_workspace
 from shared.auth import Permission, guarded, service_token
 from shared.bus import EventBus
 from shared.model_versions import RegistryClient
@@ -41,6 +42,7 @@ def create_app(
     async def monitor_lifespan(app: FastAPI, runtime: Runtime) -> AsyncIterator[None]:
         assert runtime.database is not None
         registry = RegistryClient(monitor_settings.registry_url, token=service_token(runtime.settings))
+        app.state.registry = registry  # whose each model is (services.monitor.workspaces)
         outbox = OutboxPublisher(runtime.database, runtime.bus, name="monitor")
         references = References(registry.describe_version, runtime.artifacts)
         app.state.monitor = monitor = DriftMonitor(runtime.database, references, outbox.notify)
@@ -62,9 +64,9 @@ def create_app(
         settings=settings or FlywheelSettings(),
         migrations=MIGRATIONS,
         routers=[
-            guarded(router, Permission.MONITOR),
+            guarded(router, Permission.MONITOR, then=[check_model_workspace]),
             guarded(subscription_endpoints.router, Permission.MONITOR),
-            guarded(dashboard_router, Permission.MONITOR),
+            guarded(dashboard_router, Permission.MONITOR, then=[check_model_workspace]),
         ],
         service_lifespan=monitor_lifespan,
         bus=bus,

@@ -22,6 +22,7 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel
 
 from services.monitor.drift_monitor import DriftMonitor
+from services.monitor.workspaces import visible_models
 
 REFRESH_SECONDS = 10
 NO_SCRIPT = "'none'"
@@ -37,7 +38,8 @@ class MonitoredModel(BaseModel):
 
 
 async def monitored_models(request: Request) -> list[MonitoredModel]:
-    """Every model with traffic counted or windows judged, by name."""
+    """Every model of the caller's workspace with traffic counted or windows judged, by name."""
+    visible = await visible_models(request)
     monitor: DriftMonitor = request.app.state.monitor
     async with monitor.database.acquire() as connection:
         rows = await connection.fetch(
@@ -53,7 +55,7 @@ async def monitored_models(request: Request) -> list[MonitoredModel]:
             "  AS open_alerts "
             "FROM seen GROUP BY model ORDER BY model"
         )
-    return [MonitoredModel(**dict(row)) for row in rows]
+    return [MonitoredModel(**dict(row)) for row in rows if visible is None or row["model"] in visible]
 
 
 MonitoredModels = Annotated[list[MonitoredModel], Depends(monitored_models)]

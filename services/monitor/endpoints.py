@@ -13,6 +13,7 @@ from services.monitor.drift import DriftConfigError
 from services.monitor.drift_monitor import DriftMonitor
 from services.monitor.policy import MonitorPolicy
 from services.monitor.traffic import CONFIDENCE_EDGES, percentile_ms
+from services.monitor.workspaces import VisibleModels
 from shared.pagination import InvalidPageToken, decode_page_token, next_page_token
 from shared.service import InvalidInput, answer_errors
 
@@ -274,21 +275,23 @@ def _window_point(report: dict[str, Any]) -> dict[str, Any]:
 @router.get("/alerts")
 async def alerts(
     monitor: Monitor,
+    visible: VisibleModels,
     model: str | None = None,
     open_only: bool = False,
     page_size: PageSize = 50,
     page_token: str | None = None,
 ) -> AlertPage:
-    """Drift alerts (one per episode), newest first."""
+    """Drift alerts (one per episode) of the caller's workspace's models, newest first."""
     offset = decode_page_token(page_token)
     async with monitor.database.acquire() as connection:
         rows = await connection.fetch(
             "SELECT * FROM episodes WHERE ($1::text IS NULL OR model = $1) AND (NOT $2 OR closed_at IS NULL) "
-            "ORDER BY id DESC LIMIT $3 OFFSET $4",
+            "AND ($5::text[] IS NULL OR model = ANY($5::text[])) ORDER BY id DESC LIMIT $3 OFFSET $4",
             model,
             open_only,
             page_size + 1,
             offset,
+            None if visible is None else sorted(visible),
         )
     return AlertPage(
         alerts=[Alert(**dict(row)) for row in rows[:page_size]],

@@ -390,3 +390,13 @@ def test_a_batch_job_belongs_to_its_models_workspace(controlled: AccessControlle
     assert controlled.call(fraud, "batch", "GET", f"/jobs/{job['id']}").status_code == 404
     assert ok(controlled.call(fraud, "batch", "GET", "/jobs"))["jobs"] == []
     assert [j["id"] for j in ok(controlled.call(engineer, "batch", "GET", "/jobs"))["jobs"]] == [job["id"]]
+
+
+def test_the_monitor_shows_a_workspace_only_its_models(controlled: AccessControlled) -> None:
+    engineer, fraud = controlled.tokens[Role.ML_ENGINEER], controlled.fraud_token
+    for path in (f"/models/{MODEL}/status", f"/models/{MODEL}/policy", f"/dashboard/{MODEL}"):
+        assert controlled.call(fraud, "monitor", "GET", path).status_code == 404, path
+        assert controlled.call(engineer, "monitor", "GET", path).status_code == 200, path
+    refused = controlled.call(fraud, "monitor", "PUT", f"/models/{MODEL}/policy", json={})
+    assert refused.status_code == 404
+    assert controlled.call(fraud, "monitor", "GET", "/alerts", params={"model": MODEL}).json()["alerts"] == []
