@@ -123,6 +123,7 @@ class ScoringStream:
         self._idle = asyncio.Event()  # no batch being scored and committed
         self._idle.set()
         self._generation = 0  # of the partition assignment; a rebalance moves it on
+        self._ahead: ScoredBatch | None = None  # consumed ahead of the batch committing, until taken
 
     def topics(self) -> list[str]:
         """Every topic the stream reads or writes (plain names), to be created at start."""
@@ -183,6 +184,7 @@ class ScoringStream:
         try:
             while True:
                 batch = await upcoming
+                self._ahead = None
                 upcoming = asyncio.create_task(self._score_next())
                 if not batch.records or batch.generation != self._generation:
                     continue  # consumed before a rebalance: the new assignment starts from committed offsets
@@ -215,8 +217,11 @@ class ScoringStream:
         `getmany` would wait through a rebalance, which waits for this batch to end."""
         upcoming.cancel()
         await asyncio.wait([upcoming])
-        if not upcoming.cancelled() and upcoming.exception() is None:
-            self._rewind(upcoming.result().records)
+        if self._ahead is not None:  # consumed, whether its scoring was over or cut short
+            self._rewind(self._ahead.records)
+            self._ahead = None
+        if not upcoming.cancelled() and (error := upcoming.exception()) is not None:
+            raise error  # not transient: the stream stops, as it would have on this batch's turn
 
     def _rewind(self, batches: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         """Consume these records again from their first (their transaction was aborted)."""
@@ -230,7 +235,7 @@ class ScoringStream:
         assert self._consumer is not None
         assert self._producer is not None
         records = await self._consumer.getmany(timeout_ms=500, max_records=self.settings.max_batch_records)
-        batch = ScoredBatch(
+        batch = self._ahead = ScoredBatch(
             records,
             self._generation,  # getmany returns nothing while partitions are being reassigned
             PartitionWriter(self._producer),

@@ -41,63 +41,80 @@ class FakeBus:
 
 
 class FakeConsumer:
-    """One partition of requests, consumed from a position that `seek` moves; while partitions are being
-    reassigned `getmany` waits, as aiokafka's does."""
+    """Partitions of requests, each consumed from a position that `seek` moves, one partition a `getmany`
+    in turn; while partitions are being reassigned `getmany` waits, as aiokafka's does."""
 
-    def __init__(self, count: int) -> None:
+    def __init__(self, per_partition: int, partitions: int = 1) -> None:
         value = orjson.dumps({"features": [0.1, 0.2, 0.3, 0.4], "model": "credit"})
-        self.records = [
-            ConsumerRecord(TOPIC, 0, offset, 0, 0, b"k%d" % offset, value, None, 3, len(value), ())
-            for offset in range(count)
-        ]
-        self.position = 0
+        self.records = {
+            TopicPartition(TOPIC, partition): [
+                ConsumerRecord(
+                    TOPIC, partition, offset, 0, 0, b"k%d" % offset, value, None, 3, len(value), ()
+                )
+                for offset in range(per_partition)
+            ]
+            for partition in range(partitions)
+        }
+        self.positions = dict.fromkeys(self.records, 0)
         self.empty_polls = 0
         self.assigned = asyncio.Event()
         self.assigned.set()
+        self._turn = 0
 
     async def getmany(self, timeout_ms: int, max_records: int) -> dict[TopicPartition, list[ConsumerRecord]]:
         await self.assigned.wait()
-        batch = self.records[self.position : self.position + max_records]
-        if not batch:
-            self.empty_polls += 1
-            await asyncio.sleep(0.01)
-            return {}
-        self.position += len(batch)
-        return {PARTITION: batch}
+        partitions = list(self.records)
+        for step in range(len(partitions)):
+            partition = partitions[(self._turn + step) % len(partitions)]
+            batch = self.records[partition][
+                self.positions[partition] : self.positions[partition] + max_records
+            ]
+            if batch:
+                self._turn += step + 1
+                self.positions[partition] += len(batch)
+                return {partition: batch}
+        self.empty_polls += 1
+        await asyncio.sleep(0.01)
+        return {}
 
     def seek(self, partition: TopicPartition, offset: int) -> None:
-        self.position = offset
+        self.positions[partition] = offset
 
     async def drained(self) -> None:
         """Every record consumed and the last batch's commit over: the stream polls twice in vain (the
         second poll starts only once the batch before the first is committed)."""
         self.empty_polls = 0
-        await eventually(lambda: self.empty_polls >= 2 and self.position == len(self.records), what="drained")
+
+        def done() -> bool:
+            consumed = all(self.positions[p] == len(records) for p, records in self.records.items())
+            return self.empty_polls >= 2 and consumed
+
+        await eventually(done, what="drained")
 
 
 class FakeProducer:
     """A transactional producer whose commits can be held (`gate`) or made to fail once."""
 
     def __init__(self) -> None:
-        self.committed: list[int] = []  # each commit's next offset
+        self.committed: list[dict[int, int]] = []  # each commit's offsets, by partition
         self.results = 0  # results committed
         self.gate = asyncio.Event()
         self.gate.set()
         self.committing = asyncio.Event()
         self.fail_next_commit = False
         self._sent = 0
-        self._offset = -1
+        self._offsets: dict[int, int] = {}
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[None]:
-        self._sent, self._offset = 0, -1
+        self._sent, self._offsets = 0, {}
         yield
         self.committing.set()
         await self.gate.wait()
         if self.fail_next_commit:
             self.fail_next_commit = False
             raise KafkaConnectionError("the commit failed")
-        self.committed.append(self._offset)
+        self.committed.append(self._offsets)
         self.results += self._sent
 
     def create_batch(self) -> BatchBuilder:
@@ -110,13 +127,20 @@ class FakeProducer:
         return {0, 1, 2}
 
     async def send_offsets_to_transaction(self, offsets: dict[TopicPartition, int], group: str) -> None:
-        self._offset = offsets[PARTITION]
+        self._offsets = {partition.partition: offset for partition, offset in offsets.items()}
 
 
 class CountingModels(ScoringModels):
+    """Counts the batches it scores; can hold the second one (`hold_second`) until told to go on."""
+
+    started = 0
     scored_batches = 0
+    hold_second: asyncio.Event | None = None
 
     async def score(self, version: ScoringVersion, rows: list[Any]) -> ScoredRows:
+        self.started += 1
+        if self.started == 2 and self.hold_second is not None:
+            await self.hold_second.wait()
         scored = await super().score(version, rows)
         self.scored_batches += 1
         return scored
@@ -159,13 +183,13 @@ async def test_a_batch_scored_ahead_of_a_rebalance_is_consumed_again_not_committ
         assert not revoking.done(), "partitions given up while a batch was committing"
         producer.gate.set()
         await revoking
-        assert producer.committed == [BATCH_RECORDS]
-        consumer.seek(PARTITION, producer.committed[-1])  # the new assignment starts at the commit
+        assert producer.committed == [{0: BATCH_RECORDS}]
+        consumer.seek(PARTITION, BATCH_RECORDS)  # the new assignment starts at the committed offset
         consumer.assigned.set()
         await consumer.drained()
     finally:
         running.cancel()
-    assert producer.committed == [BATCH_RECORDS, 2 * BATCH_RECORDS]
+    assert producer.committed == [{0: BATCH_RECORDS}, {0: 2 * BATCH_RECORDS}]
     assert producer.results == 2 * BATCH_RECORDS
 
 
@@ -185,5 +209,30 @@ async def test_a_failed_commit_consumes_its_batch_and_the_one_scored_ahead_again
         await consumer.drained()
     finally:
         running.cancel()
-    assert producer.committed == [BATCH_RECORDS, 2 * BATCH_RECORDS, 3 * BATCH_RECORDS]
+    assert producer.committed == [{0: BATCH_RECORDS}, {0: 2 * BATCH_RECORDS}, {0: 3 * BATCH_RECORDS}]
     assert producer.results == 3 * BATCH_RECORDS
+
+
+async def test_a_failed_commit_consumes_again_the_batch_cut_short_while_scored_ahead(
+    models: CountingModels, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch ahead comes from another partition than the failed one, and its scoring is cut short."""
+    monkeypatch.setattr(stream_module, "RETRY_PAUSE_SECONDS", 0.01)
+    consumer, producer = FakeConsumer(2 * BATCH_RECORDS, partitions=2), FakeProducer()
+    stream = streaming(models, consumer, producer)
+    producer.gate.clear()
+    producer.fail_next_commit = True
+    models.hold_second = asyncio.Event()
+    running = asyncio.create_task(stream._run())
+    try:
+        await producer.committing.wait()
+        await eventually(lambda: models.started == 2, what="the second batch being scored")
+        producer.gate.set()  # the first batch's commit fails while the second is still being scored
+        await eventually(lambda: producer.committed != [], what="a commit after the failed one")
+        models.hold_second.set()
+        await consumer.drained()
+    finally:
+        running.cancel()
+    assert producer.results == 4 * BATCH_RECORDS
+    last = {partition: offset for offsets in producer.committed for partition, offset in offsets.items()}
+    assert last == {0: 2 * BATCH_RECORDS, 1: 2 * BATCH_RECORDS}
