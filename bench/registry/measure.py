@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from bench.registry.clients import TrackingClient
@@ -21,10 +22,12 @@ SEARCH_REPETITIONS = 20
 
 @dataclass(frozen=True)
 class Target:
-    """A server's client and the experiment it works in."""
+    """A server's client, the experiment it works in, and how to read the CPU seconds the server (with
+    its database backends) has used so far, read outside the timed requests."""
 
     client: TrackingClient
     experiment_id: str
+    cpu_seconds: Callable[[], float]
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,11 @@ class LoggingResult:
     runs: int
     seconds: float
     per_operation: dict[str, Latency]  # create run, log batch, finish run
+    cpu_seconds: float  # the server's and its database backends'
+
+    @property
+    def cpu_ms_per_run(self) -> float:
+        return self.cpu_seconds / self.runs * 1000
 
     @property
     def runs_per_second(self) -> float:
@@ -65,6 +73,11 @@ class LoggingResult:
 class SearchResult:
     latency: Latency
     aucs: list[float]  # what the search returned, in its order
+    cpu_seconds: float  # the server's and its database backends', over the timed searches
+
+    @property
+    def cpu_ms_per_search(self) -> float:
+        return self.cpu_seconds / self.latency.count * 1000
 
 
 def percentile(samples: list[float], rank: float) -> float:
@@ -90,18 +103,22 @@ def log_runs(targets: list[Target], runs: list[RunData]) -> list[LoggingResult]:
     for target in targets:
         target.client.latencies.clear()
     seconds = [0.0] * len(targets)
+    cpu = [0.0] * len(targets)
     for block_number, start in enumerate(range(0, len(runs), LOGGING_BLOCK_RUNS)):
         block = runs[start : start + LOGGING_BLOCK_RUNS]
         order = range(len(targets)) if block_number % 2 == 0 else reversed(range(len(targets)))
         for index in order:
+            cpu_before = targets[index].cpu_seconds()
             seconds[index] += log_block(targets[index], block)
+            cpu[index] += targets[index].cpu_seconds() - cpu_before
     return [
         LoggingResult(
             len(runs),
             elapsed,
             {operation: Latency.of(samples) for operation, samples in target.client.latencies.items()},
+            cpu_seconds,
         )
-        for target, elapsed in zip(targets, seconds, strict=True)
+        for target, elapsed, cpu_seconds in zip(targets, seconds, cpu, strict=True)
     ]
 
 
@@ -112,9 +129,15 @@ def time_searches(targets: list[Target]) -> list[SearchResult]:
             target.client.search_aucs(target.experiment_id)
     samples: list[list[float]] = [[] for _ in targets]
     returned: list[list[float]] = [[] for _ in targets]
+    cpu = [0.0] * len(targets)
     for _ in range(SEARCH_REPETITIONS):
         for index, target in enumerate(targets):
+            cpu_before = target.cpu_seconds()
             started = time.perf_counter()
             returned[index] = target.client.search_aucs(target.experiment_id)
             samples[index].append(time.perf_counter() - started)
-    return [SearchResult(Latency.of(times), aucs) for times, aucs in zip(samples, returned, strict=True)]
+            cpu[index] += target.cpu_seconds() - cpu_before
+    return [
+        SearchResult(Latency.of(times), aucs, cpu_seconds)
+        for times, aucs, cpu_seconds in zip(samples, returned, cpu, strict=True)
+    ]

@@ -70,8 +70,22 @@ def summary_table(comparison: Comparison, mlflow_version: str) -> str:
             f"{mlflow.search.latency.p95_ms / flywheel.search.latency.p95_ms:.1f}x",
             "",
         ),
+        (
+            "CPU per run (ms)",
+            f"{mlflow.logging.cpu_ms_per_run:.1f}",
+            f"{flywheel.logging.cpu_ms_per_run:.1f}",
+            f"{mlflow.logging.cpu_ms_per_run / flywheel.logging.cpu_ms_per_run:.1f}x",
+            "",
+        ),
+        (
+            "CPU per search (ms)",
+            f"{mlflow.search.cpu_ms_per_search:.1f}",
+            f"{flywheel.search.cpu_ms_per_search:.1f}",
+            f"{mlflow.search.cpu_ms_per_search / flywheel.search.cpu_ms_per_search:.1f}x",
+            "",
+        ),
     ]
-    return _columns(rows)
+    return _columns(rows) + "\n(CPU: the server's processes and its PostgreSQL backends, client excluded)"
 
 
 def latency_table(comparison: Comparison) -> str:

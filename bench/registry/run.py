@@ -30,6 +30,7 @@ from bench.common.infrastructure import delete_kafka_topics, infrastructure_env 
 from bench.common.machine import busy_warning, cpu_busy_fraction, percent  # noqa: E402
 from bench.common.mlflow_install import ensure_mlflow  # noqa: E402
 from bench.registry.clients import FlywheelClient, MlflowClient, TrackingClient  # noqa: E402
+from bench.registry.cpu import ServerCpu  # noqa: E402
 from bench.registry.measure import LOGGING_BLOCK_RUNS, Target, log_runs, time_searches  # noqa: E402
 from bench.registry.report import (  # noqa: E402
     Comparison,
@@ -122,11 +123,22 @@ def measure(arguments: argparse.Namespace, infra: dict[str, str]) -> tuple[Compa
         ]
         for client in clients:
             cleanup.callback(client.close)
+        admin_url = infra["FLYWHEEL_DATABASE_URL"]
+        cpu = [
+            ServerCpu(mlflow_server.process.pid, admin_url, databases.name("mlflow")),
+            ServerCpu(flywheel_server.process.pid, admin_url, databases.name("flywheel")),
+        ]
         print(f"logging {arguments.runs} runs into each, {LOGGING_BLOCK_RUNS} at a time in turns", flush=True)
-        logging_targets = [Target(client, client.create_experiment("bench-logging")) for client in clients]
+        logging_targets = [
+            Target(client, client.create_experiment("bench-logging"), server.seconds)
+            for client, server in zip(clients, cpu, strict=True)
+        ]
         mlflow_logging, flywheel_logging = log_runs(logging_targets, make_runs(arguments.runs, SEED))
         print(f"logging {arguments.search_runs} runs into each search experiment", flush=True)
-        search_targets = [Target(client, client.create_experiment("bench-search")) for client in clients]
+        search_targets = [
+            Target(client, client.create_experiment("bench-search"), server.seconds)
+            for client, server in zip(clients, cpu, strict=True)
+        ]
         log_runs(search_targets, make_runs(arguments.search_runs, SEED + 1))
         databases.analyze()
         print("searching", flush=True)

@@ -1,0 +1,60 @@
+"""The CPU a server spends, with the PostgreSQL backends serving it: a figure that other work on a shared
+machine sways far less than wall-clock time (a busy machine makes a server wait for a core, not work
+more), so it tells what each server costs when the throughput figures swing with the load."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import asyncpg
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+class ServerCpu:
+    """CPU seconds used so far by the server's process group (the server and any workers it forks) and
+    by the PostgreSQL backends connected to its database (looked up through `admin_url`). A backend
+    that closes between two readings takes its seconds with it; both servers keep pooled connections."""
+
+    def __init__(self, process_group: int, admin_url: str, database: str) -> None:
+        self.process_group = process_group
+        self.admin_url = admin_url
+        self.database = database
+
+    def seconds(self) -> float:
+        backends = asyncio.run(_backend_pids(self.admin_url, self.database))
+        return sum(_cpu_seconds(pid) for pid in [*_group_members(self.process_group), *backends])
+
+
+async def _backend_pids(admin_url: str, database: str) -> list[int]:
+    connection = await asyncpg.connect(admin_url)
+    try:
+        rows = await connection.fetch("SELECT pid FROM pg_stat_activity WHERE datname = $1", database)
+        return [row["pid"] for row in rows]
+    finally:
+        await connection.close()
+
+
+def _group_members(process_group: int) -> list[int]:
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        fields = _stat_fields(stat)
+        if fields is not None and int(fields[2]) == process_group:
+            members.append(int(stat.parent.name))
+    return members
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = _stat_fields(Path(f"/proc/{pid}/stat"))
+    return 0.0 if fields is None else (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS  # utime + stime
+
+
+def _stat_fields(stat: Path) -> list[str] | None:
+    """The fields after the command name (which may hold spaces): state, ppid, pgrp, ...; None when the
+    process is gone."""
+    try:
+        return stat.read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
