@@ -98,6 +98,9 @@ def start_flywheel_service(
             f"FLYWHEEL_{service.upper()}_PORT": str(port),
             "FLYWHEEL_KAFKA_NAMESPACE": namespace,
             "FLYWHEEL_LOG_LEVEL": "WARNING",
+            # The apps Flywheel is compared with check no credentials; bench/serving/token_check.py
+            # measures what a token check adds.
+            "FLYWHEEL_AUTH_ENABLED": "false",
         }
         | (settings or {})
     )

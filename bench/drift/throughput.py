@@ -463,6 +463,7 @@ class ThroughputBench:
                 "FLYWHEEL_MONITOR_REGISTRY_URL": self.registry_url,
                 "FLYWHEEL_KAFKA_NAMESPACE": self.namespace,
                 "FLYWHEEL_LOG_LEVEL": "WARNING",
+                "FLYWHEEL_AUTH_ENABLED": "false",  # its routes are read without a token
             }
         )
         pin = ["taskset", "-c", str(MONITOR_CORE)] if self.pinned else []
