@@ -36,7 +36,7 @@ from flywheel.demo_data import (
 )
 from flywheel.errors import FlywheelError, NotFoundError
 from flywheel.monitor_client import MonitorClient
-from flywheel.service_client import DEFAULT_TIMEOUT_SECONDS, Json, ServiceClient, path_segment
+from flywheel.service_client import DEFAULT_TIMEOUT_SECONDS, Json, ServiceClient, client_token, path_segment
 from flywheel.trainer_client import TrainerClient
 from shared.settings import FlywheelSettings
 
@@ -453,10 +453,10 @@ def tell_story_against(
         except (DemoFailure, FlywheelError) as error:
             return 1, f"FAILURE after {timeline.elapsed():.1f} s: {error}"
     dashboard = f"{urls.monitor}/dashboard/{path_segment(options.model)}"
-    if platform_stays_up:
-        print(f"dashboard: {dashboard}", file=stream)
-    else:
-        print(f"dashboard: {dashboard} (once `flywheel up` serves the same data again)", file=stream)
+    notes = [] if platform_stays_up else ["once `flywheel up` serves the same data again"]
+    if client_token():
+        notes.append("a browser signs in with a token first")
+    print(f"dashboard: {dashboard}" + (f" ({'; '.join(notes)})" if notes else ""), file=stream)
     return 0, (
         f"SUCCESS: the loop closed in {timeline.elapsed():.1f} s: drift in production retrained, gated, "
         "promoted and served v2 with no one in the middle"

@@ -29,6 +29,9 @@ ALL_WORKSPACES = "*"  # only the service role: services act for every workspace
 WORKSPACE_PATTERN = r"^([a-z0-9][a-z0-9_-]{0,62}|\*)$"
 # A service token may name the workspace it acts for (a trainer job of workspace X creates X's runs).
 WORKSPACE_HEADER = "x-flywheel-workspace"
+# A browser cannot send a bearer header with a page it opens: the monitor's sign-in page keeps the token in
+# this cookie (HttpOnly, SameSite=Strict), which reads count as the header (never writes: no CSRF).
+SESSION_COOKIE = "flywheel_token"
 MAX_CACHED_TOKENS = 10_000
 # The embedded platform's first admin token, in FLYWHEEL_DATA_DIR (mode 0600), where clients find it.
 ADMIN_TOKEN_FILE = "admin-token"
@@ -248,9 +251,13 @@ def require(permission: Permission | None) -> Callable[[Request], Awaitable[Prin
 
     async def principal(request: Request) -> Principal:
         authenticator: Authenticator = request.app.state.authenticator
+        authorization = request.headers.get("authorization")
+        session = request.cookies.get(SESSION_COOKIE)
+        if authorization is None and session and request.method in ("GET", "HEAD"):
+            authorization = f"Bearer {session}"
         try:
             return await authenticator.authorize(
-                request.headers.get("authorization"), request.headers.get(WORKSPACE_HEADER), permission
+                authorization, request.headers.get(WORKSPACE_HEADER), permission
             )
         except Refusal as refusal:
             raise HTTPException(refusal.status_code, refusal.detail, headers=refusal.headers) from None

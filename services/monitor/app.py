@@ -10,7 +10,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 import services.monitor
-from services.monitor import subscription_endpoints
+from services.monitor import sign_in, subscription_endpoints
 from services.monitor.alerting import start_alerting
 from services.monitor.dashboard import router as dashboard_router
 from services.monitor.drift_monitor import DriftMonitor
@@ -67,10 +67,12 @@ def create_app(
             guarded(router, Permission.MONITOR, then=[check_model_workspace]),
             guarded(subscription_endpoints.router, Permission.MONITOR),
             guarded(dashboard_router, Permission.MONITOR, then=[check_model_workspace]),
+            sign_in.router,  # open: it is where a browser gets its token checked
         ],
         service_lifespan=monitor_lifespan,
         bus=bus,
         registry_url=monitor_settings.registry_url,
     )
     add_error_handlers(app)
+    sign_in.send_browsers_to_sign_in(app)
     return app

@@ -400,3 +400,50 @@ def test_the_monitor_shows_a_workspace_only_its_models(controlled: AccessControl
     refused = controlled.call(fraud, "monitor", "PUT", f"/models/{MODEL}/policy", json={})
     assert refused.status_code == 404
     assert controlled.call(fraud, "monitor", "GET", "/alerts", params={"model": MODEL}).json()["alerts"] == []
+
+
+def test_a_browser_signs_in_to_the_dashboard_with_a_token_kept_in_a_strict_cookie(
+    controlled: AccessControlled,
+) -> None:
+    monitor = controlled.url("monitor")
+    page = {"accept": "text/html,application/xhtml+xml"}
+    with httpx.Client(base_url=monitor, timeout=30) as browser:
+        # Without a token, a browser asking for a dashboard page is sent to the sign-in form.
+        sent = browser.get(f"/dashboard/{MODEL}", headers=page)
+        assert sent.status_code == 303
+        assert sent.headers["location"] == f"/login?next=/dashboard/{MODEL}"
+        form = browser.get(sent.headers["location"])
+        assert form.status_code == 200
+        assert 'name="token"' in form.text
+        assert f'value="/dashboard/{MODEL}"' in form.text
+        assert "form-action 'self'" in form.headers["content-security-policy"]
+        # A wrong token shows the form again, saying why; a token that may not read too.
+        wrong = browser.post("/login", data={"token": "fw_wrong", "next": f"/dashboard/{MODEL}"})
+        assert wrong.status_code == 401
+        assert "not valid" in wrong.text
+        assert "set-cookie" not in wrong.headers
+        predictor = browser.post("/login", data={"token": controlled.tokens[Role.PREDICTOR]})
+        assert predictor.status_code == 403
+        # A viewer's token is kept in an HttpOnly, SameSite=Strict cookie, and the browser goes back.
+        signed_in = browser.post(
+            "/login", data={"token": controlled.tokens[Role.VIEWER], "next": f"/dashboard/{MODEL}"}
+        )
+        assert signed_in.status_code == 303
+        assert signed_in.headers["location"] == f"/dashboard/{MODEL}"
+        cookie = signed_in.headers["set-cookie"].lower()
+        assert "flywheel_token=" in cookie
+        assert "httponly" in cookie
+        assert "samesite=strict" in cookie
+        assert browser.get(f"/dashboard/{MODEL}", headers=page).status_code == 200
+        assert browser.get(f"/models/{MODEL}/timeline").status_code == 200  # what the page's script reads
+        # The cookie counts for reads only: a write with it alone is refused.
+        assert browser.put(f"/models/{MODEL}/policy", json={}).status_code == 401
+        # After signing in, only this monitor's dashboard pages are where the browser is sent.
+        elsewhere = browser.post(
+            "/login", data={"token": controlled.tokens[Role.VIEWER], "next": "//evil.example/x"}
+        )
+        assert elsewhere.headers["location"] == "/dashboard"
+    # Other clients keep the JSON answer.
+    refused = controlled.call(None, "monitor", "GET", f"/dashboard/{MODEL}")
+    assert refused.status_code == 401
+    assert refused.headers["www-authenticate"] == "Bearer"

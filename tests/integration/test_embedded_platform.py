@@ -87,7 +87,10 @@ def test_demo_starts_the_embedded_platform_tells_the_loop_and_stops_it(
         line for line, position in zip(TIMELINE, positions, strict=True) if position < 0
     ]
     assert positions == sorted(positions), "the timeline's steps out of order"
-    assert "(once `flywheel up` serves the same data again)" in demo_output
+    assert (
+        "(once `flywheel up` serves the same data again; a browser signs in with a token first)"
+        in demo_output
+    )
     assert f"stopped the embedded platform it started; its data stays in {data_dir}" in lines[-2]
     assert lines[-1].startswith("SUCCESS: the loop closed in ")
     assert not postgres_running(data_dir), "the embedded PostgreSQL outlived the demo"
