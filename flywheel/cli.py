@@ -131,6 +131,7 @@ def command_up(names: list[str]) -> int:
         "FLYWHEEL_TRAINER_REGISTRY_URL": registry_url,
         "FLYWHEEL_SERVING_REGISTRY_URL": registry_url,
         "FLYWHEEL_BATCH_REGISTRY_URL": registry_url,
+        "FLYWHEEL_MONITOR_REGISTRY_URL": registry_url,
         # The services call each other with one token; without a configured one, one made for this start.
         "FLYWHEEL_SERVICE_TOKEN": new_token(),
         **os.environ,
