@@ -15,6 +15,7 @@ from services.batch.job_service import (
     InvalidJob,
     JobNotFound,
     OutputInUse,
+    OutputNotFound,
     UnsupportedFormat,
 )
 from shared.auth import Permission, Principal, require
@@ -55,9 +56,10 @@ Scorer = Annotated[Principal, Depends(require(Permission.BATCH))]
 @router.post("/jobs", status_code=201)
 async def submit_job(body: FileJobRequest, service: FileJobs, principal: Scorer) -> FileJob:
     """Queue a job scoring a CSV or Parquet object in the store; follow it with GET /jobs/{id}. The
-    model, the input and the output are checked first: 404 for an unknown model or object, 415 for a
-    file that is not CSV or Parquet, 422 for features or URIs that do not fit, 409 when another job
-    writes the same output."""
+    model, the input and the output are checked first: 404 for an unknown model or object, or one of
+    another workspace (the URIs must be under `workspaces/<workspace>/`, or for workspace `default`
+    outside every workspace's prefix), 415 for a file that is not CSV or Parquet, 422 for features or
+    URIs that do not fit, 409 when another job writes the same output."""
     return await service.submit_job(body, principal.scope)
 
 
@@ -74,8 +76,9 @@ async def submit_job(body: FileJobRequest, service: FileJobs, principal: Scorer)
 async def upload_job(
     request: Request, service: FileJobs, choice: Annotated[UploadRequest, Query()], principal: Scorer
 ) -> FileJob:
-    """Store a CSV or Parquet file (the request body, streamed, not a form) under batch/uploads/ and
-    queue a job on it; its predictions are written next to it. Over FLYWHEEL_BATCH_MAX_UPLOAD_BYTES: 413."""
+    """Store a CSV or Parquet file (the request body, streamed, not a form) under the model's workspace's
+    prefix (`workspaces/<workspace>/batch/uploads/`) and queue a job on it; its predictions are written next
+    to it. Over FLYWHEEL_BATCH_MAX_UPLOAD_BYTES: 413."""
     if request.headers.get("content-type", "").startswith("multipart/"):
         raise UnsupportedFormat(
             "send the file itself as the request body (application/octet-stream), not a form"
@@ -126,6 +129,7 @@ def add_error_handlers(app: FastAPI) -> None:
         {
             JobNotFound: 404,
             InputNotFound: 404,
+            OutputNotFound: 404,
             ModelNotFound: 404,
             OutputInUse: 409,
             UploadTooLarge: 413,

@@ -14,13 +14,14 @@ from services.batch.file_jobs import CONTENT_TYPES, SUFFIXES, FileFormat, file_f
 from services.batch.job_schemas import DEFAULT_ALIAS, FileJob, FileJobPage, FileJobRequest, ModelChoice
 from services.batch.scoring import DescribeVersion, takes_feature_inputs
 from shared.artifacts import ArtifactNotFound, ArtifactStore, InvalidArtifactKey, validate_key
+from shared.artifacts.workspaces import visible_to, workspace_key
 from shared.events import ModelSignature
 from shared.model_versions import ModelNotFound, VersionRecord
 from shared.pagination import decode_page_token, next_page_token
 
 log = logging.getLogger(__name__)
 
-UPLOADS_PREFIX = "batch/uploads"
+UPLOADS_PREFIX = "batch/uploads"  # in the job's workspace's prefix
 PARQUET_MAGIC = b"PAR1"
 
 
@@ -29,7 +30,11 @@ class JobNotFound(LookupError):
 
 
 class InputNotFound(LookupError):
-    """No object at the job's input URI."""
+    """No object at the job's input URI (or not one of the caller's workspace)."""
+
+
+class OutputNotFound(LookupError):
+    """The job's output URI is not in the caller's workspace (another workspace's reads as missing)."""
 
 
 class UnsupportedFormat(ValueError):
@@ -62,11 +67,14 @@ class FileJobService:
 
     async def submit_job(self, request: FileJobRequest, workspace: str | None = None) -> FileJob:
         """Queue a job on an object in the store; the model version is fixed now (an alias is read once).
-        A model of another `workspace` than the caller's (None: any) reads as missing."""
+        A model, an input or an output of another `workspace` than the caller's (None: any) reads as
+        missing."""
         record = await self._version(request, workspace)
         input_key = self._key(request.input_uri, "input_uri")
         input_format = _format(input_key)
         try:
+            if not visible_to(input_key, workspace):
+                raise ArtifactNotFound(input_key)
             await self.artifacts.stat(input_key)
         except ArtifactNotFound as error:
             raise InputNotFound(f"no object at {request.input_uri}") from error
@@ -74,6 +82,8 @@ class FileJobService:
             output_key = predictions_key(input_key)
         else:
             output_key = self._key(request.output_uri, "output_uri")
+            if not visible_to(output_key, workspace):
+                raise OutputNotFound(f"output_uri {request.output_uri} is not in this workspace's store")
             if file_format(output_key) != input_format:
                 raise InvalidJob(
                     f"output_uri {request.output_uri!r} must name a {input_format} file like the input "
@@ -86,16 +96,17 @@ class FileJobService:
     async def upload_job(
         self, filename: str, content: AsyncIterable[bytes], choice: ModelChoice, workspace: str | None = None
     ) -> FileJob:
-        """Store a CSV or Parquet body (streamed) under batch/uploads/ and queue a job on it. The model
-        and the file's name are checked before the body is read."""
+        """Store a CSV or Parquet body (streamed) under the model's workspace's batch/uploads/ and queue a
+        job on it. The model and the file's name are checked before the body is read."""
         upload_format = _format(filename)
         try:
             if "/" in filename:
                 raise InvalidArtifactKey(filename)
-            key = validate_key(f"{UPLOADS_PREFIX}/{uuid.uuid4().hex}/{filename}")
+            upload_key = validate_key(f"{UPLOADS_PREFIX}/{uuid.uuid4().hex}/{filename}")
         except InvalidArtifactKey as error:
             raise InvalidJob(f"filename {filename!r} is not a plain file name") from error
         record = await self._version(choice, workspace)
+        key = workspace_key(record.workspace, upload_key)
         stored = await self.artifacts.put_stream(
             key, _sniffed(content, upload_format, filename), CONTENT_TYPES[upload_format]
         )

@@ -59,7 +59,9 @@ def create_app(
             stale_job_seconds=trainer_settings.stale_job_seconds,
             max_job_attempts=trainer_settings.max_job_attempts,
         )
-        app.state.schedules = schedules = RetrainScheduler(runtime.database, outbox.notify)
+        app.state.schedules = schedules = RetrainScheduler(
+            runtime.database, outbox.notify, registry, runtime.artifacts
+        )
         outbox.start()
         await worker.start(runtime.bus)
         firing = asyncio.create_task(schedules.run_forever(trainer_settings.schedule_poll_seconds))

@@ -8,9 +8,21 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from pydantic import BaseModel
 
-from services.trainer.schedules import RetrainScheduler, Schedule, ScheduleNotFound, ScheduleRequest
+from services.trainer.schedules import (
+    RetrainScheduler,
+    Schedule,
+    ScheduleNotFound,
+    ScheduleRequest,
+    UnknownModel,
+)
 from services.trainer.schemas import Dataset, Job, JobPage, JobRequest, RetrainRequest
-from services.trainer.service import CannotRetrain, InvalidDataset, JobNotFound, TrainerService
+from services.trainer.service import (
+    CannotRetrain,
+    DatasetNotFound,
+    InvalidDataset,
+    JobNotFound,
+    TrainerService,
+)
 from shared.auth import Permission, Principal, require
 from shared.pagination import InvalidPageToken
 from shared.service import InvalidInput, answer_errors
@@ -42,7 +54,7 @@ Submitter = Annotated[Principal, Depends(require(Permission.TRAIN))]
 @router.post("/jobs", status_code=201)
 async def submit_job(body: JobRequest, service: Trainer, principal: Submitter) -> Job:
     """Queue a training job; follow it with GET /jobs/{id}. Every job becomes a run in the registry."""
-    return await service.submit_job(body, workspace=principal.home_workspace)
+    return await service.submit_job(body, workspace=principal.home_workspace, caller_scope=principal.scope)
 
 
 @router.get("/jobs")
@@ -81,14 +93,15 @@ async def retrain(body: RetrainRequest, service: Trainer, principal: Submitter) 
     },
 )
 async def upload_dataset(
-    request: Request, service: Trainer, filename: Annotated[str, Query(min_length=1)]
+    request: Request, service: Trainer, principal: Submitter, filename: Annotated[str, Query(min_length=1)]
 ) -> Dataset:
-    """Store a CSV or Parquet file (the request body, streamed) for training; returns its URI and sha256."""
+    """Store a CSV or Parquet file (the request body, streamed) for training, under the caller's
+    workspace's prefix (`workspaces/<workspace>/datasets/`); returns its URI and sha256."""
     limit: int = request.app.state.max_dataset_bytes
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise DatasetTooLarge(f"the dataset is {declared} bytes; the limit is {limit}")
-    return await service.upload_dataset(filename, _limited(request.stream(), limit))
+    return await service.upload_dataset(filename, _limited(request.stream(), limit), principal.home_workspace)
 
 
 class DatasetTooLarge(ValueError):
@@ -114,21 +127,24 @@ Scheduler = Annotated[RetrainScheduler, Depends(scheduler)]
 
 
 @router.put("/schedules/{model}", dependencies=RETRAINING)
-async def set_schedule(model: str, body: ScheduleRequest, schedules: Scheduler) -> Schedule:
-    """Retrain `model` on a cron schedule (UTC), e.g. '0 3 1 */3 *' for quarterly; replaces an earlier one."""
-    return await schedules.set(model, body)
+async def set_schedule(
+    model: str, body: ScheduleRequest, schedules: Scheduler, principal: Submitter
+) -> Schedule:
+    """Retrain `model`, a model of the caller's workspace, on a cron schedule (UTC), e.g. '0 3 1 */3 *' for
+    quarterly; replaces an earlier one."""
+    return await schedules.set(model, body, principal.scope)
 
 
 @router.get("/schedules")
-async def list_schedules(schedules: Scheduler) -> list[Schedule]:
-    """Every retraining schedule with its next and last run."""
-    return await schedules.all()
+async def list_schedules(schedules: Scheduler, principal: Reader) -> list[Schedule]:
+    """The retraining schedules of the caller's workspace's models, with their next and last run."""
+    return await schedules.all(principal.scope)
 
 
 @router.delete("/schedules/{model}", status_code=204, dependencies=RETRAINING)
-async def delete_schedule(model: str, schedules: Scheduler) -> None:
+async def delete_schedule(model: str, schedules: Scheduler, principal: Submitter) -> None:
     """Stop retraining `model` on a schedule."""
-    await schedules.delete(model)
+    await schedules.delete(model, principal.scope)
 
 
 def add_error_handlers(app: FastAPI) -> None:
@@ -141,5 +157,7 @@ def add_error_handlers(app: FastAPI) -> None:
             InvalidPageToken: 400,
             DatasetTooLarge: 413,
             ScheduleNotFound: 404,
+            UnknownModel: 404,
+            DatasetNotFound: 404,
         },
     )

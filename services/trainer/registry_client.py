@@ -8,7 +8,7 @@ from urllib.parse import quote
 
 import httpx
 
-from shared.auth import WORKSPACE_HEADER, authorization_headers
+from shared.auth import DEFAULT_WORKSPACE, WORKSPACE_HEADER, authorization_headers
 
 # The workspace the trainer acts for while it runs a job (its runs, experiment and model are made there):
 # sent with every call, which the registry honours for the service token only.
@@ -106,6 +106,11 @@ class RegistryClient:
 
     async def end_run(self, run_id: str, status: str) -> None:
         await self._call("PATCH", f"/runs/{segment(run_id)}", json={"status": status})
+
+    async def model_workspace(self, model: str) -> str | None:
+        """The model's workspace; None when there is no such model."""
+        found: dict[str, Any] | None = await self._call("GET", f"/models/{segment(model)}", missing_ok=True)
+        return None if found is None else str(found.get("workspace", DEFAULT_WORKSPACE))
 
     async def version_by_alias(self, model: str, alias: str) -> dict[str, Any] | None:
         version: dict[str, Any] | None = await self._call(

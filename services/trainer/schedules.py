@@ -3,6 +3,9 @@
 
 Firing is a row lock (SKIP LOCKED) plus the move of `next_run_at`, in the same transaction as the
 event's outbox row: a replica that crashes mid-way fires nothing, and the next one fires it.
+
+A schedule belongs to its model's workspace: only that workspace sees it, sets it or deletes it (for any
+other, the model reads as missing), and its dataset must be that workspace's.
 """
 
 from __future__ import annotations
@@ -16,6 +19,9 @@ import asyncpg
 from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from services.trainer.registry_client import RegistryClient
+from services.trainer.service import check_dataset_uri
+from shared.artifacts import ArtifactStore
 from shared.db import Connection
 from shared.events import CloudEvent, RetrainRequested, Topic
 from shared.outbox import enqueue_event
@@ -23,7 +29,9 @@ from shared.outbox import enqueue_event
 log = logging.getLogger(__name__)
 
 EVENT_SOURCE = "/flywheel/trainer/schedules"
-SCHEDULE_COLUMNS = "model_name, cron, dataset_uri, next_run_at, last_run_at, created_at, updated_at"
+SCHEDULE_COLUMNS = (
+    "model_name, cron, dataset_uri, workspace, next_run_at, last_run_at, created_at, updated_at"
+)
 
 
 class ScheduleRequest(BaseModel):
@@ -44,6 +52,7 @@ class Schedule(BaseModel):
     model_name: str
     cron: str
     dataset_uri: str | None
+    workspace: str = Field(description="the model's")
     next_run_at: datetime
     last_run_at: datetime | None
     created_at: datetime
@@ -59,40 +68,67 @@ class ScheduleNotFound(LookupError):
     pass
 
 
+class UnknownModel(LookupError):
+    """No such model in the caller's workspace."""
+
+
 class RetrainScheduler:
-    def __init__(self, database: asyncpg.Pool, on_events: Callable[[], None]) -> None:
+    """In every method, `scope` is the caller's workspace (None: every workspace)."""
+
+    def __init__(
+        self,
+        database: asyncpg.Pool,
+        on_events: Callable[[], None],
+        registry: RegistryClient,
+        artifacts: ArtifactStore,
+    ) -> None:
         self.database = database
         self.on_events = on_events
+        self.registry = registry
+        self.artifacts = artifacts
 
-    async def set(self, model_name: str, request: ScheduleRequest) -> Schedule:
+    async def set(self, model_name: str, request: ScheduleRequest, scope: str | None = None) -> Schedule:
+        """Schedule retraining of a model of the caller's workspace (UnknownModel for any other)."""
+        workspace = await self.registry.model_workspace(model_name)
+        if workspace is None or scope not in (None, workspace):
+            raise UnknownModel(f"no model named {model_name!r}")
+        if request.dataset_uri is not None:
+            check_dataset_uri(self.artifacts, request.dataset_uri, scope)
         async with self.database.acquire() as connection:
             row = await connection.fetchrow(
                 f"""
-                INSERT INTO retrain_schedules (model_name, cron, dataset_uri, next_run_at)
-                VALUES ($1, $2, $3, $4)
+                INSERT INTO retrain_schedules (model_name, cron, dataset_uri, next_run_at, workspace)
+                VALUES ($1, $2, $3, $4, $5)
                 ON CONFLICT (model_name) DO UPDATE SET cron = excluded.cron,
-                    dataset_uri = excluded.dataset_uri, next_run_at = excluded.next_run_at, updated_at = now()
+                    dataset_uri = excluded.dataset_uri, next_run_at = excluded.next_run_at,
+                    workspace = excluded.workspace, updated_at = now()
                 RETURNING {SCHEDULE_COLUMNS}
                 """,
                 model_name,
                 request.cron,
                 request.dataset_uri,
                 next_time(request.cron, datetime.now(UTC)),
+                workspace,
             )
         assert row is not None  # an upsert always returns its row
         return Schedule(**dict(row))
 
-    async def all(self) -> list[Schedule]:
+    async def all(self, scope: str | None = None) -> list[Schedule]:
         async with self.database.acquire() as connection:
             rows = await connection.fetch(
-                f"SELECT {SCHEDULE_COLUMNS} FROM retrain_schedules ORDER BY model_name"
+                f"SELECT {SCHEDULE_COLUMNS} FROM retrain_schedules "
+                "WHERE $1::text IS NULL OR workspace = $1 ORDER BY model_name",
+                scope,
             )
         return [Schedule(**dict(row)) for row in rows]
 
-    async def delete(self, model_name: str) -> None:
+    async def delete(self, model_name: str, scope: str | None = None) -> None:
         async with self.database.acquire() as connection:
             deleted = await connection.fetchval(
-                "DELETE FROM retrain_schedules WHERE model_name = $1 RETURNING true", model_name
+                "DELETE FROM retrain_schedules "
+                "WHERE model_name = $1 AND ($2::text IS NULL OR workspace = $2) RETURNING true",
+                model_name,
+                scope,
             )
         if not deleted:
             raise ScheduleNotFound(f"model {model_name!r} has no retraining schedule")

@@ -12,7 +12,8 @@ import asyncpg
 from services.trainer import repository
 from services.trainer.registry_client import RegistryClient
 from services.trainer.schemas import Dataset, Job, JobPage, JobRequest, RetrainRequest
-from shared.artifacts import ArtifactStore, InvalidArtifactKey, validate_key
+from shared.artifacts import ArtifactStore, InvalidArtifactKey
+from shared.artifacts.workspaces import visible_to, workspace_key
 from shared.auth import DEFAULT_WORKSPACE
 from shared.events import CloudEvent, Topic, TrainingJobQueued
 from shared.outbox import enqueue_event
@@ -37,6 +38,22 @@ class InvalidDataset(ValueError):
     pass
 
 
+class DatasetNotFound(LookupError):
+    """No dataset at that URI that the caller's workspace may use (another workspace's reads as missing)."""
+
+
+def check_dataset_uri(artifacts: ArtifactStore, uri: str, scope: str | None) -> None:
+    """Refuse, before a job is queued (not when it is run), a dataset URI outside this platform's store
+    (another bucket, a `..` segment, a local path: InvalidDataset) or outside the caller's workspace
+    `scope` (None: every workspace; DatasetNotFound)."""
+    try:
+        key = artifacts.key_from_uri(uri)
+    except InvalidArtifactKey as error:
+        raise InvalidDataset(f"dataset_uri: {error}") from error
+    if not visible_to(key, scope):
+        raise DatasetNotFound(f"no dataset at {uri}")
+
+
 class TrainerService:
     def __init__(
         self,
@@ -51,11 +68,16 @@ class TrainerService:
         self.on_events = on_events  # wakes the outbox publisher after a commit with events
 
     async def submit_job(
-        self, request: JobRequest, reason: str = "manual", workspace: str = DEFAULT_WORKSPACE
+        self,
+        request: JobRequest,
+        reason: str = "manual",
+        workspace: str = DEFAULT_WORKSPACE,
+        caller_scope: str | None = None,
     ) -> Job:
         """Queue a job of `workspace` (its run and model are made there); a trainer replica (any) picks it
-        up from the training-jobs topic."""
-        self._check_dataset_uri(request.dataset_uri)
+        up from the training-jobs topic. Its dataset must be the caller's workspace's (`caller_scope`;
+        None: any workspace's)."""
+        check_dataset_uri(self.artifacts, request.dataset_uri, caller_scope)
         job_id = uuid.uuid4().hex
         async with self.database.acquire() as connection, connection.transaction():
             job = await repository.insert_job(
@@ -70,14 +92,6 @@ class TrainerService:
             )
         self.on_events()
         return job
-
-    def _check_dataset_uri(self, uri: str) -> None:
-        """InvalidDataset unless `uri` names an object in this platform's store: another bucket, a `..`
-        segment or a local path is refused before a job is queued, not read (or failed on) later."""
-        try:
-            self.artifacts.key_from_uri(uri)
-        except InvalidArtifactKey as error:
-            raise InvalidDataset(f"dataset_uri: {error}") from error
 
     async def get_job(self, job_id: str, workspace: str | None = None) -> Job:
         """The job, if it is `workspace`'s (None: any workspace's)."""
@@ -95,12 +109,14 @@ class TrainerService:
             jobs = await repository.list_jobs(connection, model_name, page_size + 1, offset, workspace)
         return JobPage(jobs=jobs[:page_size], next_page_token=next_page_token(offset, page_size, len(jobs)))
 
-    async def upload_dataset(self, filename: str, content: AsyncIterable[bytes]) -> Dataset:
-        """Store a CSV or Parquet file under datasets/ and return its URI and fingerprint."""
+    async def upload_dataset(
+        self, filename: str, content: AsyncIterable[bytes], workspace: str = DEFAULT_WORKSPACE
+    ) -> Dataset:
+        """Store a CSV or Parquet file under the workspace's datasets/ and return its URI and fingerprint."""
         if not filename.lower().endswith(DATASET_SUFFIXES):
             raise InvalidDataset(f"dataset {filename!r} must end in one of {', '.join(DATASET_SUFFIXES)}")
         try:
-            key = validate_key(f"datasets/{uuid.uuid4().hex}/{filename}")
+            key = workspace_key(workspace, f"datasets/{uuid.uuid4().hex}/{filename}")
         except InvalidArtifactKey as error:
             raise InvalidDataset(f"dataset name {filename!r} is not a plain file name") from error
         stored = await self.artifacts.put_stream(key, content, "application/octet-stream")
@@ -109,8 +125,9 @@ class TrainerService:
 
     async def request_retrain(self, request: RetrainRequest, workspace: str | None = None) -> Job:
         """Retrain with the configuration of the run behind the production version (and newer data when
-        given), in the model's workspace; a caller of another `workspace` (None: any) sees no such model.
-        A request for a model that already has a job queued or running joins that job."""
+        given), in the model's workspace; a caller of another `workspace` (None: any) sees no such model,
+        and its dataset must be the caller's workspace's. A request for a model that already has a job
+        queued or running joins that job."""
         async with self.database.acquire() as connection:
             active = await repository.active_job_for_model(connection, request.model)
         if active is not None and workspace in (None, active.workspace):
@@ -135,6 +152,7 @@ class TrainerService:
             JobRequest.model_validate(retrain.model_dump()),
             reason=request.reason,
             workspace=production.get("workspace", DEFAULT_WORKSPACE),
+            caller_scope=workspace,
         )
 
     async def requeue_stale_jobs(self, silent_seconds: float, max_attempts: int) -> list[Job]:

@@ -15,7 +15,7 @@ from services.trainer import repository
 from services.trainer.registry_client import RegistryClient
 from services.trainer.runner import JobRunner
 from services.trainer.schemas import Job, RetrainRequest
-from services.trainer.service import CannotRetrain, InvalidDataset, TrainerService
+from services.trainer.service import CannotRetrain, DatasetNotFound, InvalidDataset, TrainerService
 from shared.bus import EventBus
 from shared.events import (
     CloudEvent,
@@ -98,7 +98,7 @@ class TrainerWorker:
                     model=requested.model, reason=requested.reason, dataset_uri=requested.dataset_uri
                 )
             )
-        except (CannotRetrain, InvalidDataset) as error:
+        except (CannotRetrain, InvalidDataset, DatasetNotFound) as error:
             raise InvalidEvent(str(error)) from error
         log.info(
             "retrain requested",

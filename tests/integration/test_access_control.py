@@ -447,3 +447,110 @@ def test_a_browser_signs_in_to_the_dashboard_with_a_token_kept_in_a_strict_cooki
     refused = controlled.call(None, "monitor", "GET", f"/dashboard/{MODEL}")
     assert refused.status_code == 401
     assert refused.headers["www-authenticate"] == "Bearer"
+
+
+def test_a_retraining_schedule_is_seen_and_changed_only_from_its_models_workspace(
+    controlled: AccessControlled,
+) -> None:
+    engineer, fraud = controlled.tokens[Role.ML_ENGINEER], controlled.fraud_token
+    quarterly = {"cron": "0 3 1 */3 *"}
+    schedule = ok(controlled.call(engineer, "trainer", "PUT", f"/schedules/{MODEL}", json=quarterly))
+    assert schedule["workspace"] == "risk"
+    assert MODEL in [s["model_name"] for s in ok(controlled.call(engineer, "trainer", "GET", "/schedules"))]
+    assert MODEL in [
+        s["model_name"]
+        for s in ok(controlled.call(controlled.tokens[Role.VIEWER], "trainer", "GET", "/schedules"))
+    ]
+    assert ok(controlled.call(fraud, "trainer", "GET", "/schedules")) == []
+    for method in ("PUT", "DELETE"):
+        refused = controlled.call(fraud, "trainer", method, f"/schedules/{MODEL}", json=quarterly)
+        assert refused.status_code == 404, f"{method}: {refused.text}"
+    # A schedule's data must be its workspace's too.
+    theirs = f"{bucket_of(controlled)}/workspaces/fraud/datasets/x/credit.csv"
+    elsewhere = controlled.call(
+        engineer, "trainer", "PUT", f"/schedules/{MODEL}", json=quarterly | {"dataset_uri": theirs}
+    )
+    assert elsewhere.status_code == 404, elsewhere.text
+    assert theirs in elsewhere.json()["detail"]
+    assert controlled.call(engineer, "trainer", "DELETE", f"/schedules/{MODEL}").status_code == 204
+
+
+def bucket_of(controlled: AccessControlled) -> str:
+    """`s3://<bucket>` of the platform's store, as a dataset's URI says."""
+    uploaded = ok(
+        controlled.call(
+            controlled.tokens[Role.DATA_SCIENTIST],
+            "trainer",
+            "POST",
+            "/datasets",
+            params={"filename": "probe.csv"},
+            content=b"a,b\n1,2\n",
+        )
+    )
+    return "/".join(uploaded["uri"].split("/")[:3])
+
+
+def test_datasets_are_stored_in_the_uploaders_workspace_and_named_only_from_there(
+    controlled: AccessControlled,
+) -> None:
+    scientist, fraud = controlled.tokens[Role.DATA_SCIENTIST], controlled.fraud_token
+    csv = credit_risk_frame(50, seed=7).to_csv(index=False).encode()
+    dataset = ok(
+        controlled.call(scientist, "trainer", "POST", "/datasets", params={"filename": "c.csv"}, content=csv)
+    )
+    bucket = bucket_of(controlled)
+    assert dataset["uri"].startswith(f"{bucket}/workspaces/risk/datasets/")
+    request = {
+        "target": "default",
+        "task": "classification",
+        "estimator": "logistic_regression",
+        "model_name": "ac-elsewhere",
+        "feature_columns": FEATURES,
+    }
+    # Another workspace's dataset, and one stored before workspaces (default's), read as missing.
+    for uri in (dataset["uri"], f"{bucket}/datasets/legacy/credit.csv"):
+        refused = controlled.call(fraud, "trainer", "POST", "/jobs", json=request | {"dataset_uri": uri})
+        assert refused.status_code == 404, refused.text
+        assert refused.json()["detail"] == f"no dataset at {uri}"
+    retrain = controlled.call(
+        fraud, "trainer", "POST", "/retrain", json={"model": OTHER_MODEL, "dataset_uri": dataset["uri"]}
+    )
+    assert retrain.status_code in (404, 409), retrain.text  # never queued on risk's data
+    assert ok(controlled.call(fraud, "trainer", "GET", "/jobs"))["jobs"] == []
+
+
+def test_batch_inputs_uploads_and_outputs_stay_in_the_workspace(controlled: AccessControlled) -> None:
+    engineer, fraud = controlled.tokens[Role.ML_ENGINEER], controlled.fraud_token
+    csv = b"a,b,c,d\n0.5,-1.0,2.0,0.1\n"
+
+    def upload(token: str, model: str) -> dict[str, Any]:
+        params = {"filename": "scope.csv", "model": model, "features": ["a", "b", "c", "d"]}
+        headers = {"content-type": "application/octet-stream"}
+        sent = controlled.call(
+            token, "batch", "POST", "/jobs/upload", params=params, content=csv, headers=headers
+        )
+        job: dict[str, Any] = ok(sent)
+        return job
+
+    risk_job, fraud_job = upload(engineer, MODEL), upload(fraud, OTHER_MODEL)
+    bucket = bucket_of(controlled)
+    assert risk_job["input_uri"].startswith(f"{bucket}/workspaces/risk/batch/uploads/")
+    assert fraud_job["input_uri"].startswith(f"{bucket}/workspaces/fraud/batch/uploads/")
+    assert fraud_job["output_uri"].startswith(f"{bucket}/workspaces/fraud/")
+    features = {"features": ["a", "b", "c", "d"]}
+    # Risk's file reads as missing from fraud, as does one stored before workspaces (default's).
+    for uri in (risk_job["input_uri"], f"{bucket}/data/legacy.csv"):
+        body = {"input_uri": uri, "model": OTHER_MODEL, **features}
+        refused = controlled.call(fraud, "batch", "POST", "/jobs", json=body)
+        assert refused.status_code == 404, refused.text
+        assert refused.json()["detail"] == f"no object at {uri}"
+    # Fraud's own file, written into risk's prefix: refused too.
+    into_risk = f"{bucket}/workspaces/risk/stolen.csv"
+    body = {"input_uri": fraud_job["input_uri"], "model": OTHER_MODEL, "output_uri": into_risk, **features}
+    refused = controlled.call(fraud, "batch", "POST", "/jobs", json=body)
+    assert refused.status_code == 404, refused.text
+    assert into_risk in refused.json()["detail"]
+    # Within its workspace, a job names its own input and output.
+    mine = f"{bucket}/workspaces/risk/scored/scope.csv"
+    body = {"input_uri": risk_job["input_uri"], "model": MODEL, "output_uri": mine, **features}
+    assert ok(controlled.call(engineer, "batch", "POST", "/jobs", json=body))["output_uri"] == mine

@@ -270,7 +270,7 @@ async def test_an_uploaded_file_is_stored_then_scored_next_to_itself(batch: Batc
     job = await batch.finished(response.json()["id"])
     batch.written += [batch.store.key_from_uri(job["input_uri"]), batch.store.key_from_uri(job["output_uri"])]
     assert job["status"] == "succeeded", job["error"]
-    assert "/batch/uploads/" in job["input_uri"]
+    assert "/workspaces/default/batch/uploads/" in job["input_uri"]
     assert job["input_uri"].endswith("/mine.csv")
     assert job["output_uri"] == job["input_uri"].removesuffix(".csv") + ".predictions.csv"
     assert (await batch.output(job))["id"].tolist() == frame["id"].tolist()

@@ -124,7 +124,7 @@ def test_datasets_upload_prints_the_uri_and_sha256_of_the_file(
         capsys, "datasets", "upload", str(credit_csv), "--trainer-url", services.trainer_url
     )
     assert status == 0, err
-    assert "s3://flywheel-tests/datasets/" in out
+    assert "s3://flywheel-tests/workspaces/default/datasets/" in out
     assert sha256 in out
 
     uploaded = trainer_json(capsys, services, "datasets", "upload", str(credit_csv))
@@ -138,7 +138,7 @@ def test_submit_uploads_a_local_csv_and_follow_ends_succeeded_with_the_metrics(
 ) -> None:
     status, out, err = cli(capsys, *submit(services, model, credit_csv, "--seed", "3"))
     assert status == 0, out + err
-    assert f"uploaded {credit_csv} as s3://flywheel-tests/datasets/" in out
+    assert f"uploaded {credit_csv} as s3://flywheel-tests/workspaces/default/datasets/" in out
     assert "100%  succeeded" in out  # stdout is not a terminal here: plain progress lines
     assert "roc_auc" in out
     assert "accuracy" in out
