@@ -89,7 +89,7 @@ class RegistryClient:
 
     async def workspace_of(self, name: str) -> str | None:
         """The model's workspace; None when there is no such model."""
-        found = await self._get(f"/models/{name}")
+        found = await self._get(f"/models/{quote(name, safe='')}")
         return None if found is None else str(found.get("workspace", DEFAULT_WORKSPACE))
 
     async def models_in(self, workspace: str) -> set[str]:

@@ -83,10 +83,10 @@ class AlertHub:
         self.listeners: set[AlertListener] = set()
         self.recent: deque[StreamedEvent] = deque(maxlen=replay_size)
 
-    def publish(self, topic: str, event: CloudEvent) -> None:
+    def publish(self, topic: str, event: CloudEvent, notice: AlertNotice | None = None) -> None:
         """Hand the event, read from `topic`, to every listener that wants it; disconnect the ones that
-        cannot take it."""
-        streamed = StreamedEvent(topic, notice_of(topic, event), event.id, event.to_json())
+        cannot take it. `notice`: what filters see of it (default: `notice_of` it, with no workspace)."""
+        streamed = StreamedEvent(topic, notice or notice_of(topic, event), event.id, event.to_json())
         if self.recent.maxlen:
             self.recent.append(streamed)
         for listener in list(self.listeners):

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from fastapi import FastAPI
 
+from services.monitor.alert_filters import ModelWorkspace, notice_of, with_workspace
 from services.monitor.alert_stream import AlertHub
 from services.monitor.deliveries import DeliveryWorker
 from services.monitor.settings import MonitorSettings
@@ -42,11 +43,11 @@ class Alerting:
 
 
 async def subscribe_alert_fanout(
-    bus: EventBus, subscriptions: SubscriptionService, hub: AlertHub
+    bus: EventBus, subscriptions: SubscriptionService, hub: AlertHub, workspace_of: ModelWorkspace | None
 ) -> list[Subscription]:
     """Consume the followed topics: into webhook deliveries (one consumer group per topic, shared by the
     replicas, so that a rebalance of one does not pause the others), and into this replica's alert
-    stream (groups of its own, one per topic, from now on)."""
+    stream (groups of its own, one per topic, from now on), each event with its model's workspace."""
 
     def enqueue(topic: str) -> Handler:
         async def handle(event: CloudEvent) -> None:
@@ -56,7 +57,7 @@ async def subscribe_alert_fanout(
 
     def stream(topic: str) -> Handler:
         async def handle(event: CloudEvent) -> None:
-            hub.publish(topic, event)
+            hub.publish(topic, event, await with_workspace(notice_of(topic, event), workspace_of))
 
         return handle
 
@@ -73,20 +74,25 @@ async def subscribe_alert_fanout(
 
 
 @asynccontextmanager
-async def start_alerting(app: FastAPI, runtime: Runtime, settings: MonitorSettings) -> AsyncIterator[None]:
-    """Run the alert subscribers for as long as the block: consumers, deliveries, the stream's hub."""
+async def start_alerting(
+    app: FastAPI, runtime: Runtime, settings: MonitorSettings, workspace_of: ModelWorkspace | None
+) -> AsyncIterator[None]:
+    """Run the alert subscribers for as long as the block: consumers, deliveries, the stream's hub.
+    `workspace_of` says whose each event's model is (None: access control off, no workspaces apart)."""
     assert runtime.database is not None, "the monitor has tables, so its runtime has a database"
     targets = WebhookTargets(
         deny_internal=settings.webhook_deny_internal_targets, allowed=settings.webhook_allowed_targets
     )
     deliveries = DeliveryWorker(runtime.database, settings, targets=targets)
-    subscriptions = SubscriptionService(runtime.database, targets, on_enqueued=deliveries.wake)
+    subscriptions = SubscriptionService(
+        runtime.database, targets, workspace_of=workspace_of, on_enqueued=deliveries.wake
+    )
     hub = AlertHub(settings.alert_stream_queue_size, settings.alert_stream_replay_size)
     app.state.alerting = Alerting(subscriptions, hub, settings)
     await deliveries.start()
     consumers: list[Subscription] = []
     try:
-        consumers = await subscribe_alert_fanout(runtime.bus, subscriptions, hub)
+        consumers = await subscribe_alert_fanout(runtime.bus, subscriptions, hub, workspace_of)
         yield
     finally:
         for consumer in consumers:

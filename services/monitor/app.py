@@ -18,7 +18,7 @@ from services.monitor.endpoints import add_error_handlers, router
 from services.monitor.references import References
 from services.monitor.settings import MonitorSettings
 from services.monitor.worker import MonitorWorker
-from services.monitor.workspaces import check_model_workspace
+from services.monitor.workspaces import check_model_workspace, model_workspaces
 from shared.auth import Permission, guarded, service_token
 from shared.bus import EventBus
 from shared.model_versions import RegistryClient
@@ -51,7 +51,7 @@ def create_app(
             with garbage_collector_for_throughput():  # halves the cost of an event (bench/drift)
                 async with (
                     MonitorWorker(monitor, monitor_settings.window_check_seconds).running(runtime.bus),
-                    start_alerting(app, runtime, monitor_settings),
+                    start_alerting(app, runtime, monitor_settings, model_workspaces(app, registry)),
                 ):
                     yield
         finally:

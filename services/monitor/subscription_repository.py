@@ -20,7 +20,7 @@ from shared.events import Severity
 
 SUBSCRIPTION_COLUMNS = (
     "id, url, event_types, model, min_severity, description, '…' || right(secret, 4) AS secret_hint, "
-    "created_at"
+    "workspace, created_at"
 )
 DELIVERY_COLUMNS = (
     "id, subscription_id, event_id, event_type, status, attempts, last_status_code, last_error, "
@@ -71,50 +71,73 @@ async def insert_subscription(
     model: str | None,
     min_severity: str,
     description: str,
+    workspace: str,
 ) -> CreatedSubscription:
     row = await connection.fetchrow(
-        "INSERT INTO subscriptions (url, secret, event_types, model, min_severity, description) "
-        f"VALUES ($1, $2, $3, $4, $5, $6) RETURNING {SUBSCRIPTION_COLUMNS}, secret",
+        "INSERT INTO subscriptions (url, secret, event_types, model, min_severity, description, workspace) "
+        f"VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {SUBSCRIPTION_COLUMNS}, secret",
         url,
         secret,
         event_types,
         model,
         min_severity,
         description,
+        workspace,
     )
     assert row is not None
     return CreatedSubscription(**dict(row))
 
 
-async def get_subscription(connection: Connection, subscription_id: str) -> Subscription | None:
+# In every query below, `workspace` None means any workspace's subscription.
+
+
+async def get_subscription(
+    connection: Connection, subscription_id: str, workspace: str | None
+) -> Subscription | None:
     row = await connection.fetchrow(
-        f"SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE id = $1", subscription_id
+        f"SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions "
+        "WHERE id = $1 AND ($2::text IS NULL OR workspace = $2)",
+        subscription_id,
+        workspace,
     )
     return _subscription(row) if row else None
 
 
-async def list_subscriptions(connection: Connection, limit: int, offset: int) -> list[Subscription]:
+async def list_subscriptions(
+    connection: Connection, limit: int, offset: int, workspace: str | None
+) -> list[Subscription]:
     rows = await connection.fetch(
-        f"SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions ORDER BY created_at DESC, id LIMIT $1 OFFSET $2",
+        f"SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE ($3::text IS NULL OR workspace = $3) "
+        "ORDER BY created_at DESC, id LIMIT $1 OFFSET $2",
         limit,
         offset,
+        workspace,
     )
     return [_subscription(row) for row in rows]
 
 
-async def delete_subscription(connection: Connection, subscription_id: str) -> bool:
+async def delete_subscription(connection: Connection, subscription_id: str, workspace: str | None) -> bool:
     """Delete the subscription and its delivery log; False when there was none."""
-    result = await connection.execute("DELETE FROM subscriptions WHERE id = $1", subscription_id)
+    result = await connection.execute(
+        "DELETE FROM subscriptions WHERE id = $1 AND ($2::text IS NULL OR workspace = $2)",
+        subscription_id,
+        workspace,
+    )
     return result == "DELETE 1"
 
 
 async def filters_following(connection: Connection, topic: str) -> dict[str, AlertFilter]:
-    """The filter of every subscription that follows `topic`, by subscription id."""
+    """The filter of every subscription that follows `topic`, by subscription id: each hears only of its
+    workspace's models."""
     rows = await connection.fetch(
-        "SELECT id, event_types, model, min_severity FROM subscriptions WHERE $1 = ANY (event_types)", topic
+        "SELECT id, event_types, model, min_severity, workspace FROM subscriptions "
+        "WHERE $1 = ANY (event_types)",
+        topic,
     )
     return {
-        row["id"]: AlertFilter.of(row["event_types"], row["model"], Severity(row["min_severity"]))
+        row["id"]: AlertFilter.of(
+            row["event_types"], row["model"], Severity(row["min_severity"]), row["workspace"]
+        )
         for row in rows
     }
 

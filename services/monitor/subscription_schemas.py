@@ -67,6 +67,7 @@ class Subscription(BaseModel):
     min_severity: Severity
     description: str
     secret_hint: str = Field(description="the secret's last four characters, to tell secrets apart")
+    workspace: str = Field(description="whose it is: its creator's workspace, whose models it hears of")
     created_at: datetime
 
 

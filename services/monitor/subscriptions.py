@@ -1,8 +1,12 @@
 """Alert subscriptions: webhooks that follow the monitor's alerts and the registry's model events.
 
 A subscription names a URL, a secret, the topics it follows and optionally a model and a minimum
-severity. Each event read from a followed topic is queued once per subscription whose filter accepts
-it (`enqueue`); the delivery worker (`services.monitor.deliveries`) sends what is queued.
+severity; it belongs to its creator's workspace, is seen only from there, and hears only of that
+workspace's models. Each event read from a followed topic is queued once per subscription whose filter
+accepts it (`enqueue`); the delivery worker (`services.monitor.deliveries`) sends what is queued.
+
+Methods that take a `workspace` find only that workspace's subscriptions (None: any workspace's); another
+workspace's reads as missing.
 """
 
 from __future__ import annotations
@@ -10,12 +14,13 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import asyncpg
 
 from services.monitor import subscription_repository as repository
-from services.monitor.alert_filters import notice_of
+from services.monitor.alert_filters import ModelWorkspace, notice_of, with_workspace
 from services.monitor.subscription_schemas import (
     CreatedSubscription,
     Delivery,
@@ -26,6 +31,7 @@ from services.monitor.subscription_schemas import (
     SubscriptionRequest,
 )
 from services.monitor.webhook_targets import WebhookTargets
+from shared.auth import DEFAULT_WORKSPACE
 from shared.events import CloudEvent
 from shared.pagination import decode_page_token, next_page_token
 
@@ -40,19 +46,28 @@ class SubscriptionNotFound(LookupError):
 
 
 class SubscriptionService:
-    """Subscriptions and their delivery log over the monitor's database; `on_enqueued` is told when
-    deliveries were queued, so that they go out now rather than at the next poll."""
+    """Subscriptions and their delivery log over the monitor's database. `workspace_of` says whose an
+    event's model is (None: access control off, every subscription hears of every model); `on_enqueued`
+    is told when deliveries were queued, so that they go out now rather than at the next poll."""
 
     def __init__(
-        self, database: asyncpg.Pool, targets: WebhookTargets, on_enqueued: Callable[[], None] = lambda: None
+        self,
+        database: asyncpg.Pool,
+        targets: WebhookTargets,
+        *,
+        workspace_of: ModelWorkspace | None = None,
+        on_enqueued: Callable[[], None] = lambda: None,
     ) -> None:
         self.database = database
         self.targets = targets
+        self.workspace_of = workspace_of
         self.on_enqueued = on_enqueued
 
-    async def create(self, request: SubscriptionRequest) -> CreatedSubscription:
-        """InvalidTargetUrl for a URL that names an address webhooks may not reach (names are resolved, and
-        checked again, at every delivery)."""
+    async def create(
+        self, request: SubscriptionRequest, workspace: str = DEFAULT_WORKSPACE
+    ) -> CreatedSubscription:
+        """A subscription of `workspace`. InvalidTargetUrl for a URL that names an address webhooks may not
+        reach (names are resolved, and checked again, at every delivery)."""
         self.targets.check_url(request.url)
         async with self.database.acquire() as connection:
             created = await repository.insert_subscription(
@@ -63,6 +78,7 @@ class SubscriptionService:
                 model=request.model,
                 min_severity=str(request.min_severity),
                 description=request.description,
+                workspace=workspace,
             )
         log.info(
             "subscription created",
@@ -70,35 +86,42 @@ class SubscriptionService:
         )
         return created
 
-    async def get(self, subscription_id: str) -> Subscription:
+    async def get(self, subscription_id: str, workspace: str | None = None) -> Subscription:
         async with self.database.acquire() as connection:
-            subscription = await repository.get_subscription(connection, subscription_id)
+            subscription = await repository.get_subscription(connection, subscription_id, workspace)
         if subscription is None:
             raise SubscriptionNotFound(f"no subscription {subscription_id!r}")
         return subscription
 
-    async def list_subscriptions(self, page_size: int, page_token: str | None) -> SubscriptionPage:
+    async def list_subscriptions(
+        self, page_size: int, page_token: str | None, workspace: str | None = None
+    ) -> SubscriptionPage:
         offset = decode_page_token(page_token)
         async with self.database.acquire() as connection:
-            found = await repository.list_subscriptions(connection, page_size + 1, offset)
+            found = await repository.list_subscriptions(connection, page_size + 1, offset, workspace)
         return SubscriptionPage(
             subscriptions=found[:page_size], next_page_token=next_page_token(offset, page_size, len(found))
         )
 
-    async def delete(self, subscription_id: str) -> None:
+    async def delete(self, subscription_id: str, workspace: str | None = None) -> None:
         """Stop sending to the subscription, and forget its delivery log."""
         async with self.database.acquire() as connection:
-            if not await repository.delete_subscription(connection, subscription_id):
+            if not await repository.delete_subscription(connection, subscription_id, workspace):
                 raise SubscriptionNotFound(f"no subscription {subscription_id!r}")
         log.info("subscription deleted", extra={"subscription_id": subscription_id})
 
     async def deliveries(
-        self, subscription_id: str, status: DeliveryStatus | None, page_size: int, page_token: str | None
+        self,
+        subscription_id: str,
+        status: DeliveryStatus | None,
+        page_size: int,
+        page_token: str | None,
+        workspace: str | None = None,
     ) -> DeliveryPage:
         """The subscription's delivery log, newest first."""
         offset = decode_page_token(page_token)
         async with self.database.acquire() as connection:
-            if await repository.get_subscription(connection, subscription_id) is None:
+            if await repository.get_subscription(connection, subscription_id, workspace) is None:
                 raise SubscriptionNotFound(f"no subscription {subscription_id!r}")
             found = await repository.list_deliveries(
                 connection, subscription_id, status, page_size + 1, offset
@@ -113,9 +136,18 @@ class SubscriptionService:
         notice = notice_of(topic, event)
         async with self.database.acquire() as connection:
             filters = await repository.filters_following(connection, topic)
-            wanted = [subscription for subscription, accepts in filters.items() if accepts.accepts(notice)]
-            if not wanted:
-                return 0
+        if not filters:
+            return 0
+        if self.workspace_of is None:  # access control off: no workspaces to keep apart
+            filters = {
+                subscription: replace(accepts, workspace=None) for subscription, accepts in filters.items()
+            }
+        else:  # only subscriptions of the model's workspace hear of it (none, for a model since deleted)
+            notice = await with_workspace(notice, self.workspace_of)
+        wanted = [subscription for subscription, accepts in filters.items() if accepts.accepts(notice)]
+        if not wanted:
+            return 0
+        async with self.database.acquire() as connection:
             queued = await repository.enqueue_deliveries(
                 connection, wanted, event.id, event.type, event.to_json()
             )
@@ -127,9 +159,10 @@ class SubscriptionService:
             self.on_enqueued()
         return len(queued)
 
-    async def ping(self, subscription_id: str) -> Delivery:
+    async def ping(self, subscription_id: str, workspace: str | None = None) -> Delivery:
         """Queue a ping event for the subscription (delivered, signed and logged like any other), so that
         whoever set up the webhook can see it work."""
+        await self.get(subscription_id, workspace)
         ping = CloudEvent(
             source=EVENT_SOURCE,
             type=PING_EVENT_TYPE,

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
+import threading
 import time
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -554,3 +557,141 @@ def test_batch_inputs_uploads_and_outputs_stay_in_the_workspace(controlled: Acce
     mine = f"{bucket}/workspaces/risk/scored/scope.csv"
     body = {"input_uri": risk_job["input_uri"], "model": MODEL, "output_uri": mine, **features}
     assert ok(controlled.call(engineer, "batch", "POST", "/jobs", json=body))["output_uri"] == mine
+
+
+def test_subscriptions_are_seen_and_changed_only_from_their_workspace(controlled: AccessControlled) -> None:
+    engineer, fraud = controlled.tokens[Role.ML_ENGINEER], controlled.fraud_token
+    body = {"url": "https://hooks.example.com/flywheel", "event_types": ["model-registered"]}
+    created = ok(controlled.call(engineer, "monitor", "POST", "/subscriptions", json=body))
+    assert created["workspace"] == "risk"
+    subscription = created["id"]
+    for method, path in (
+        ("GET", f"/subscriptions/{subscription}"),
+        ("GET", f"/subscriptions/{subscription}/deliveries"),
+        ("POST", f"/subscriptions/{subscription}/test"),
+        ("DELETE", f"/subscriptions/{subscription}"),
+    ):
+        refused = controlled.call(fraud, "monitor", method, path)
+        assert refused.status_code == 404, f"{method} {path}: {refused.text}"
+    assert subscription not in [
+        s["id"] for s in ok(controlled.call(fraud, "monitor", "GET", "/subscriptions"))["subscriptions"]
+    ]
+    viewer = controlled.tokens[Role.VIEWER]
+    assert subscription in [
+        s["id"] for s in ok(controlled.call(viewer, "monitor", "GET", "/subscriptions"))["subscriptions"]
+    ]
+    assert (
+        ok(controlled.call(engineer, "monitor", "GET", f"/subscriptions/{subscription}"))["id"]
+        == subscription
+    )
+    assert controlled.call(engineer, "monitor", "DELETE", f"/subscriptions/{subscription}").status_code == 204
+
+
+def test_a_subscription_hears_only_of_its_workspaces_models(controlled: AccessControlled) -> None:
+    engineer, fraud = controlled.tokens[Role.ML_ENGINEER], controlled.fraud_token
+
+    def subscribe(token: str, model: str) -> str:
+        body = {
+            "url": "https://hooks.example.com/flywheel",
+            "event_types": ["model-registered"],
+            "model": model,
+        }
+        created: str = ok(controlled.call(token, "monitor", "POST", "/subscriptions", json=body))["id"]
+        return created
+
+    def deliveries(token: str, subscription: str) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = ok(
+            controlled.call(token, "monitor", "GET", f"/subscriptions/{subscription}/deliveries")
+        )["deliveries"]
+        return found
+
+    risk_own, risk_theirs = subscribe(engineer, MODEL), subscribe(engineer, OTHER_MODEL)
+    fraud_theirs, fraud_own = subscribe(fraud, MODEL), subscribe(fraud, OTHER_MODEL)
+    for token, model in ((engineer, MODEL), (fraud, OTHER_MODEL)):
+        upload = {"files": {"model": tiny_classifier_onnx()}}
+        ok(controlled.call(token, "registry", "POST", f"/models/{model}/versions", **upload))
+    deadline = time.monotonic() + 60
+    while not (deliveries(engineer, risk_own) and deliveries(fraud, fraud_own)):
+        assert time.monotonic() < deadline, "the new versions were not queued for their workspaces' webhooks"
+        time.sleep(0.5)
+    # Each event was matched against every subscription at once: those of the other workspace got none.
+    assert [d["event_type"] for d in deliveries(engineer, risk_own)] == ["io.flywheel.model.registered.v1"]
+    assert deliveries(engineer, risk_theirs) == []
+    assert deliveries(fraud, fraud_theirs) == []
+    assert len(deliveries(fraud, fraud_own)) == 1
+    for token, subscription in (
+        (engineer, risk_own),
+        (engineer, risk_theirs),
+        (fraud, fraud_theirs),
+        (fraud, fraud_own),
+    ):
+        assert (
+            controlled.call(token, "monitor", "DELETE", f"/subscriptions/{subscription}").status_code == 204
+        )
+
+
+def listen_to_alerts(
+    controlled: AccessControlled, token: str, heard: list[str], ready: threading.Event, stop: threading.Event
+) -> None:
+    """Add to `heard` the model of each `model-registered` event the alert stream sends `token`'s caller,
+    reconnecting when a stream ends (with Last-Event-ID), until `stop` is set or a minute has passed."""
+    last_event_id: str | None = None
+    deadline = time.monotonic() + 60
+    while not stop.is_set() and time.monotonic() < deadline:
+        headers = {"Authorization": f"Bearer {token}"}
+        if last_event_id:
+            headers["Last-Event-ID"] = last_event_id
+        try:
+            with httpx.stream(
+                "GET",
+                controlled.url("monitor") + "/alerts/stream",
+                params={"types": "model-registered"},
+                headers=headers,
+                timeout=httpx.Timeout(30, read=1),
+            ) as response:
+                assert response.status_code == 200, response.read()
+                for line in response.iter_lines():
+                    if line == ": listening":
+                        ready.set()
+                    elif line.startswith("id: "):
+                        last_event_id = line.removeprefix("id: ")
+                    elif line.startswith("data: "):
+                        heard.append(json.loads(line.removeprefix("data: "))["data"]["name"])
+        except httpx.ReadTimeout:
+            pass  # idle for a second: see whether to stop, then listen on
+
+
+def test_the_alert_stream_sends_a_caller_only_its_workspaces_alerts(controlled: AccessControlled) -> None:
+    engineer, fraud = controlled.tokens[Role.ML_ENGINEER], controlled.fraud_token
+    listeners = {"risk": engineer, "fraud": fraud, "service": SERVICE_TOKEN}  # the last sees every workspace
+    heard: dict[str, list[str]] = {name: [] for name in listeners}
+    ready = {name: threading.Event() for name in listeners}
+    stop = threading.Event()
+    with ThreadPoolExecutor(len(listeners)) as pool:
+        futures = [
+            pool.submit(listen_to_alerts, controlled, token, heard[name], ready[name], stop)
+            for name, token in listeners.items()
+        ]
+        try:
+            for name, started in ready.items():
+                assert started.wait(30), f"the {name} stream did not start"
+            for token, model in ((engineer, MODEL), (fraud, OTHER_MODEL)):
+                upload = {"files": {"model": tiny_classifier_onnx()}}
+                ok(controlled.call(token, "registry", "POST", f"/models/{model}/versions", **upload))
+            deadline = time.monotonic() + 60
+            while not (
+                {MODEL, OTHER_MODEL} <= set(heard["service"])
+                and MODEL in heard["risk"]
+                and OTHER_MODEL in heard["fraud"]
+            ):
+                assert time.monotonic() < deadline, f"the new versions were not streamed: {heard}"
+                assert not any(future.done() for future in futures), [f.result() for f in futures if f.done()]
+                time.sleep(0.2)
+            time.sleep(1)  # anything else already sent arrives meanwhile
+        finally:
+            stop.set()
+        for future in futures:
+            future.result()
+    # Each event went to every stream at once: none went to another workspace's caller.
+    assert OTHER_MODEL not in heard["risk"], heard
+    assert MODEL not in heard["fraud"], heard

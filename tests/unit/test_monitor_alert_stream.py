@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
-from services.monitor.alert_filters import AlertFilter
+from services.monitor.alert_filters import AlertFilter, AlertNotice
 from services.monitor.alert_stream import AlertHub, event_stream, server_sent_event
 from shared.events import CloudEvent, DriftDetected, ModelPromoted, Severity
 
@@ -119,3 +119,19 @@ async def test_closing_the_hub_ends_every_stream() -> None:
     rest = asyncio.ensure_future(anext(stream, None))
     hub.close()
     assert await asyncio.wait_for(rest, 5) is None
+
+
+def test_a_listener_of_a_workspace_gets_only_its_models_events_replayed_too() -> None:
+    hub = AlertHub(queue_size=10, replay_size=10)
+    first, risk, fraud = drift("credit"), drift("credit"), drift("fraud-model")
+    hub.publish("drift-detected", first, AlertNotice("drift-detected", "credit", Severity.WARNING, "risk"))
+    with hub.listen(AlertFilter.of(["drift-detected"], workspace="risk")) as listener:
+        hub.publish("drift-detected", risk, AlertNotice("drift-detected", "credit", Severity.WARNING, "risk"))
+        hub.publish(
+            "drift-detected", fraud, AlertNotice("drift-detected", "fraud-model", Severity.WARNING, "fraud")
+        )
+        received = [listener.queue.get_nowait() for _ in range(listener.queue.qsize())]
+        assert [event.id for event in received if event] == [risk.id]
+    assert queued_ids(hub, AlertFilter.of(["drift-detected"], workspace="risk"), first.id) == [risk.id]
+    assert queued_ids(hub, AlertFilter.of(["drift-detected"], workspace="fraud"), first.id) == [fraud.id]
+    assert queued_ids(hub, DRIFT, first.id) == [risk.id, fraud.id]  # every workspace
