@@ -38,3 +38,15 @@ def test_a_caller_names_only_its_workspaces_objects_and_the_services_token_any()
     assert not visible_to(legacy, "risk")
     assert visible_to(risk, None)
     assert visible_to(legacy, None)
+
+
+def test_what_the_services_keep_for_themselves_no_caller_can_name() -> None:
+    for key in (
+        "runs/r1/artifacts/data.csv",
+        "models/credit/uploads/u1/model.onnx",
+        "batch/jobs/j1/parts/1.csv",
+    ):
+        assert owning_workspace(key) is None
+        assert not visible_to(key, "default")
+        assert not visible_to(key, "risk")
+        assert visible_to(key, None)  # the services' token
