@@ -5,7 +5,8 @@ Firing is a row lock (SKIP LOCKED) plus the move of `next_run_at`, in the same t
 event's outbox row: a replica that crashes mid-way fires nothing, and the next one fires it.
 
 A schedule belongs to its model's workspace: only that workspace sees it, sets it or deletes it (for any
-other, the model reads as missing), and its dataset must be that workspace's.
+other, the model reads as missing), and its dataset must be that workspace's. A due schedule whose model
+is gone from that workspace is dropped instead of fired.
 """
 
 from __future__ import annotations
@@ -138,17 +139,31 @@ class RetrainScheduler:
         now = now or datetime.now(UTC)
         async with self.database.acquire() as connection, connection.transaction():
             rows = await connection.fetch(
-                "SELECT model_name, cron, dataset_uri, next_run_at FROM retrain_schedules "
+                "SELECT model_name, cron, dataset_uri, next_run_at, workspace FROM retrain_schedules "
                 "WHERE next_run_at <= $1 FOR UPDATE SKIP LOCKED",
                 now,
             )
+            fired = []
             for row in rows:
+                # A schedule outlives its model in the registry: if the model is gone, or the name now
+                # belongs to another workspace's model, the schedule is dropped, never fired at that model.
+                if await self.registry.model_workspace(row["model_name"]) != row["workspace"]:
+                    await connection.execute(
+                        "DELETE FROM retrain_schedules WHERE model_name = $1", row["model_name"]
+                    )
+                    log.warning(
+                        "schedule dropped: its model is gone from workspace %s",
+                        row["workspace"],
+                        extra={"model": row["model_name"]},
+                    )
+                    continue
                 await self._fire(
                     connection, row["model_name"], row["cron"], row["dataset_uri"], row["next_run_at"], now
                 )
-        if rows:
+                fired.append(row["model_name"])
+        if fired:
             self.on_events()
-        return [row["model_name"] for row in rows]
+        return fired
 
     async def _fire(
         self,

@@ -389,6 +389,29 @@ async def test_a_due_schedule_requests_one_retrain_and_moves_to_its_next_time(pl
     assert (await platform.trainer.delete(f"/schedules/{model}")).status_code == 404
 
 
+async def test_a_due_schedule_whose_model_is_gone_is_dropped_not_fired(platform: Platform) -> None:
+    model = "scheduled-then-deleted"
+    assert (await platform.registry.post("/models", json={"name": model})).status_code == 201
+    assert (await platform.trainer.put(f"/schedules/{model}", json={"cron": "0 3 * * *"})).status_code == 200
+    assert (await platform.registry.delete(f"/models/{model}")).status_code == 204
+    connection = await asyncpg.connect(platform.database_url)
+    try:
+        await connection.execute(
+            "UPDATE trainer.retrain_schedules SET next_run_at = now() - interval '1 second' "
+            "WHERE model_name = $1",
+            model,
+        )
+    finally:
+        await connection.close()
+
+    async def dropped() -> bool:
+        listed = (await platform.trainer.get("/schedules")).json()
+        return all(entry["model_name"] != model for entry in listed)
+
+    await eventually_true(dropped, within=30, what="the schedule of a deleted model being dropped")
+    assert (await platform.trainer.get("/jobs", params={"model": model})).json()["jobs"] == []
+
+
 def model_names_covering_every_partition(partitions: int = 3) -> list[str]:
     """One model name per partition of training-jobs (keyed by model name), so that every member of the
     consumer group is given at least one job."""
