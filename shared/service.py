@@ -205,6 +205,7 @@ def create_service_app(
     bus: EventBus | None = None,
     registry_url: str | None = None,
     upload_limits: Mapping[str, int] | None = None,
+    app_class: type[FastAPI] = FastAPI,
 ) -> FastAPI:
     """A FastAPI app whose lifespan opens the runtime, then enters `service_lifespan`, where the service
     builds its domain objects on the runtime, subscribes its workers, and later stops them. `bus`: one
@@ -231,7 +232,7 @@ def create_service_app(
                 async with service_lifespan(app, runtime):
                     yield
 
-    app = FastAPI(title=f"Flywheel {service}", description=description, version="0.1.0", lifespan=lifespan)
+    app = app_class(title=f"Flywheel {service}", description=description, version="0.1.0", lifespan=lifespan)
     if not settings.auth_enabled:
         app.state.authenticator = Authenticator(None)
     # Inside the metrics middleware, so that its 413s are counted.

@@ -4,8 +4,10 @@ the prediction log and the consumer of alias moves."""
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
+from starlette.types import Receive, Scope, Send
 
 import services.serving
 from services.serving.endpoints import add_error_handlers, document_hot_routes, router
@@ -21,6 +23,20 @@ from shared.bus import EventBus
 from shared.model_versions import RegistryClient
 from shared.service import Runtime, create_service_app, garbage_collector_for_throughput
 from shared.settings import FlywheelSettings
+
+
+class ServingApp(FastAPI):
+    """FastAPI, with the inference routes answered before FastAPI's own per-request machinery (its
+    telemetry check and middleware stack cost about 8 µs a request, measured in process: a few percent of a
+    worker at 1-row requests). Every other request goes through FastAPI as usual."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.hot_routes = HotInferenceRoutes(super().__call__)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope["app"] = self  # as Starlette sets it: the hot routes read the app's state through it
+        await self.hot_routes(scope, receive, send)
 
 
 def create_app(
@@ -82,10 +98,10 @@ def create_app(
         service_lifespan=serving_lifespan,
         bus=bus,
         registry_url=serving.registry_url,
+        app_class=ServingApp,
     )
     app.state.default_alias = serving.default_alias
     app.state.max_request_bytes = serving.max_request_bytes
     add_error_handlers(app)
-    app.add_middleware(HotInferenceRoutes)  # added last: the outermost, before FastAPI's own machinery
     document_hot_routes(app)
     return app
