@@ -51,9 +51,6 @@ from shared.service import ServiceSettings
 from shared.settings import FlywheelSettings
 from shared.telemetry import logging_config
 
-log = logging.getLogger("flywheel.embedded")
-
-SERVER_VARIABLES = ("FLYWHEEL_KAFKA_BOOTSTRAP", "FLYWHEEL_DATABASE_URL", "FLYWHEEL_S3_ENDPOINT")
 READY_TIMEOUT_SECONDS = 120.0
 # Memory stays bounded however long the platform runs: a prediction-logged event holds up to 2,000 rows.
 RETAINED_RECORDS_PER_TOPIC = 10_000

@@ -20,8 +20,6 @@ import pytest
 from tests.integration.test_flywheel_demo import TIMELINE
 from tests.processes import REPO_ROOT, SERVICES, free_port, start_flywheel_up
 
-SERVER_VARIABLES = ("FLYWHEEL_KAFKA_BOOTSTRAP", "FLYWHEEL_DATABASE_URL", "FLYWHEEL_S3_ENDPOINT")
-
 
 def flywheel(*arguments: str) -> list[str]:
     return [sys.executable, "-m", "flywheel", *arguments]
