@@ -192,8 +192,9 @@ class TrackingService:
         if end_time is None and request.status in FINAL_STATUSES:
             end_time = utc_now()
         async with self.database.acquire() as connection:
-            await self._check_run(connection, run_id, principal)
-            run = await repository.update_run(connection, run_id, request.status, end_time, request.name)
+            run = await repository.update_run(
+                connection, run_id, request.status, end_time, request.name, principal.scope
+            )
         if run is None:
             raise NotFound(f"no run with id {run_id!r}")
         return run
@@ -212,10 +213,9 @@ class TrackingService:
             if offered.setdefault(param.key, param.value) != param.value:
                 raise InvalidRequest(f"param {param.key!r} appears twice in the batch with different values")
         async with self.database.acquire() as connection:
-            await self._check_run(connection, run_id, principal)
             try:
                 await repository.log_batch(
-                    connection, run_id, batch.params, batch.metrics, batch.tags, utc_now()
+                    connection, run_id, batch.params, batch.metrics, batch.tags, utc_now(), principal.scope
                 )
             except repository.RunNotFound as error:
                 raise NotFound(str(error)) from error
@@ -244,7 +244,7 @@ class TrackingService:
                     code_version=None,
                 )
                 points = [MetricPoint(key=key, value=value) for key, value in completed.metrics.items()]
-                await repository.log_batch(connection, completed.run_id, [], points, {}, utc_now())
+                await repository.log_batch(connection, completed.run_id, [], points, {}, utc_now(), None)
             await repository.finish_run(
                 connection, completed.run_id, completed.status, utc_now(), completed.dataset_fingerprint
             )

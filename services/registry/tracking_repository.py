@@ -164,19 +164,27 @@ async def insert_run(
 
 
 async def update_run(
-    connection: Connection, run_id: str, status: str | None, end_time: datetime | None, name: str | None
+    connection: Connection,
+    run_id: str,
+    status: str | None,
+    end_time: datetime | None,
+    name: str | None,
+    workspace: str | None,
 ) -> Run | None:
-    """The updated run; None when there is no such run."""
+    """The updated run; None when there is no such run in `workspace` (None: in any)."""
     row = await connection.fetchrow(
         f"""
         UPDATE runs AS r SET status = coalesce($2, status), end_time = coalesce($3, end_time),
                name = coalesce($4, name)
-        WHERE id = $1 RETURNING {RUN_COLUMNS}
+        WHERE id = $1
+          AND ($5::text IS NULL OR experiment_id IN (SELECT id FROM experiments WHERE workspace = $5))
+        RETURNING {RUN_COLUMNS}
         """,
         run_id,
         status,
         end_time,
         name,
+        workspace,
     )
     return Run(**dict(row)) if row else None
 
@@ -225,13 +233,16 @@ async def log_batch(
     points: list[MetricPoint],
     tags: dict[str, str],
     now: datetime,
+    workspace: str | None,
 ) -> None:
-    """Store params, metric points and tags with `log_run_batch` (migration 0004): one round trip, all or
-    nothing. RunNotFound for an unknown run; ParamConflict names a param logged earlier with another value."""
+    """Store params, metric points and tags with `log_run_batch` (migration 0008): one round trip, all or
+    nothing. RunNotFound for a run unknown in `workspace` (None: in any); ParamConflict names a param
+    logged earlier with another value."""
     try:
         await connection.execute(
-            "SELECT log_run_batch($1, $2, $3, $4, $5, $6, $7, $8)",
+            "SELECT log_run_batch($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             run_id,
+            workspace,
             [param.key for param in params],
             [param.value for param in params],
             [point.key for point in points],

@@ -225,6 +225,23 @@ def test_the_production_alias_needs_promotion_other_aliases_do_not(controlled: A
         assert "promote_production" in refused.text
 
 
+def test_another_workspace_can_neither_end_nor_log_to_a_run(controlled: AccessControlled) -> None:
+    """The workspace is checked in the statement that changes the run: 404, and the run is unchanged."""
+    fraud, risk = controlled.fraud_token, controlled.tokens[Role.ML_ENGINEER]
+    run = controlled.risk_run_id
+    ended = controlled.call(fraud, "registry", "PATCH", f"/runs/{run}", json={"status": "killed"})
+    assert ended.status_code == 404, ended.text
+    assert ended.json() == {"detail": f"no run with id {run!r}"}
+    logged = controlled.call(
+        fraud, "registry", "POST", f"/runs/{run}/log-batch", json={"metrics": [{"key": "x", "value": 1}]}
+    )
+    assert logged.status_code == 404, logged.text
+    assert logged.json() == {"detail": f"no run with id {run!r}"}
+    seen = ok(controlled.call(risk, "registry", "GET", f"/runs/{run}"))
+    assert seen["status"] == "running"
+    assert "x" not in seen["metrics"]
+
+
 def test_another_workspace_reads_as_missing_everywhere(controlled: AccessControlled) -> None:
     fraud, risk = controlled.fraud_token, controlled.tokens[Role.ML_ENGINEER]
     run = controlled.risk_run_id
