@@ -3,7 +3,8 @@
 Versions are resolved through the registry (by number, or by alias), loaded once with their sha256
 checked, and kept in a bounded LRU. Aliases are remembered and moved by `model-promoted`; the caller
 resolves a model once per batch, so a batch is scored entirely by one version. All rows of a batch
-that share a version are scored in one onnxruntime call; rows that cannot be scored are singled out
+that share a version are scored together, in onnxruntime calls of at most the rows the model runs
+fastest (50 for a tree ensemble, see shared.model_versions); rows that cannot be scored are singled out
 with the reason, and the others are still scored.
 """
 
@@ -19,11 +20,10 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import numpy as np
-import onnxruntime
 
 from shared.artifacts import ArtifactStore
 from shared.events import ModelSignature
-from shared.model_versions import ModelNotFound, VersionRecord, load_session
+from shared.model_versions import LoadedSession, ModelNotFound, VersionRecord, load_session, run_in_chunks
 from shared.tensors import NUMPY_DTYPES, InvalidInput, Tensors, describe, instances_to_tensors, json_values
 
 log = logging.getLogger(__name__)
@@ -45,17 +45,18 @@ class ModelRef(NamedTuple):  # not a dataclass: each record's is hashed, and a t
 class ScoringVersion:
     """One loaded version: its record and an onnxruntime session."""
 
-    def __init__(self, record: VersionRecord, session: onnxruntime.InferenceSession) -> None:
+    def __init__(self, record: VersionRecord, loaded: LoadedSession) -> None:
         self.record = record
         self.name = record.name
         self.version = record.version
         self.signature: ModelSignature = record.signature
-        self.session = session
+        self.session = loaded.session
+        self.rows_per_call = loaded.rows_per_call
         self.output_names = [output.name for output in record.signature.outputs]
 
     def infer(self, inputs: Tensors) -> Tensors:
-        """One onnxruntime call (blocking: run it off the event loop)."""
-        return dict(zip(self.output_names, self.session.run(self.output_names, inputs), strict=True))
+        """onnxruntime calls of the rows the model runs fastest (blocking: run it off the event loop)."""
+        return run_in_chunks(self.session, self.output_names, inputs, self.rows_per_call)
 
 
 @dataclass

@@ -127,3 +127,46 @@ async def test_two_concurrent_batch_slots_wait_briefly_to_fill_a_batch(executor:
 def test_invalid_bounds_are_refused() -> None:
     with pytest.raises(ValueError, match="max_batch_size"):
         AdaptiveBatcher(DoublingModel(), max_batch_size=0)
+
+
+async def test_a_request_larger_than_the_maximum_is_inferred_in_parts_and_answered_whole(
+    executor: ThreadPoolExecutor,
+) -> None:
+    model = DoublingModel()
+    batcher = AdaptiveBatcher(model, max_batch_size=4, executor=executor)
+    await batcher.start()
+    request = rows(*(float(n) for n in range(10)))
+    answer = await batcher.submit(request)
+    await batcher.stop()
+    np.testing.assert_array_equal(answer["y"], request["x"] * 2)
+    np.testing.assert_array_equal(answer["label"], (request["x"][:, 0] > 0).astype(np.int64))
+    assert model.calls == [4, 4, 2]
+
+
+async def test_the_last_part_of_a_large_request_may_share_a_call_with_another_request(
+    executor: ThreadPoolExecutor,
+) -> None:
+    model = DoublingModel(delay=0.02)
+    batcher = AdaptiveBatcher(model, max_batch_size=4, max_wait_seconds=0.01, executor=executor)
+    await batcher.start()
+    busy = asyncio.create_task(batcher.submit(rows(9.0)))  # occupies the model, so the parts queue
+    await asyncio.sleep(0.005)
+    large, small = await asyncio.gather(batcher.submit(rows(1, 2, 3, 4, 5, 6)), batcher.submit(rows(7, 8)))
+    await busy
+    await batcher.stop()
+    np.testing.assert_array_equal(large["y"], rows(1, 2, 3, 4, 5, 6)["x"] * 2)
+    np.testing.assert_array_equal(small["y"], rows(7, 8)["x"] * 2)
+    assert model.calls == [1, 4, 4]  # the lone request, the first part, then the second part with [7, 8]
+
+
+async def test_a_failing_part_fails_its_request_and_no_other(executor: ThreadPoolExecutor) -> None:
+    model = DoublingModel()
+    batcher = AdaptiveBatcher(model, max_batch_size=2, executor=executor)
+    await batcher.start()
+    bad, good = await asyncio.gather(
+        batcher.submit(rows(1, 2, float("nan"), 4)), batcher.submit(rows(5)), return_exceptions=True
+    )
+    await batcher.stop()
+    assert isinstance(bad, ValueError)
+    assert isinstance(good, dict)
+    np.testing.assert_array_equal(good["y"], rows(5)["x"] * 2)
