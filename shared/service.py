@@ -155,11 +155,16 @@ class InvalidInput(BaseModel):
     detail: str | list[dict[str, Any]]
 
 
-async def refuse_unstorable_value(request: Request, error: Exception) -> Response:
+def unstorable_value(error: Exception) -> JSONResponse:
     """A value PostgreSQL cannot hold (a NUL character in text, a number beyond its column's range) came from
     the caller: a 422 saying which, not a 500."""
     reason = str(error).splitlines()[0]
     return JSONResponse({"detail": f"a value in the request cannot be stored: {reason}"}, status_code=422)
+
+
+async def refuse_unstorable_value(request: Request, error: Exception) -> Response:
+    """`unstorable_value`, as an exception handler."""
+    return unstorable_value(error)
 
 
 def answer_errors(app: FastAPI, statuses: Mapping[type[Exception], int]) -> None:

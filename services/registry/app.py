@@ -3,12 +3,14 @@ starts the outbox publisher and the run-completed consumer."""
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 
 from fastapi import FastAPI
 
 import services.registry
 from services.registry.endpoints import add_error_handlers, registry_router, tracking_router
+from services.registry.hot_routes import HotRunRoutes
 from services.registry.model_registry import ModelRegistry
 from services.registry.settings import RegistrySettings
 from services.registry.token_endpoints import auth_router
@@ -17,6 +19,7 @@ from services.registry.tracking import TrackingService
 from services.registry.worker import RegistryWorker
 from shared.auth import Authenticator, TokenVerifier
 from shared.bus import EventBus
+from shared.hot_routes import HotRoutesApp
 from shared.outbox import OutboxPublisher
 from shared.service import Runtime, create_service_app
 from shared.settings import FlywheelSettings
@@ -52,11 +55,12 @@ def create_app(
     bus: EventBus | None = None,
 ) -> FastAPI:
     """`bus`: an event bus this process shares between services (the embedded mode), else its own."""
+    settings = settings or FlywheelSettings()
     max_upload_bytes = (registry_settings or RegistrySettings()).max_upload_bytes
     app = create_service_app(
         "registry",
         description=services.registry.__doc__ or "",
-        settings=settings or FlywheelSettings(),
+        settings=settings,
         migrations=MIGRATIONS,
         routers=[tracking_router, registry_router, auth_router],
         service_lifespan=registry_lifespan,
@@ -66,7 +70,10 @@ def create_app(
             "/models/{name}/versions": max_upload_bytes,
             "/runs/{run_id}/artifacts/{path:path}": max_upload_bytes,
         },
+        app_class=HotRoutesApp,
     )
+    assert isinstance(app, HotRoutesApp)
+    app.answer_first(partial(HotRunRoutes, max_body_bytes=settings.max_body_bytes))
     app.state.max_upload_bytes = max_upload_bytes
     add_error_handlers(app)
     return app

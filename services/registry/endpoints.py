@@ -499,12 +499,17 @@ async def audit(
 # ---------------------------------------------------------------- errors
 
 
+def registry_problem(error: RegistryError) -> JSONResponse:
+    """A failure the caller can act on: its status, and a Problem saying what was wrong."""
+    return JSONResponse(
+        Problem(detail=str(error)).model_dump(exclude_none=True), status_code=error.status_code
+    )
+
+
 def add_error_handlers(app: FastAPI) -> None:
     async def registry_error(request: Request, error: Exception) -> Response:
         assert isinstance(error, RegistryError)
-        return JSONResponse(
-            Problem(detail=str(error)).model_dump(exclude_none=True), status_code=error.status_code
-        )
+        return registry_problem(error)
 
     async def filter_error(request: Request, error: Exception) -> Response:
         assert isinstance(error, FilterSyntaxError)
