@@ -1,15 +1,12 @@
 """The raw loops of `loops.py` with confluent-kafka (librdkafka, in C) instead of aiokafka: whether the
-Python client is what holds Kafka-fed scoring back. confluent-kafka is not one of the project's
-dependencies: it is installed into the running virtualenv when first needed."""
+Python client is what holds Kafka-fed scoring back. (The batch stream consumes with confluent-kafka.)"""
 
 from __future__ import annotations
 
-import importlib
-import importlib.metadata
-import subprocess
-import sys
 import time
 from typing import Any
+
+import confluent_kafka
 
 from bench.batch.loops import (
     PRODUCER_BATCH_BYTES,
@@ -19,26 +16,17 @@ from bench.batch.loops import (
 )
 from bench.batch.topics import FETCH_MAX_BYTES, PARTITION_FETCH_MAX_BYTES
 
-REQUIREMENT = "confluent-kafka==2.16.1"
 CONSUME_TIMEOUT_SECONDS = 0.5
 TRANSACTION_TIMEOUT_SECONDS = 60.0
 
 
-def ensure_confluent_kafka() -> str:
-    """confluent-kafka's version and librdkafka's, installed with pip into this virtualenv if missing."""
-    try:
-        importlib.import_module("confluent_kafka")
-    except ImportError:
-        print(f"installing {REQUIREMENT} into {sys.prefix} (for this benchmark only)", flush=True)
-        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", REQUIREMENT], check=True)
-        importlib.invalidate_caches()
-    client: Any = importlib.import_module("confluent_kafka")
-    return f"{importlib.metadata.version('confluent-kafka')} (librdkafka {client.libversion()[0]})"
+def confluent_kafka_version() -> str:
+    """confluent-kafka's version and librdkafka's."""
+    return f"{confluent_kafka.version()[0]} (librdkafka {confluent_kafka.libversion()[0]})"
 
 
 def confluent_loop(spec: LoopSpec) -> LoopFigure:
     """The loop in this thread (confluent-kafka's calls block; librdkafka's own threads do the I/O)."""
-    client: Any = importlib.import_module("confluent_kafka")
     producer_config: dict[str, Any] = {
         "bootstrap.servers": spec.bootstrap,
         "acks": "all",
@@ -50,8 +38,8 @@ def confluent_loop(spec: LoopSpec) -> LoopFigure:
     }
     if spec.transactional_id is not None:
         producer_config["transactional.id"] = spec.transactional_id
-    producer = client.Producer(producer_config)
-    consumer = client.Consumer(
+    producer = confluent_kafka.Producer(producer_config)
+    consumer = confluent_kafka.Consumer(
         {
             "bootstrap.servers": spec.bootstrap,
             "group.id": spec.group,
@@ -79,7 +67,7 @@ def confluent_loop(spec: LoopSpec) -> LoopFigure:
                 producer.begin_transaction()
             for message in messages:
                 if message.error() is not None:
-                    raise client.KafkaException(message.error())
+                    raise confluent_kafka.KafkaException(message.error())
                 _produce(producer, spec, message.key())
             if spec.transactional_id is not None:
                 producer.send_offsets_to_transaction(

@@ -42,7 +42,7 @@ import orjson  # noqa: E402
 import sklearn  # noqa: E402
 
 from bench.batch.ceiling import in_process_rows_per_second, labels  # noqa: E402
-from bench.batch.confluent import confluent_loop, ensure_confluent_kafka  # noqa: E402
+from bench.batch.confluent import confluent_kafka_version, confluent_loop  # noqa: E402
 from bench.batch.cpu import CpuMeter, kafka_broker  # noqa: E402
 from bench.batch.loops import LoopFigure, LoopSpec, aiokafka_loop  # noqa: E402
 from bench.batch.profiling import ensure_py_spy, summarize  # noqa: E402
@@ -153,7 +153,7 @@ def parse_arguments(argv: list[str]) -> tuple[argparse.Namespace, Settings]:
         choices=CONFLUENT_CHOICES,
         default="auto",
         help="measure the raw loop with confluent-kafka too: auto (when the target is missed and the Kafka "
-        "loop is the lower ceiling), always or never; installed into this virtualenv if missing",
+        "loop is the lower ceiling), always or never",
     )
     parser.add_argument(
         "--profile",
@@ -249,7 +249,7 @@ class Bench:
             )
         checks = [target_check(run, loops, settings.max_batch_records) for run in runs]
         if self.wants_confluent(checks):
-            version = ensure_confluent_kafka()
+            version = confluent_kafka_version()
             print(f"confluent-kafka {version}", flush=True)
             loops += [
                 self.run_loop("confluent-kafka", transactional, False, source, models[0].name, confluent_loop)
@@ -497,7 +497,7 @@ def main(argv: list[str]) -> int:
         "orjson": orjson.__version__,
     }
     if any(loop.client == "confluent-kafka" for loop in measured.loops):
-        versions["confluent-kafka"] = ensure_confluent_kafka()
+        versions["confluent-kafka"] = confluent_kafka_version()
     print_report(settings, measured)
     if busy := busy_warning(busy_at_start, "nothing is measured in turns here"):
         print(busy)

@@ -16,6 +16,10 @@ offset after a pause, with the batch scored ahead of it; records are never skipp
 request topics' partitions through the consumer group; on a rebalance, a replica finishes its batch in
 flight and drops the one scored ahead (never committing it) before giving partitions up. A sample of the
 scored rows is reported to `prediction-logged` after each commit (best effort).
+
+Records are consumed with confluent-kafka (`services.batch.consumer`: librdkafka fetches and decodes in
+its own threads) and the transactions are aiokafka's, their results appended into whole record batches
+(`PartitionWriter`): per record, either is cheaper in Python than the other client's way.
 """
 
 from __future__ import annotations
@@ -26,22 +30,16 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import numpy as np
-from aiokafka import (
-    AIOKafkaConsumer,
-    AIOKafkaProducer,
-    ConsumerRebalanceListener,
-    ConsumerRecord,
-    TopicPartition,
-)
+from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, ProducerFenced
 from aiokafka.producer.message_accumulator import BatchBuilder
 from prometheus_client import Counter, Histogram
 
+from services.batch.consumer import Batches, ThreadedConsumer
 from services.batch.requests import (
     InvalidRequest,
     ScoringRequest,
@@ -96,7 +94,7 @@ class ScoredBatch:
     """A consumed batch made ready to commit, nothing of it sent yet: its results already in record
     batches, its dead letters, and the rows to report."""
 
-    records: dict[TopicPartition, list[ConsumerRecord]]  # as consumed, by partition, in order
+    records: Batches  # as consumed, by partition, in order
     generation: int  # of the partition assignment it was consumed under
     results: PartitionWriter
     started: float
@@ -117,7 +115,7 @@ class ScoringStream:
         self.result_topics = {
             name: bus.cluster_name(topic.result_topic) for name, topic in settings.request_topics.items()
         }
-        self._consumer: AIOKafkaConsumer | None = None
+        self._consumer: ThreadedConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._task: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()  # no batch being scored and committed
@@ -148,19 +146,19 @@ class ScoringStream:
             retry_backoff_ms=15,
         )
         await self._producer.start()
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bus.bootstrap_servers,
-            client_id=f"{self.bus.client_id}-scoring",
-            group_id=self.group,
-            isolation_level="read_committed",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_poll_records=self.settings.max_batch_records,
-            fetch_max_bytes=64 * 1024 * 1024,
-            max_partition_fetch_bytes=8 * 1024 * 1024,
-        )
-        self._consumer.subscribe(
-            list(self.request_topics), listener=_FinishBatchFirst(self._partitions_revoked)
+        self._consumer = ThreadedConsumer(
+            {
+                "bootstrap.servers": self.bus.bootstrap_servers,
+                "client.id": f"{self.bus.client_id}-scoring",
+                "group.id": self.group,
+                "isolation.level": "read_committed",
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "fetch.max.bytes": 64 * 1024 * 1024,
+                "max.partition.fetch.bytes": 8 * 1024 * 1024,
+            },
+            list(self.request_topics),
+            revoked=self._partitions_revoked,
         )
         await self._consumer.start()
         self._task = asyncio.create_task(self._run(), name="scoring-stream")
@@ -214,7 +212,8 @@ class ScoringStream:
 
     async def _drop(self, upcoming: asyncio.Task[ScoredBatch]) -> None:
         """Give up the batch being scored ahead, to consume it again later. Cancelled, not awaited: its
-        `getmany` would wait through a rebalance, which waits for this batch to end."""
+        `getmany` would wait through a rebalance, which waits for this batch to end (a `getmany` cancelled
+        gives back what it consumed)."""
         upcoming.cancel()
         await asyncio.wait([upcoming])
         if self._ahead is not None:  # consumed, whether its scoring was over or cut short
@@ -223,7 +222,7 @@ class ScoringStream:
         if not upcoming.cancelled() and (error := upcoming.exception()) is not None:
             raise error  # not transient: the stream stops, as it would have on this batch's turn
 
-    def _rewind(self, batches: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+    def _rewind(self, batches: Batches) -> None:
         """Consume these records again from their first (their transaction was aborted)."""
         assert self._consumer is not None
         for partition, records in batches.items():
@@ -237,7 +236,7 @@ class ScoringStream:
         records = await self._consumer.getmany(timeout_ms=500, max_records=self.settings.max_batch_records)
         batch = self._ahead = ScoredBatch(
             records,
-            self._generation,  # getmany returns nothing while partitions are being reassigned
+            self._generation,  # after getmany: a rebalance during it has moved the generation on
             PartitionWriter(self._producer),
             time.perf_counter(),
             datetime.now(UTC),
@@ -308,9 +307,7 @@ class ScoringStream:
         for topic, count in scored.items():
             RECORDS.labels(topic, "scored").inc(count)
 
-    async def _parse(
-        self, records: dict[TopicPartition, list[ConsumerRecord]]
-    ) -> tuple[dict[ModelRef, list[ScoringRequest]], list[DeadRecord]]:
+    async def _parse(self, records: Batches) -> tuple[dict[ModelRef, list[ScoringRequest]], list[DeadRecord]]:
         """The records' requests by the model they name, and those that are no request."""
         requests: dict[ModelRef, list[ScoringRequest]] = {}
         dead: list[DeadRecord] = []
@@ -442,16 +439,3 @@ class PartitionWriter:
             if topic not in partitions:
                 partitions[topic] = len(await self.producer.partitions_for(topic))
             await self.producer.send_batch(builder, topic, partition=source_partition % partitions[topic])
-
-
-class _FinishBatchFirst(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Partitions are given up only once the stream says so (`ScoringStream._partitions_revoked`)."""
-
-    def __init__(self, revoked: Callable[[], Awaitable[None]]) -> None:
-        self.revoked = revoked
-
-    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        await self.revoked()
-
-    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        pass
