@@ -499,29 +499,30 @@ async def audit(
 # ---------------------------------------------------------------- errors
 
 
-def registry_problem(error: RegistryError) -> JSONResponse:
-    """A failure the caller can act on: its status, and a Problem saying what was wrong."""
+# Failures a caller can act on, answered with a Problem by `problem_answer`.
+ANSWERED_ERRORS = (RegistryError, FilterSyntaxError, InvalidPageToken)
+
+
+def problem_answer(error: Exception) -> JSONResponse:
+    """The answer to one of ANSWERED_ERRORS: its status, and a Problem saying what was wrong (for a bad
+    filter, where)."""
+    if isinstance(error, FilterSyntaxError):
+        problem = Problem(detail=f"invalid filter: {error}", position=error.position, token=error.token)
+        return JSONResponse(problem.model_dump(exclude_none=True), status_code=400)
+    if isinstance(error, InvalidPageToken):
+        return JSONResponse(Problem(detail=str(error)).model_dump(), status_code=400)
+    assert isinstance(error, RegistryError)
     return JSONResponse(
         Problem(detail=str(error)).model_dump(exclude_none=True), status_code=error.status_code
     )
 
 
 def add_error_handlers(app: FastAPI) -> None:
-    async def registry_error(request: Request, error: Exception) -> Response:
-        assert isinstance(error, RegistryError)
-        return registry_problem(error)
+    async def answer_problem(request: Request, error: Exception) -> Response:
+        return problem_answer(error)
 
-    async def filter_error(request: Request, error: Exception) -> Response:
-        assert isinstance(error, FilterSyntaxError)
-        problem = Problem(detail=f"invalid filter: {error}", position=error.position, token=error.token)
-        return JSONResponse(problem.model_dump(exclude_none=True), status_code=400)
-
-    async def page_token_error(request: Request, error: Exception) -> Response:
-        return JSONResponse(Problem(detail=str(error)).model_dump(), status_code=400)
-
-    app.add_exception_handler(RegistryError, registry_error)
-    app.add_exception_handler(FilterSyntaxError, filter_error)
-    app.add_exception_handler(InvalidPageToken, page_token_error)
+    for error in ANSWERED_ERRORS:
+        app.add_exception_handler(error, answer_problem)
 
 
 # ---------------------------------------------------------------- response and upload helpers

@@ -1,11 +1,13 @@
-"""The run-logging routes (start a run, log a batch, end a run) as a lean ASGI layer in front of FastAPI.
+"""The busiest run routes (start a run, log a batch, end a run, search) as a lean ASGI layer in front of
+FastAPI.
 
-A logged run is these three requests, and FastAPI's machinery around each (middleware stack, routing,
+A logged run is the first three requests, and FastAPI's machinery around each (middleware stack, routing,
 dependency solving, the body parsed by the json module then validated from Python objects, the response
-wrapped) cost the registry more CPU than the endpoints themselves. So they are matched here first and,
-when a request is one they can take whole (a JSON body within the size limit that fits its model, from a
-caller allowed to track), answered here: the body validated by pydantic's JSON parser, the answer sent as
-raw ASGI messages, counted in the same HTTP metrics. Every other request, including every one FastAPI would
+wrapped) cost the registry more CPU than the endpoints themselves; around a search, about a third of its
+CPU. So they are matched here first and, when a request is one they can take whole (a JSON body within
+the size limit that fits its model, from a caller with the route's permission), answered here: the body
+validated by pydantic's JSON parser, the answer sent as raw ASGI messages, counted in the same HTTP
+metrics. Every other request, including every one FastAPI would
 refuse (no token, a bad body, over the limit), goes on to FastAPI with its body as if unread, so those
 answers stay FastAPI's own. The routes stay registered with FastAPI, which documents them in OpenAPI.
 """
@@ -18,9 +20,8 @@ import asyncpg
 from pydantic import ValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from services.registry.endpoints import registry_problem
-from services.registry.errors import RegistryError
-from services.registry.schemas import LogBatch, RunCreate, RunUpdate
+from services.registry.endpoints import ANSWERED_ERRORS, problem_answer
+from services.registry.schemas import LogBatch, RunCreate, RunSearch, RunUpdate
 from services.registry.tracking import TrackingService
 from shared.auth import Permission, Principal, Refusal, authorize_scope
 from shared.hot_routes import ReadAhead, header, send_json
@@ -30,11 +31,21 @@ from shared.telemetry import RouteMetrics
 CREATE_RUN = "/runs"
 LOG_BATCH = "/runs/{run_id}/log-batch"
 UPDATE_RUN = "/runs/{run_id}"
-METHODS = {CREATE_RUN: "POST", LOG_BATCH: "POST", UPDATE_RUN: "PATCH"}
-BODIES: dict[str, type[RunCreate | LogBatch | RunUpdate]] = {
+SEARCH_RUNS = "/runs/search"
+METHODS = {CREATE_RUN: "POST", LOG_BATCH: "POST", UPDATE_RUN: "PATCH", SEARCH_RUNS: "POST"}
+Body = RunCreate | LogBatch | RunUpdate | RunSearch
+BODIES: dict[str, type[Body]] = {
     CREATE_RUN: RunCreate,
     LOG_BATCH: LogBatch,
     UPDATE_RUN: RunUpdate,
+    SEARCH_RUNS: RunSearch,
+}
+# What each route needs, as its FastAPI route's dependency asks (endpoints.py).
+PERMISSIONS = {
+    CREATE_RUN: Permission.TRACK,
+    LOG_BATCH: Permission.TRACK,
+    UPDATE_RUN: Permission.TRACK,
+    SEARCH_RUNS: Permission.READ,
 }
 # What FastAPI sends for the log-batch's 204 (the route's JSON content type, no body).
 NO_CONTENT = {
@@ -45,10 +56,10 @@ NO_CONTENT = {
 
 
 def match_run_route(method: str, path: str) -> tuple[str, str | None] | None:
-    """(route template, run id) of a run-logging request, else None. A run id is one non-empty path
-    segment, as FastAPI matches `{run_id}`."""
-    if path == CREATE_RUN:
-        return (CREATE_RUN, None) if method == "POST" else None
+    """(route template, run id) of a request to one of these routes, else None. A run id is one non-empty
+    path segment, as FastAPI matches `{run_id}`."""
+    if path in (CREATE_RUN, SEARCH_RUNS):
+        return (path, None) if method == "POST" else None
     if not path.startswith("/runs/"):
         return None
     rest = path[len("/runs/") :]
@@ -66,7 +77,7 @@ def is_json(content_type: bytes | None) -> bool:
 
 
 class HotRunRoutes:
-    """ASGI layer: answers the run-logging requests it can take whole, passes everything else to `app`."""
+    """ASGI layer: answers the requests to these routes it can take whole, passes everything else to `app`."""
 
     def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
         self.app = app
@@ -89,8 +100,10 @@ class HotRunRoutes:
         tracking: TrackingService = scope["app"].state.tracking
         try:
             status = await self._answer(send, tracking, run_id, body, principal)
-        except (RegistryError, asyncpg.DataError) as error:
-            refusal = registry_problem(error) if isinstance(error, RegistryError) else unstorable_value(error)
+        except (*ANSWERED_ERRORS, asyncpg.DataError) as error:
+            refusal = (
+                unstorable_value(error) if isinstance(error, asyncpg.DataError) else problem_answer(error)
+            )
             status = refusal.status_code
             await refusal(scope, request.receive, send)
         except Exception:
@@ -98,9 +111,7 @@ class HotRunRoutes:
             raise  # uvicorn answers 500 and logs it, as after FastAPI's ServerErrorMiddleware
         self.metrics.observe(METHODS[template], template, status, started)
 
-    async def _take(
-        self, scope: Scope, request: ReadAhead, template: str
-    ) -> tuple[Principal, RunCreate | LogBatch | RunUpdate] | None:
+    async def _take(self, scope: Scope, request: ReadAhead, template: str) -> tuple[Principal, Body] | None:
         """The caller and the parsed body, when this layer can answer the request; None leaves it to FastAPI:
         a content type other than JSON, a body over the limit or none, a refused token, a body that does not
         fit its model (FastAPI says why, in its words)."""
@@ -110,7 +121,7 @@ class HotRunRoutes:
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_body_bytes):
             return None
         try:
-            principal = await authorize_scope(scope, Permission.TRACK)
+            principal = await authorize_scope(scope, PERMISSIONS[template])
         except Refusal:
             return None
         body = await request.body(self.max_body_bytes)
@@ -126,10 +137,14 @@ class HotRunRoutes:
         send: Send,
         tracking: TrackingService,
         run_id: str | None,
-        body: RunCreate | LogBatch | RunUpdate,
+        body: Body,
         principal: Principal,
     ) -> int:
         """Call the service and send its answer; the status sent."""
+        if isinstance(body, RunSearch):
+            page = await tracking.search_runs(body, principal)
+            await send_json(send, 200, page.model_dump_json().encode())
+            return 200
         if isinstance(body, RunCreate):
             run = await tracking.create_run(body, principal)
             await send_json(send, 201, run.model_dump_json().encode())

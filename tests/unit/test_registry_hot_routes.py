@@ -1,5 +1,5 @@
-"""The run-logging routes answered before FastAPI (services/registry/hot_routes.py): what they take they
-answer as FastAPI did, what they do not take reaches FastAPI untouched; both counted and documented."""
+"""The run routes answered before FastAPI (services/registry/hot_routes.py): what they take they answer as
+FastAPI did, what they do not take reaches FastAPI untouched; both counted and documented."""
 
 from __future__ import annotations
 
@@ -15,9 +15,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.registry.app import create_app
 from services.registry.errors import Conflict, InvalidRequest, NotFound
-from services.registry.hot_routes import HotRunRoutes, match_run_route
-from services.registry.schemas import LogBatch, Run, RunCreate, RunUpdate
+from services.registry.hot_routes import NO_CONTENT, HotRunRoutes, match_run_route
+from services.registry.schemas import LogBatch, Run, RunCreate, RunPage, RunSearch, RunUpdate
+from services.registry.search import compile_search
 from shared.auth import Authenticator, Principal, Role, TokenVerifier
+from shared.pagination import decode_page_token, encode_page_token
 from shared.settings import FlywheelSettings
 
 MAX_BODY_BYTES = 2_000
@@ -72,6 +74,13 @@ class StubTracking:
     async def update_run(self, run_id: str, request: RunUpdate, principal: Principal) -> Run:
         self.calls.append(("update", request))
         return self._run(run_id, request.status or "running")
+
+    async def search_runs(self, search: RunSearch, principal: Principal) -> RunPage:
+        self.calls.append(("search", search))
+        offset = decode_page_token(search.page_token)  # raises what the service raises
+        compile_search(search.filter, search.order_by, first_placeholder=3)
+        runs = [self._run(experiment_id) for experiment_id in search.experiment_ids]
+        return RunPage(runs=runs, next_page_token=encode_page_token(offset + len(runs)))
 
 
 class Registry:
@@ -161,7 +170,9 @@ def requests_counted(method: str, route: str, status: int) -> float:
         ("POST", "/runs", ("/runs", None)),
         ("POST", "/runs/abc/log-batch", ("/runs/{run_id}/log-batch", "abc")),
         ("PATCH", "/runs/abc", ("/runs/{run_id}", "abc")),
-        ("POST", "/runs/search", None),
+        ("POST", "/runs/search", ("/runs/search", None)),
+        ("GET", "/runs/search", None),
+        ("PATCH", "/runs/search", None),  # FastAPI's: a run named "search", which there is not
         ("GET", "/runs/abc", None),
         ("PATCH", "/runs", None),
         ("POST", "/runs/", None),
@@ -172,7 +183,7 @@ def requests_counted(method: str, route: str, status: int) -> float:
         ("POST", "/experiments", None),
     ],
 )
-def test_only_the_three_run_logging_routes_are_matched(
+def test_only_the_four_hot_routes_are_matched(
     method: str, path: str, expected: tuple[str, str | None] | None
 ) -> None:
     assert match_run_route(method, path) == expected
@@ -189,6 +200,11 @@ TAKEN = [
     ("POST", "/runs/conflict/log-batch", LOG_BATCH_BODY),
     ("POST", "/runs/twice/log-batch", LOG_BATCH_BODY),
     ("PATCH", "/runs/unstorable", b'{"name":"x"}'),
+    ("POST", "/runs/search", b'{"experiment_ids":["r1","r2"],"filter":"metrics.auc > 0.8","order_by":[]}'),
+    ("POST", "/runs/search", b'{"filter":"metrics.auc >> 0.8"}'),  # a bad filter: where, and on what
+    ("POST", "/runs/search", b'{"order_by":["metrics.auc SIDEWAYS"]}'),
+    ("POST", "/runs/search", b'{"page_token":"not-a-token"}'),
+    ("POST", "/runs/search", b'{"experiment_ids":["missing"]}'),
 ]
 
 
@@ -221,6 +237,7 @@ LEFT_TO_FASTAPI = [
     ("POST", "/runs", [b'{"experiment_id":"e1","colour":"red"}'], None, 422),  # an unknown field
     ("POST", "/runs/r1/log-batch", [b'{"metrics":[{"key":"auc"}]}'], None, 422),  # a missing field
     ("PATCH", "/runs/r1", [b'{"status":"paused"}'], None, 422),
+    ("POST", "/runs/search", [b'{"max_results":0}'], None, 422),
     ("POST", "/runs", [b'{"experiment_id":"e1"'], None, 422),  # not JSON
     ("POST", "/runs", [b"[]"], None, 422),
     ("POST", "/runs", [b""], None, 422),  # no body
@@ -282,26 +299,35 @@ def test_answered_requests_are_counted_under_their_route() -> None:
     assert requests_counted("POST", "/runs/{run_id}/log-batch", 404) == before + 1
 
 
-def test_the_app_answers_them_first_and_openapi_still_documents_them() -> None:
-    app = create_app(FlywheelSettings(auth_enabled=False))
-    paths = app.openapi()["paths"]
-    body = "requestBody"
-    assert paths["/runs"]["post"][body]["content"]["application/json"]["schema"] == {
-        "$ref": "#/components/schemas/RunCreate"
-    }
-    assert paths["/runs"]["post"]["responses"]["201"]["content"]["application/json"]["schema"] == {
-        "$ref": "#/components/schemas/Run"
-    }
-    assert paths["/runs/{run_id}/log-batch"]["post"][body]["content"]["application/json"]["schema"] == {
-        "$ref": "#/components/schemas/LogBatch"
-    }
-    assert "204" in paths["/runs/{run_id}/log-batch"]["post"]["responses"]
-    assert paths["/runs/{run_id}"]["patch"][body]["content"]["application/json"]["schema"] == {
-        "$ref": "#/components/schemas/RunUpdate"
-    }
-    for path, method in (
-        ("/runs", "post"),
-        ("/runs/{run_id}/log-batch", "post"),
-        ("/runs/{run_id}", "patch"),
-    ):
-        assert {"404", "413", "422"} <= set(paths[path][method]["responses"]), f"{method} {path}"
+def test_the_app_tries_them_before_fastapi() -> None:
+    registry = Registry(auth=False)
+    assert call(
+        registry.app, "POST", "/runs/r1/log-batch", [LOG_BATCH_BODY], json_headers(LOG_BATCH_BODY)
+    ) == [
+        NO_CONTENT,
+        {"type": "http.response.body", "body": b""},
+    ]
+    assert registry.app.middleware_stack is None  # Starlette builds it on the first request it handles
+    call(registry.app, "POST", "/runs", [b"{}"], {"content-type": "text/plain"})
+    assert registry.app.middleware_stack is not None
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "request_model", "status", "answer_model"),
+    [
+        ("post", "/runs", "RunCreate", "201", "Run"),
+        ("post", "/runs/{run_id}/log-batch", "LogBatch", "204", None),
+        ("patch", "/runs/{run_id}", "RunUpdate", "200", "Run"),
+        ("post", "/runs/search", "RunSearch", "200", "RunPage"),
+    ],
+)
+def test_openapi_still_documents_them_with_their_models(
+    method: str, path: str, request_model: str, status: str, answer_model: str | None
+) -> None:
+    operation = create_app(FlywheelSettings(auth_enabled=False)).openapi()["paths"][path][method]
+    schema = operation["requestBody"]["content"]["application/json"]["schema"]
+    assert schema == {"$ref": f"#/components/schemas/{request_model}"}
+    if answer_model is not None:
+        answer = operation["responses"][status]["content"]["application/json"]["schema"]
+        assert answer == {"$ref": f"#/components/schemas/{answer_model}"}
+    assert {status, "400", "404", "413", "422"} <= set(operation["responses"])
