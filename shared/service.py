@@ -31,6 +31,7 @@ from shared.artifacts import ArtifactStore, create_artifact_store
 from shared.auth import Authenticator, Permission, Principal, TokenVerifier, registry_lookup, require
 from shared.bus import EventBus, create_bus
 from shared.db import create_pool
+from shared.http_protocol import CoalescingHttpToolsProtocol
 from shared.migrations import migrate
 from shared.request_limits import RequestSizeLimit
 from shared.settings import FlywheelSettings
@@ -277,6 +278,7 @@ def run_service(
             workers=workers,
             log_config=logging_config(service, log_level),
             access_log=False,
+            http=CoalescingHttpToolsProtocol,  # a response in one write, not two
         )
     finally:
         if metrics_directory is not None:
