@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from pathlib import Path
 
 import asyncpg
@@ -58,3 +59,18 @@ def _stat_fields(stat: Path) -> list[str] | None:
         return stat.read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return None
+
+
+def wait_until_idle(servers: list[ServerCpu], *, timeout_seconds: float, idle_fraction: float = 0.05) -> bool:
+    """Wait until every server is done starting: over one second, its processes and backends used less
+    than `idle_fraction` of a core. An MLflow server answers /health while its job runner and seven huey
+    consumers are still importing MLflow, both cores busy for about 20 s: measuring then would slow
+    whichever server's turn fell in it, and the faster one most (a larger share of its few seconds).
+    False when `timeout_seconds` passed first."""
+    deadline = time.monotonic() + timeout_seconds
+    while time.monotonic() < deadline:
+        before = [server.seconds() for server in servers]
+        time.sleep(1.0)
+        if all(server.seconds() - used < idle_fraction for server, used in zip(servers, before, strict=True)):
+            return True
+    return False

@@ -30,7 +30,7 @@ from bench.common.infrastructure import delete_kafka_topics, infrastructure_env 
 from bench.common.machine import busy_warning, cpu_busy_fraction, percent  # noqa: E402
 from bench.common.mlflow_install import ensure_mlflow  # noqa: E402
 from bench.registry.clients import FlywheelClient, MlflowClient, TrackingClient  # noqa: E402
-from bench.registry.cpu import ServerCpu  # noqa: E402
+from bench.registry.cpu import ServerCpu, wait_until_idle  # noqa: E402
 from bench.registry.measure import LOGGING_BLOCK_RUNS, Target, log_runs, time_searches  # noqa: E402
 from bench.registry.report import (  # noqa: E402
     Comparison,
@@ -54,6 +54,8 @@ QUICK_RUNS = 100
 DEFAULT_RUNS = 1000
 SEARCH_EXPERIMENT_RUNS = 300
 SEED = 20261123
+# How long to wait for both servers to go idle once they answer (MLflow's job consumers start after it does).
+IDLE_WAIT_SECONDS = 120.0
 
 
 def positive_int(text: str) -> int:
@@ -128,6 +130,9 @@ def measure(arguments: argparse.Namespace, infra: dict[str, str]) -> tuple[Compa
             ServerCpu(mlflow_server.process.pid, admin_url, databases.name("mlflow")),
             ServerCpu(flywheel_server.process.pid, admin_url, databases.name("flywheel")),
         ]
+        print("waiting for both servers to finish starting (MLflow's job consumers)", flush=True)
+        if not wait_until_idle(cpu, timeout_seconds=IDLE_WAIT_SECONDS):
+            print(f"WARNING: a server was still busy after {IDLE_WAIT_SECONDS:.0f} s; measuring anyway")
         print(f"logging {arguments.runs} runs into each, {LOGGING_BLOCK_RUNS} at a time in turns", flush=True)
         logging_targets = [
             Target(client, client.create_experiment("bench-logging"), server.seconds)
