@@ -6,15 +6,15 @@ by one version of each model, and an alias moved by `model-promoted` takes effec
 scored), score each version's rows in one onnxruntime call, and write the results into record batches,
 sending nothing. Committing it, in one Kafka transaction: a result per scored record, a dead letter per
 record that could not be scored (to `<request topic>.dlq`, with the reason), and the consumer's
-offsets. Batch N+1 is scored while batch N commits. A crash anywhere before the commit aborts the
-transaction: nothing of the batch is visible to read_committed consumers and its records are consumed
-again, so every input gets exactly one result. A restarted replica (same `replica_id`) fences its dead
-self's open transaction at once.
+offsets. Batch N+1 is scored while batch N commits and batch N+2 is consumed and parsed. A crash
+anywhere before the commit aborts the transaction: nothing of the batch is visible to read_committed
+consumers and its records are consumed again, so every input gets exactly one result. A restarted
+replica (same `replica_id`) fences its dead self's open transaction at once.
 
 Transient failures (the registry or Kafka not answering) abort the batch and retry it from its first
-offset after a pause, with the batch scored ahead of it; records are never skipped. Replicas share the
+offset after a pause, with the batches scored ahead of it; records are never skipped. Replicas share the
 request topics' partitions through the consumer group; on a rebalance, a replica finishes its batch in
-flight and drops the one scored ahead (never committing it) before giving partitions up. A sample of the
+flight and drops those scored ahead (never committing them) before giving partitions up. A sample of the
 scored rows is reported to `prediction-logged` after each commit (best effort).
 
 Records are consumed with confluent-kafka (`services.batch.consumer`: librdkafka fetches and decodes in
@@ -65,7 +65,8 @@ BATCH_SECONDS = Histogram(
 RETRIES = Counter("flywheel_batch_retries_total", "Batches aborted and retried after a transient failure")
 
 RETRY_PAUSE_SECONDS = 1.0
-# The batch scored ahead is parsed and written in slices of this many records, the event loop free in
+BATCHES_AHEAD = 2  # of the batch committing: one being consumed and parsed while the other is scored
+# A batch scored ahead is parsed and written in slices of this many records, the event loop free in
 # between: each round trip of the committing batch's transaction would otherwise wait for a whole stage.
 SLICE_RECORDS = 1000
 
@@ -121,7 +122,9 @@ class ScoringStream:
         self._idle = asyncio.Event()  # no batch being scored and committed
         self._idle.set()
         self._generation = 0  # of the partition assignment; a rebalance moves it on
-        self._ahead: ScoredBatch | None = None  # consumed ahead of the batch committing, until taken
+        self._consumed: list[
+            ScoredBatch
+        ] = []  # consumed ahead of the batch committing, in order, until taken
 
     def topics(self) -> list[str]:
         """Every topic the stream reads or writes (plain names), to be created at start."""
@@ -175,15 +178,20 @@ class ScoringStream:
             await self._producer.stop()
 
     async def _run(self) -> None:
-        # Batch N+1 is consumed, parsed, scored and written into record batches while batch N's
-        # transaction is sent and committed: the event loop works on one while the broker answers the
-        # other, and onnxruntime scores in its own threads. Transactions still follow one another.
-        upcoming = asyncio.create_task(self._score_next())
+        # Two batches are ahead of the one whose transaction is sent and committed: one consumed and parsed
+        # while the other is scored (onnxruntime, in its own threads) and written into record batches. The
+        # event loop works on them while the broker answers the transaction; batches are consumed, parsed
+        # and committed in turn.
+        ahead: collections.deque[tuple[asyncio.Task[ScoredBatch], asyncio.Event]] = collections.deque()
         try:
             while True:
-                batch = await upcoming
-                self._ahead = None
-                upcoming = asyncio.create_task(self._score_next())
+                while len(ahead) < BATCHES_AHEAD:
+                    after = ahead[-1][1] if ahead else None
+                    parsed = asyncio.Event()
+                    ahead.append((asyncio.create_task(self._score_next(after, parsed)), parsed))
+                batch = await ahead[0][0]
+                ahead.popleft()
+                self._consumed = [consumed for consumed in self._consumed if consumed is not batch]
                 if not batch.records or batch.generation != self._generation:
                     continue  # consumed before a rebalance: the new assignment starts from committed offsets
                 self._idle.clear()
@@ -195,32 +203,36 @@ class ScoringStream:
                 except (RegistryUnavailable, KafkaError, OSError) as error:
                     RETRIES.inc()
                     log.warning("batch aborted, retrying it", extra={"error": repr(error)})
-                    await self._drop(upcoming)
+                    await self._drop([task for task, _ in ahead])
+                    ahead.clear()
                     self._rewind(batch.records)
                     await asyncio.sleep(RETRY_PAUSE_SECONDS)
-                    upcoming = asyncio.create_task(self._score_next())
                 finally:
                     self._idle.set()
         finally:
-            upcoming.cancel()
+            for task, _ in ahead:
+                task.cancel()
 
     async def _partitions_revoked(self) -> None:
-        """Let the batch in flight commit (or abort) and drop the one scored ahead of it, so that the
+        """Let the batch in flight commit (or abort) and drop those scored ahead of it, so that the
         partitions' next owner starts exactly where this replica's committed offsets say."""
         self._generation += 1
         await self._idle.wait()
 
-    async def _drop(self, upcoming: asyncio.Task[ScoredBatch]) -> None:
-        """Give up the batch being scored ahead, to consume it again later. Cancelled, not awaited: its
-        `getmany` would wait through a rebalance, which waits for this batch to end (a `getmany` cancelled
-        gives back what it consumed)."""
-        upcoming.cancel()
-        await asyncio.wait([upcoming])
-        if self._ahead is not None:  # consumed, whether its scoring was over or cut short
-            self._rewind(self._ahead.records)
-            self._ahead = None
-        if not upcoming.cancelled() and (error := upcoming.exception()) is not None:
-            raise error  # not transient: the stream stops, as it would have on this batch's turn
+    async def _drop(self, ahead: list[asyncio.Task[ScoredBatch]]) -> None:
+        """Give up the batches being scored ahead, to consume them again later. Cancelled, not awaited:
+        a `getmany` would wait through a rebalance, which waits for this batch to end (a `getmany`
+        cancelled gives back what it consumed)."""
+        for task in ahead:
+            task.cancel()
+        if ahead:
+            await asyncio.wait(ahead)
+        for batch in reversed(self._consumed):  # consumed, whether scored or cut short; the first seek last
+            self._rewind(batch.records)
+        self._consumed.clear()
+        for task in ahead:
+            if not task.cancelled() and (error := task.exception()) is not None:
+                raise error  # not transient: the stream stops, as it would have on this batch's turn
 
     def _rewind(self, batches: Batches) -> None:
         """Consume these records again from their first (their transaction was aborted)."""
@@ -228,27 +240,37 @@ class ScoringStream:
         for partition, records in batches.items():
             self._consumer.seek(partition, records[0].offset)
 
-    async def _score_next(self) -> ScoredBatch:
-        """The next batch consumed and scored, with nothing sent: no side effect a rebalance or a failed
-        transaction would have to undo."""
+    async def _score_next(self, after: asyncio.Event | None, parsed: asyncio.Event) -> ScoredBatch:
+        """The next batch consumed (once the batch before it is parsed: `after`) and scored, with nothing
+        sent: no side effect a rebalance or a failed transaction would have to undo. `parsed` is set once
+        its records are parsed."""
         assert self._consumer is not None
         assert self._producer is not None
-        records = await self._consumer.getmany(timeout_ms=500, max_records=self.settings.max_batch_records)
-        batch = self._ahead = ScoredBatch(
-            records,
-            self._generation,  # after getmany: a rebalance during it has moved the generation on
-            PartitionWriter(self._producer),
-            time.perf_counter(),
-            datetime.now(UTC),
-        )
         try:
-            await self._score(batch)
-        except (RegistryUnavailable, KafkaError, OSError) as error:
-            batch.error = error
-        return batch
+            if after is not None:
+                await after.wait()
+            records = await self._consumer.getmany(
+                timeout_ms=500, max_records=self.settings.max_batch_records
+            )
+            batch = ScoredBatch(
+                records,
+                self._generation,  # after getmany: a rebalance during it has moved the generation on
+                PartitionWriter(self._producer),
+                time.perf_counter(),
+                datetime.now(UTC),
+            )
+            self._consumed.append(batch)
+            try:
+                await self._score(batch, parsed)
+            except (RegistryUnavailable, KafkaError, OSError) as error:
+                batch.error = error
+            return batch
+        finally:
+            parsed.set()
 
-    async def _score(self, batch: ScoredBatch) -> None:
+    async def _score(self, batch: ScoredBatch, parsed: asyncio.Event) -> None:
         requests, batch.dead = await self._parse(batch.records)
+        parsed.set()  # the next batch may be consumed and parsed while this one is scored
         versions, unresolved = await self._resolve(set(requests))
         for ref, reason in unresolved.items():
             batch.dead += [DeadRecord.of(request, reason) for request in requests[ref]]
