@@ -12,20 +12,11 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
-import numpy as np
-import onnx
 import onnxruntime
 
 from shared.artifacts import ArtifactStore
 from shared.auth import DEFAULT_WORKSPACE, WORKSPACE_HEADER, authorization_headers
 from shared.events import ModelSignature, TrafficPolicy
-from shared.tensors import Tensors
-
-# onnxruntime's tree ensembles (TreeEnsembleClassifier, TreeEnsembleRegressor, TreeEnsemble) walk each tree
-# over all the rows of a call only up to 50 rows (its `parallel_N_`); beyond, each row walks every tree and
-# the trees keep falling out of the CPU cache. Measured here (random forest, 100 trees, one thread): 2.0 µs
-# a row in calls of 50 rows, 2.6 at 64, 5.7 at 100 and 5.9 at 500. So their calls are kept to 50 rows.
-TREE_ENSEMBLE_ROWS_PER_CALL = 50
 
 
 @dataclass(frozen=True)
@@ -144,43 +135,11 @@ def session_options(intra_op_threads: int) -> onnxruntime.SessionOptions:
     return options
 
 
-@dataclass(frozen=True)
-class LoadedSession:
-    """A version's onnxruntime session, and the most rows one call of it should take (None: any)."""
-
-    session: onnxruntime.InferenceSession
-    rows_per_call: int | None
-
-
-def rows_per_call(model_bytes: bytes) -> int | None:
-    """The most rows one onnxruntime call of this ONNX model should take: TREE_ENSEMBLE_ROWS_PER_CALL for a
-    graph with a tree ensemble, else None (larger calls only get cheaper per row)."""
-    graph = onnx.ModelProto.FromString(model_bytes).graph
-    if any(node.op_type.startswith("TreeEnsemble") for node in graph.node):
-        return TREE_ENSEMBLE_ROWS_PER_CALL
-    return None
-
-
-def run_in_chunks(
-    session: onnxruntime.InferenceSession, output_names: list[str], inputs: Tensors, rows: int | None
-) -> Tensors:
-    """One `session.run` per `rows` rows of `inputs` (all of them at once when `rows` is None), the
-    outputs concatenated in order. Blocking: call it off the event loop."""
-    total = len(next(iter(inputs.values())))
-    if rows is None or total <= rows:
-        return dict(zip(output_names, session.run(output_names, inputs), strict=True))
-    parts = [
-        session.run(output_names, {name: array[start : start + rows] for name, array in inputs.items()})
-        for start in range(0, total, rows)
-    ]
-    return {name: np.concatenate([part[index] for part in parts]) for index, name in enumerate(output_names)}
-
-
 async def load_session(
     record: VersionRecord, artifacts: ArtifactStore, intra_op_threads: int, executor: Executor | None = None
-) -> LoadedSession:
+) -> onnxruntime.InferenceSession:
     """The version's ONNX file, its sha256 checked against the registry's record, as a session (built off
-    the event loop) with the rows its calls should take; ModelUnavailable says what is wrong."""
+    the event loop); ModelUnavailable says what is wrong."""
     try:
         model_bytes = await artifacts.get_bytes(artifacts.key_from_uri(record.artifact_uri))
     except Exception as error:
@@ -193,14 +152,12 @@ async def load_session(
             f"{record.name} v{record.version}: the file's sha256 is {sha256}, the registry recorded "
             f"{record.artifact_sha256}"
         )
-
-    def load() -> LoadedSession:
-        session = onnxruntime.InferenceSession(
-            model_bytes, session_options(intra_op_threads), providers=["CPUExecutionProvider"]
-        )
-        return LoadedSession(session, rows_per_call(model_bytes))
-
     try:
-        return await asyncio.get_running_loop().run_in_executor(executor, load)
+        return await asyncio.get_running_loop().run_in_executor(
+            executor,
+            lambda: onnxruntime.InferenceSession(
+                model_bytes, session_options(intra_op_threads), providers=["CPUExecutionProvider"]
+            ),
+        )
     except Exception as error:
         raise ModelUnavailable(f"{record.name} v{record.version} does not load: {error}") from error

@@ -19,10 +19,11 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import numpy as np
+import onnxruntime
 
 from shared.artifacts import ArtifactStore
 from shared.events import ModelSignature
-from shared.model_versions import LoadedSession, ModelNotFound, VersionRecord, load_session
+from shared.model_versions import ModelNotFound, VersionRecord, load_session
 from shared.tensors import NUMPY_DTYPES, InvalidInput, Tensors, describe, instances_to_tensors, json_values
 
 log = logging.getLogger(__name__)
@@ -44,15 +45,14 @@ class ModelRef(NamedTuple):  # not a dataclass: each record's is hashed, and a t
 class ScoringVersion:
     """One loaded version: its record and an onnxruntime session."""
 
-    def __init__(self, record: VersionRecord, loaded: LoadedSession) -> None:
+    def __init__(self, record: VersionRecord, session: onnxruntime.InferenceSession) -> None:
         self.record = record
         self.name = record.name
         self.version = record.version
         self.signature: ModelSignature = record.signature
-        # Not `loaded.rows_per_call` (serving's 50 rows for a tree ensemble): a batch's thousands of rows in
-        # one call run on every intra-op thread; in 50-row calls the benchmark's forest ran at 135,000 rows/s
-        # on 2 threads against 255,000 in one call, and the service end to end at 47,000 against 65,000.
-        self.session = loaded.session
+        # One call for all of a batch's rows, which run on every intra-op thread: in 50-row calls the
+        # benchmark's forest ran at 135,000 rows/s on 2 threads against 255,000 in one call.
+        self.session = session
         self.output_names = [output.name for output in record.signature.outputs]
 
     def infer(self, inputs: Tensors) -> Tensors:

@@ -3,9 +3,7 @@
 Knows nothing of HTTP. Each request is a dict of input name -> array whose first axis is its rows. A
 request waits only while the model is busy: when a batch slot is free and nothing else is queued it
 runs at once, so a lone request pays no batching delay; under load the queue fills while batches run,
-and the next batch takes up to `max_batch_size` rows, or what arrived within `max_wait_seconds`. A
-request larger than `max_batch_size` rows is inferred in parts of at most that many (a model may have
-rows per call it runs fastest at: see `shared.model_versions.rows_per_call`).
+and the next batch takes up to `max_batch_size` rows, or what arrived within `max_wait_seconds`.
 Inference runs off the event loop, in the executor. A batch whose call fails is retried request by
 request, so one bad request never fails the others merged with it.
 """
@@ -87,16 +85,12 @@ class AdaptiveBatcher:
         return len(self._pending)
 
     async def submit(self, inputs: Tensors) -> Tensors:
-        """Infer on one request's rows (first axis of every input); returns its own rows of every output.
-        A request of more than `max_batch_size` rows is inferred in parts of at most that many."""
+        """Infer on one request's rows (first axis of every input); returns its own rows of every output."""
         if self._dispatcher is None or self._arrived is None or self._stopping:
             raise BatcherStopped("the batcher is not running")
         assert self._slots is not None
-        rows = len(next(iter(inputs.values())))
-        if rows > self.max_batch_size:
-            return await self._submit_in_parts(inputs, rows)
         answer: asyncio.Future[Tensors] = asyncio.get_running_loop().create_future()
-        request = _Request(inputs, rows, answer)
+        request = _Request(inputs, len(next(iter(inputs.values()))), answer)
         if not self._pending and not self._slots.locked():
             # An idle model: run this request now, in the caller's task, without waking the dispatcher.
             await self._slots.acquire()  # free, so this does not wait
@@ -105,28 +99,6 @@ class AdaptiveBatcher:
         self._pending.append(request)
         self._arrived.set()
         return await answer
-
-    async def _submit_in_parts(self, inputs: Tensors, rows: int) -> Tensors:
-        """Queue the request's parts together (the last may share a call with other requests), then put
-        their outputs back together in order."""
-        assert self._arrived is not None
-        loop = asyncio.get_running_loop()
-        parts = [
-            _Request(
-                {name: array[start : start + self.max_batch_size] for name, array in inputs.items()},
-                min(self.max_batch_size, rows - start),
-                loop.create_future(),
-            )
-            for start in range(0, rows, self.max_batch_size)
-        ]
-        self._pending.extend(parts)
-        self._arrived.set()
-        try:
-            answers = [await part.answer for part in parts]
-        finally:
-            for part in parts:  # a failed part fails the request: the others' answers are not wanted
-                part.answer.cancel()
-        return {name: np.concatenate([answer[name] for answer in answers]) for name in answers[0]}
 
     async def _dispatch(self) -> None:
         assert self._arrived is not None

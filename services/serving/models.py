@@ -19,11 +19,12 @@ from concurrent.futures import Executor
 from typing import Any
 
 import numpy as np
+import onnxruntime
 
 from services.serving.batching import AdaptiveBatcher
 from services.serving.metrics import VersionMetrics
 from shared.artifacts import ArtifactStore
-from shared.model_versions import LoadedSession, ModelNotFound, VersionRecord, load_session
+from shared.model_versions import ModelNotFound, VersionRecord, load_session
 from shared.tensors import NUMPY_DTYPES, Tensors
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ class LoadedModel:
     def __init__(
         self,
         record: VersionRecord,
-        loaded: LoadedSession,
+        session: onnxruntime.InferenceSession,
         batcher_settings: dict[str, Any],
         executor: Executor | None,
     ) -> None:
@@ -46,14 +47,12 @@ class LoadedModel:
         self.version = record.version
         self.workspace = record.workspace
         self.signature = record.signature
-        self.session = loaded.session
+        self.session = session
         self.output_names = [output.name for output in record.signature.outputs]
         self.metrics = VersionMetrics.of(record.name, record.version)
-        settings = dict(batcher_settings)
-        if loaded.rows_per_call is not None:  # beyond it the model's calls cost more per row
-            largest = settings.get("max_batch_size", loaded.rows_per_call)
-            settings["max_batch_size"] = min(largest, loaded.rows_per_call)
-        self.batcher = AdaptiveBatcher(self.infer, executor=executor, on_batch=self._on_batch, **settings)
+        self.batcher = AdaptiveBatcher(
+            self.infer, executor=executor, on_batch=self._on_batch, **batcher_settings
+        )
 
     def _on_batch(self, rows: int) -> None:
         # Set per batch, not read on scrape: worker processes share metrics through files, not callbacks.
@@ -162,9 +161,9 @@ class ModelStore:
                 del self._loading[key]
 
     async def _load_now(self, record: VersionRecord) -> LoadedModel:
-        loaded = await load_session(record, self.artifacts, self.intra_op_threads, self.executor)
+        session = await load_session(record, self.artifacts, self.intra_op_threads, self.executor)
         loop = asyncio.get_running_loop()
-        model = LoadedModel(record, loaded, self.batcher_settings, self.executor)
+        model = LoadedModel(record, session, self.batcher_settings, self.executor)
         await loop.run_in_executor(self.executor, model.infer, model.warm_up_inputs())
         await model.batcher.start()
         self._loaded[(record.name, record.version)] = model
