@@ -4,10 +4,8 @@ the prediction log and the consumer of alias moves."""
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI
-from starlette.types import Receive, Scope, Send
 
 import services.serving
 from services.serving.endpoints import add_error_handlers, document_hot_routes, router
@@ -20,23 +18,10 @@ from services.serving.traffic import TrafficPolicies
 from services.serving.worker import ServingWorker
 from shared.auth import service_token
 from shared.bus import EventBus
+from shared.hot_routes import HotRoutesApp
 from shared.model_versions import RegistryClient
 from shared.service import Runtime, create_service_app, garbage_collector_for_throughput
 from shared.settings import FlywheelSettings
-
-
-class ServingApp(FastAPI):
-    """FastAPI, with the inference routes answered before FastAPI's own per-request machinery (its
-    telemetry check and middleware stack cost about 8 µs a request, measured in process: a few percent of a
-    worker at 1-row requests). Every other request goes through FastAPI as usual."""
-
-    def __init__(self, **options: Any) -> None:
-        super().__init__(**options)
-        self.hot_routes = HotInferenceRoutes(super().__call__)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        scope["app"] = self  # as Starlette sets it: the hot routes read the app's state through it
-        await self.hot_routes(scope, receive, send)
 
 
 def create_app(
@@ -98,8 +83,10 @@ def create_app(
         service_lifespan=serving_lifespan,
         bus=bus,
         registry_url=serving.registry_url,
-        app_class=ServingApp,
+        app_class=HotRoutesApp,
     )
+    assert isinstance(app, HotRoutesApp)
+    app.answer_first(HotInferenceRoutes)  # the inference routes, before FastAPI's per-request machinery
     app.state.default_alias = serving.default_alias
     app.state.max_request_bytes = serving.max_request_bytes
     add_error_handlers(app)

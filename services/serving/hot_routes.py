@@ -20,8 +20,9 @@ from services.serving.batching import BatcherStopped
 from services.serving.metrics import REQUEST_ERRORS
 from services.serving.service import Answer, InferenceService
 from shared.auth import Permission, Refusal, authorize_scope
+from shared.hot_routes import send_json
 from shared.model_versions import ModelNotFound, ModelUnavailable, RegistryUnavailable
-from shared.telemetry import HTTP_LATENCY, HTTP_REQUESTS, redact
+from shared.telemetry import RouteMetrics, redact
 from shared.tensors import InvalidInput
 
 log = logging.getLogger(__name__)
@@ -74,8 +75,7 @@ class HotInferenceRoutes:
 
     def __init__(self, app: ASGIApp, *, service: str = "serving") -> None:
         self.app = app
-        self.service = service
-        self._http_metrics: dict[tuple[str, int], tuple[Any, Any]] = {}  # metric children, looked up once
+        self.metrics = RouteMetrics(service)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
@@ -105,7 +105,7 @@ class HotInferenceRoutes:
         except Refusal as refusal:
             status = refusal.status_code
             challenge = ((b"www-authenticate", b"Bearer"),) if status == 401 else ()
-            await _send_json(send, status, orjson.dumps({"error": refusal.detail}), challenge)
+            await send_json(send, status, orjson.dumps({"error": refusal.detail}), challenge)
         except Exception as error:
             status = ERROR_STATUS.get(type(error), 500)
             if status == 500:
@@ -114,18 +114,8 @@ class HotInferenceRoutes:
             else:
                 message = redact(str(error))
             REQUEST_ERRORS.labels(name, str(status)).inc()
-            await _send_json(send, status, orjson.dumps({"error": message}), ())
-        requests, latency = self._http_metrics.get((template, status)) or self._children(template, status)
-        requests.inc()
-        latency.observe(time.perf_counter() - started)
-
-    def _children(self, template: str, status: int) -> tuple[Any, Any]:
-        children = (
-            HTTP_REQUESTS.labels(self.service, "POST", template, str(status)),
-            HTTP_LATENCY.labels(self.service, "POST", template),
-        )
-        self._http_metrics[(template, status)] = children
-        return children
+            await send_json(send, status, orjson.dumps({"error": message}))
+        self.metrics.observe("POST", template, status, started)
 
 
 def _version_number(text: str) -> int:
@@ -169,22 +159,7 @@ async def _send_answer(send: Send, answer: Answer) -> None:
         (b"x-model-version", str(answer.model.version).encode()),
         (b"x-request-id", answer.request_id.encode("latin-1", "replace")),
     )
-    await _send_json(send, 200, orjson.dumps(answer.body), headers)
-
-
-async def _send_json(send: Send, status: int, body: bytes, headers: tuple[tuple[bytes, bytes], ...]) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                *headers,
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+    await send_json(send, 200, orjson.dumps(answer.body), headers)
 
 
 def openapi_paths(v2_body: dict[str, Any], v1_body: dict[str, Any]) -> dict[str, Any]:
