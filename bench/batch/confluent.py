@@ -3,6 +3,7 @@ Python client is what holds Kafka-fed scoring back. (The batch stream consumes w
 
 from __future__ import annotations
 
+import importlib.metadata
 import time
 from typing import Any
 
@@ -22,7 +23,7 @@ TRANSACTION_TIMEOUT_SECONDS = 60.0
 
 def confluent_kafka_version() -> str:
     """confluent-kafka's version and librdkafka's."""
-    return f"{confluent_kafka.version()[0]} (librdkafka {confluent_kafka.libversion()[0]})"
+    return f"{importlib.metadata.version('confluent-kafka')} (librdkafka {confluent_kafka.libversion()[0]})"
 
 
 def confluent_loop(spec: LoopSpec) -> LoopFigure:
