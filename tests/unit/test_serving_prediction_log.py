@@ -13,7 +13,12 @@ from collections.abc import Iterable
 import numpy as np
 from prometheus_client import REGISTRY
 
-from services.serving.prediction_log import AnsweredRequest, PredictionLog, encode_batch
+from services.serving.prediction_log import (
+    MAX_REQUESTS_PER_EVENT,
+    AnsweredRequest,
+    PredictionLog,
+    encode_batch,
+)
 from shared.bus import InMemoryBus
 from shared.events import CloudEvent, PredictionLogged, Topic
 from tests.waiting import eventually
@@ -246,3 +251,16 @@ async def test_a_request_larger_than_a_batch_is_split_keeping_its_row_ids() -> N
     await prediction_log.stop()
     assert [event.rows for event in published(bus)] == [4, 4, 2]
     assert published_ids(bus) == ["big"] + [f"big:{row}" for row in range(1, 10)]
+
+
+async def test_an_event_holds_at_most_max_requests_per_event_requests() -> None:
+    bus = InMemoryBus()
+    prediction_log = PredictionLog(bus, batch_size=2000, flush_interval_seconds=0.05)
+    await prediction_log.start()
+    count = 2 * MAX_REQUESTS_PER_EVENT + 7
+    record_all(prediction_log, [prediction(number) for number in range(count)])
+    await eventually(lambda: len(published_ids(bus)) == count, within=5, what="every prediction published")
+    await prediction_log.stop()
+
+    assert max(event.rows for event in published(bus)) == MAX_REQUESTS_PER_EVENT
+    assert published_ids(bus) == [f"request-{number}" for number in range(count)]
