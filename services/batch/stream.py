@@ -6,7 +6,8 @@ by one version of each model, and an alias moved by `model-promoted` takes effec
 scored), score each version's rows in one onnxruntime call, and write the results into record batches,
 sending nothing. Committing it, in one Kafka transaction: a result per scored record, a dead letter per
 record that could not be scored (to `<request topic>.dlq`, with the reason), and the consumer's
-offsets. Batch N+1 is scored while batch N commits and batch N+2 is consumed and parsed. A crash
+offsets. Batch N+1 is scored while batch N commits, and batch N+2 consumed and parsed while N+1 is
+scored. A crash
 anywhere before the commit aborts the transaction: nothing of the batch is visible to read_committed
 consumers and its records are consumed again, so every input gets exactly one result. A restarted
 replica (same `replica_id`) fences its dead self's open transaction at once.
@@ -65,7 +66,9 @@ BATCH_SECONDS = Histogram(
 RETRIES = Counter("flywheel_batch_retries_total", "Batches aborted and retried after a transient failure")
 
 RETRY_PAUSE_SECONDS = 1.0
-BATCHES_AHEAD = 2  # of the batch committing: one being consumed and parsed while the other is scored
+# Batches consumed and not committing yet: the one to commit next, and the one after it, consumed and parsed
+# while the first is still scored (onnxruntime) and written.
+BATCHES_IN_FLIGHT = 2
 # A batch scored ahead is parsed and written in slices of this many records, the event loop free in
 # between: each round trip of the committing batch's transaction would otherwise wait for a whole stage.
 SLICE_RECORDS = 1000
@@ -178,14 +181,14 @@ class ScoringStream:
             await self._producer.stop()
 
     async def _run(self) -> None:
-        # Two batches are ahead of the one whose transaction is sent and committed: one consumed and parsed
-        # while the other is scored (onnxruntime, in its own threads) and written into record batches. The
-        # event loop works on them while the broker answers the transaction; batches are consumed, parsed
-        # and committed in turn.
+        # While batch N's transaction is sent and committed, batch N+1 is consumed, parsed, scored
+        # (onnxruntime, in its own threads) and written into record batches; once N is committed, N+2 is
+        # consumed and parsed while N+1 is still being scored. The event loop works on one while the broker
+        # or onnxruntime works on another; batches are consumed, parsed and committed in turn.
         ahead: collections.deque[tuple[asyncio.Task[ScoredBatch], asyncio.Event]] = collections.deque()
         try:
             while True:
-                while len(ahead) < BATCHES_AHEAD:
+                while len(ahead) < BATCHES_IN_FLIGHT:
                     after = ahead[-1][1] if ahead else None
                     parsed = asyncio.Event()
                     ahead.append((asyncio.create_task(self._score_next(after, parsed)), parsed))

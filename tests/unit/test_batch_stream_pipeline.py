@@ -236,3 +236,24 @@ async def test_a_failed_commit_consumes_again_the_batch_cut_short_while_scored_a
     assert producer.results == 4 * BATCH_RECORDS
     last = {partition: offset for offsets in producer.committed for partition, offset in offsets.items()}
     assert last == {0: 2 * BATCH_RECORDS, 1: 2 * BATCH_RECORDS}
+
+
+async def test_the_batch_after_next_is_consumed_while_the_next_is_scored_and_both_rewound_on_a_failure(
+    models: CountingModels, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(stream_module, "RETRY_PAUSE_SECONDS", 0.01)
+    consumer, producer = FakeConsumer(3 * BATCH_RECORDS), FakeProducer()
+    stream = streaming(models, consumer, producer)
+    models.hold_second = asyncio.Event()
+    running = asyncio.create_task(stream._run())
+    try:
+        await eventually(lambda: producer.committed == [{0: BATCH_RECORDS}], what="the first batch committed")
+        await eventually(lambda: models.started == 3, what="the third batch scored")
+        assert models.scored_batches == 2, "the second batch is still being scored"
+        producer.fail_next_commit = True  # the second batch's commit fails: the third is dropped too
+        models.hold_second.set()
+        await consumer.drained()
+    finally:
+        running.cancel()
+    assert producer.committed == [{0: n * BATCH_RECORDS} for n in range(1, 4)]
+    assert producer.results == 3 * BATCH_RECORDS
