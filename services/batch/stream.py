@@ -7,10 +7,9 @@ scored), score each version's rows in one onnxruntime call, and write the result
 sending nothing. Committing it, in one Kafka transaction: a result per scored record, a dead letter per
 record that could not be scored (to `<request topic>.dlq`, with the reason), and the consumer's
 offsets. Batch N+1 is scored while batch N commits, and batch N+2 consumed and parsed while N+1 is
-scored. A crash
-anywhere before the commit aborts the transaction: nothing of the batch is visible to read_committed
-consumers and its records are consumed again, so every input gets exactly one result. A restarted
-replica (same `replica_id`) fences its dead self's open transaction at once.
+scored. A crash anywhere before the commit aborts the transaction: nothing of the batch is visible to
+read_committed consumers and its records are consumed again, so every input gets exactly one result. A
+restarted replica (same `replica_id`) fences its dead self's open transaction at once.
 
 Transient failures (the registry or Kafka not answering) abort the batch and retry it from its first
 offset after a pause, with the batches scored ahead of it; records are never skipped. Replicas share the
