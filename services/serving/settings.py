@@ -26,7 +26,10 @@ class ServingSettings(ServiceSettings):
         default="http://127.0.0.1:8081", description="where the registry service answers"
     )
     default_alias: str = Field(default="production", description="the alias served when no version is asked")
-    max_batch_size: int = Field(default=64, ge=1, description="most rows merged into one inference call")
+    # 1,024, not 64: 100-row requests then share calls (each call is a thread hand-off, which cost more than
+    # the rows); measured here, 100-row requests at c=16 went from 896-961 to 1,292-1,334 a second, 1-row
+    # requests at c=64 (batches of at most ~32 rows either way) did not move.
+    max_batch_size: int = Field(default=1024, ge=1, description="most rows merged into one inference call")
     max_batch_wait_ms: float = Field(default=2.0, ge=0, description="longest a request waits for company")
     max_concurrent_batches: int = Field(default=1, ge=1, description="inference calls per version at once")
     max_loaded_models: int = Field(default=8, ge=1, description="model versions kept in memory")
