@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
@@ -121,6 +122,11 @@ class RegistryClient:
             raise RegistryUnavailable(f"registry GET {path}: {response.status_code} {response.text[:300]}")
         found: dict[str, Any] = response.json()
         return found
+
+
+def default_intra_op_threads(workers: int = 1) -> int:
+    """The cores shared among a service's workers, at most 4 each (more rarely help small graphs)."""
+    return max(1, min(4, (os.cpu_count() or 1) // workers))
 
 
 def session_options(intra_op_threads: int) -> onnxruntime.SessionOptions:

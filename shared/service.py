@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import gc
+import itertools
 import os
 import shutil
 import tempfile
@@ -16,7 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterat
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import IO, Annotated, Any
 
 import asyncpg
 import httpx
@@ -262,13 +264,16 @@ def run_service(
 ) -> None:
     """Serve `app` with uvicorn, logging JSON lines. Several `workers` share the port, each a process
     with the whole service; they need the app as the import string of a factory (`module:function`,
-    called with no arguments), and count their metrics in one directory so that /metrics sums them."""
+    called with no arguments), count their metrics in one directory so that /metrics sums them, and
+    number themselves with `claim_worker_slot`."""
     if workers > 1 and not isinstance(app, str):
         raise ValueError("several workers need the app as a factory's import string, 'module:function'")
-    metrics_directory = None
-    if workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
-        metrics_directory = tempfile.mkdtemp(prefix=f"flywheel-{service}-metrics-")
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_directory  # inherited by the workers
+    made: list[str] = []  # directories this call made for its workers, removed at the end
+    if workers > 1:
+        for variable, kind in (("PROMETHEUS_MULTIPROC_DIR", "metrics"), (WORKER_SLOTS_VARIABLE, "slots")):
+            if variable not in os.environ:
+                made.append(tempfile.mkdtemp(prefix=f"flywheel-{service}-{kind}-"))
+                os.environ[variable] = made[-1]  # inherited by the workers
     try:
         uvicorn.run(
             app,
@@ -281,8 +286,42 @@ def run_service(
             http=CoalescingHttpToolsProtocol,  # a response in one write, not two
         )
     finally:
-        if metrics_directory is not None:
-            shutil.rmtree(metrics_directory, ignore_errors=True)
+        for directory in made:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+WORKER_SLOTS_VARIABLE = "FLYWHEEL_WORKER_SLOTS_DIR"
+
+
+@dataclass
+class WorkerSlot:
+    """A worker process's number among its service's workers, held (a file lock) while it lives."""
+
+    number: int
+    lock: IO[bytes] | None = None
+
+    def release(self) -> None:
+        if self.lock is not None:
+            self.lock.close()  # closing the file drops its lock
+            self.lock = None
+
+
+def claim_worker_slot() -> WorkerSlot:
+    """The lowest number no live worker of this service holds: 0 for a service in a process of its own.
+    The kernel drops a dead worker's lock, so uvicorn's replacement for it takes its number, and whatever a
+    worker keys by its number (the batch stream's Kafka transactional id) passes to the replacement."""
+    directory = os.environ.get(WORKER_SLOTS_VARIABLE)
+    if directory is None:
+        return WorkerSlot(0)
+    for number in itertools.count():
+        lock = (Path(directory) / f"worker-{number}.lock").open("ab")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()  # a live worker holds it
+            continue
+        return WorkerSlot(number, lock)
+    raise AssertionError("unreachable")
 
 
 async def _database_answers(pool: asyncpg.Pool) -> bool:

@@ -67,6 +67,7 @@ class ServiceProcess:
                 env=self.environment,
                 stdout=subprocess.DEVNULL,
                 stderr=log_file,
+                start_new_session=True,  # its worker processes with it, for `kill`
             )
         return self
 
@@ -85,9 +86,10 @@ class ServiceProcess:
         pytest.fail(f"{self.service} was not ready within {timeout}s: {self.log_tail()}")
 
     def kill(self) -> None:
-        """SIGKILL: no shutdown hooks run, as in a crash."""
+        """SIGKILL to the service and its worker processes: no shutdown hooks run, as in a crash of its
+        machine or container (killing uvicorn's supervisor alone would leave its workers serving)."""
         assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
+        os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(timeout=10)
 
     def stop(self, timeout: float = 20) -> None:

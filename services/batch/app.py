@@ -20,8 +20,8 @@ from services.batch.stream import ScoringStream
 from services.batch.worker import BatchWorker
 from shared.auth import Permission, guarded, service_token
 from shared.bus import EventBus, KafkaBus
-from shared.model_versions import RegistryClient
-from shared.service import Runtime, create_service_app, garbage_collector_for_throughput
+from shared.model_versions import RegistryClient, default_intra_op_threads
+from shared.service import Runtime, claim_worker_slot, create_service_app, garbage_collector_for_throughput
 from shared.settings import FlywheelSettings
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -44,15 +44,16 @@ def create_app(
         models = ScoringModels(
             registry.describe_version,
             runtime.artifacts,
-            intra_op_threads=batch.intra_op_threads,
+            intra_op_threads=batch.intra_op_threads or default_intra_op_threads(batch.workers),
             max_loaded=batch.max_loaded_models,
             executor=executor,
         )
         app.state.models = models
         await BatchWorker(models).subscribe(runtime.bus)
         stream = None
+        slot = claim_worker_slot()  # the stream's transactional id passes to this worker's replacement
         if isinstance(runtime.bus, KafkaBus):
-            stream = ScoringStream(runtime.bus, models, batch)
+            stream = ScoringStream(runtime.bus, models, batch, worker=slot.number)
             await stream.start()
         else:
             log.warning("no Kafka: scoring requests are not consumed (file jobs still run)")
@@ -65,6 +66,7 @@ def create_app(
                 await stream.stop()
             executor.shutdown(wait=True)
             await registry.close()
+            slot.release()
 
     app = create_service_app(
         "batch",

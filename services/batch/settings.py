@@ -27,8 +27,16 @@ class BatchSettings(ServiceSettings):
 
     port: int = 8083
     registry_url: str = Field(default="http://127.0.0.1:8081", description="where the registry answers")
-    intra_op_threads: int = Field(
-        default_factory=lambda: os.cpu_count() or 1, ge=1, description="onnxruntime threads per call"
+    workers: int = Field(
+        default_factory=lambda: min(os.cpu_count() or 1, 8),
+        ge=1,
+        description="processes sharing the port, each a whole replica with its own share of the request "
+        "topics' partitions (default: a core each, at most 8); the stream's Python is what a core limits",
+    )
+    intra_op_threads: int | None = Field(
+        default=None,
+        ge=1,
+        description="onnxruntime threads per call (default: the cores divided among the workers)",
     )
     max_loaded_models: int = Field(default=8, ge=1, description="model versions kept in memory")
     prediction_log_sample_rate: float = Field(
@@ -71,6 +79,8 @@ class BatchSettings(ServiceSettings):
         default=2.0, gt=0, description="how often a replica looks for jobs queued elsewhere"
     )
 
-    @property
-    def transactional_id(self) -> str:
-        return f"{self.consumer_group}-{self.replica_id or f'{socket.gethostname()}-{self.port}'}"
+    def transactional_id(self, worker: int = 0) -> str:
+        """The scoring stream's, stable across restarts: the replica's id, and the worker's number after the
+        first (a worker's replacement takes its number, see shared.service.claim_worker_slot)."""
+        replica = self.replica_id or f"{socket.gethostname()}-{self.port}"
+        return f"{self.consumer_group}-{replica}" + (f"-{worker}" if worker else "")

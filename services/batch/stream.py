@@ -108,10 +108,14 @@ class ScoredBatch:
 
 
 class ScoringStream:
-    def __init__(self, bus: KafkaBus, models: ScoringModels, settings: BatchSettings) -> None:
+    def __init__(
+        self, bus: KafkaBus, models: ScoringModels, settings: BatchSettings, *, worker: int = 0
+    ) -> None:
+        """`worker`: this process's number among the replica's workers (its transactional id's suffix)."""
         self.bus = bus
         self.models = models
         self.settings = settings
+        self.worker = worker
         self.group = bus.cluster_name(settings.consumer_group)
         # Topics as the cluster names them (namespaced) -> their plain names and defaults.
         self.request_topics = {bus.cluster_name(name): name for name in settings.request_topics}
@@ -140,7 +144,7 @@ class ScoringStream:
         self._producer = AIOKafkaProducer(
             bootstrap_servers=self.bus.bootstrap_servers,
             client_id=f"{self.bus.client_id}-scoring",
-            transactional_id=self.bus.cluster_name(self.settings.transactional_id),
+            transactional_id=self.bus.cluster_name(self.settings.transactional_id(self.worker)),
             acks="all",
             enable_idempotence=True,
             linger_ms=5,
@@ -161,6 +165,9 @@ class ScoringStream:
                 "auto.offset.reset": "earliest",
                 "fetch.max.bytes": 64 * 1024 * 1024,
                 "max.partition.fetch.bytes": 8 * 1024 * 1024,
+                # A member learns of a rebalance (a worker or replica joining) from a heartbeat's answer:
+                # at the default 3 s, a joining worker waited that long for its share of the partitions.
+                "heartbeat.interval.ms": 500,
             },
             list(self.request_topics),
             revoked=self._partitions_revoked,

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 import services.serving
 from services.serving.endpoints import add_error_handlers, document_hot_routes, router
 from services.serving.hot_routes import HotInferenceRoutes
-from services.serving.models import ModelStore, default_intra_op_threads
+from services.serving.models import ModelStore
 from services.serving.prediction_log import PredictionLog
 from services.serving.service import InferenceService
 from services.serving.settings import ServingSettings
@@ -19,7 +19,7 @@ from services.serving.worker import ServingWorker
 from shared.auth import service_token
 from shared.bus import EventBus
 from shared.hot_routes import HotRoutesApp
-from shared.model_versions import RegistryClient
+from shared.model_versions import RegistryClient, default_intra_op_threads
 from shared.service import Runtime, create_service_app, garbage_collector_for_throughput
 from shared.settings import FlywheelSettings
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
@@ -24,7 +23,7 @@ import onnxruntime
 from services.serving.batching import AdaptiveBatcher
 from services.serving.metrics import VersionMetrics
 from shared.artifacts import ArtifactStore
-from shared.model_versions import ModelNotFound, VersionRecord, load_session
+from shared.model_versions import ModelNotFound, VersionRecord, default_intra_op_threads, load_session
 from shared.tensors import NUMPY_DTYPES, Tensors
 
 log = logging.getLogger(__name__)
@@ -82,11 +81,6 @@ class LoadedModel:
             )
             for spec in self.signature.inputs
         }
-
-
-def default_intra_op_threads(workers: int = 1) -> int:
-    """The cores shared among the worker processes, at most 4 each (more rarely helps small graphs)."""
-    return max(1, min(4, (os.cpu_count() or 1) // workers))
 
 
 class ModelStore:

@@ -18,6 +18,7 @@ import onnxruntime
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from confluent_kafka.admin import AdminClient
 
 from shared.events import CloudEvent, DeadLetter, PredictionLogged, Topic
 from tests.conftest import Infrastructure
@@ -196,13 +197,16 @@ async def test_records_that_cannot_be_scored_go_to_the_dead_letters_with_the_rea
     assert reasons[b"too-few"].source_topic == "scoring-requests"
 
 
-async def test_a_killed_worker_gives_every_input_exactly_one_result(platform: Platform) -> None:
+@pytest.mark.parametrize("workers", ["1", "2"])
+async def test_a_killed_worker_gives_every_input_exactly_one_result(platform: Platform, workers: str) -> None:
+    """SIGKILL to the service and its worker processes mid-stream, then a restart: each worker's
+    replacement takes its number, so its transactional id fences the dead one's open transaction."""
     total = 20_000
     rows = np.random.default_rng(5).normal(size=(total, 4)).round(3).tolist()
     await platform.produce(
         [(f"e-{n}".encode(), {"features": row, "model": "credit"}) for n, row in enumerate(rows)]
     )
-    first = platform.batch().start()
+    first = platform.batch(FLYWHEEL_BATCH_WORKERS=workers).start()
     try:
         first.wait_until_ready()
         await platform.read("scoring-results", 1000, within=120)  # mid-stream
@@ -210,7 +214,7 @@ async def test_a_killed_worker_gives_every_input_exactly_one_result(platform: Pl
         first.kill()  # SIGKILL: a transaction may be open, nothing is flushed
     partial = await platform.read_available("scoring-results")
     assert 1000 <= partial < total, f"{partial} of {total} scored before the kill: not mid-stream"
-    second = platform.batch().start()
+    second = platform.batch(FLYWHEEL_BATCH_WORKERS=workers).start()
     try:
         second.wait_until_ready()
         results = await platform.read("scoring-results", total, within=180)
@@ -223,6 +227,44 @@ async def test_a_killed_worker_gives_every_input_exactly_one_result(platform: Pl
     assert len(results) == total, f"{len(results)} results for {total} inputs"
     assert max(sources.values()) == 1
     assert Counter(r.key for r in results) == Counter(f"e-{n}".encode() for n in range(total))
+
+
+async def test_a_replicas_workers_share_the_partitions_and_give_every_input_one_result(
+    platform: Platform,
+) -> None:
+    group = platform.topic("batch-scoring")  # the consumer group, namespaced like the topics
+    batch = platform.batch(FLYWHEEL_BATCH_WORKERS="2").start()
+    try:
+        batch.wait_until_ready()
+
+        async def both_workers_hold_partitions() -> bool:
+            members = await asyncio.to_thread(group_members, platform, group)
+            return len(members) == 2 and all(members.values())
+
+        # uvicorn starts the second worker once the first is ready: its joining moves partitions over.
+        await eventually_true(both_workers_hold_partitions, within=60, what="two workers sharing partitions")
+        total = 6_000
+        rows = np.random.default_rng(7).normal(size=(total, 4)).round(3).tolist()
+        await platform.produce(
+            [(f"w-{n}".encode(), {"features": row, "model": "credit"}) for n, row in enumerate(rows)]
+        )
+        results = await platform.read("scoring-results", total, within=120)
+        assert await platform.read_available("scoring-results") == total
+        members = await asyncio.to_thread(group_members, platform, group)
+    finally:
+        batch.stop()
+    assert Counter(r.key for r in results) == Counter(f"w-{n}".encode() for n in range(total))
+    assert sorted(partition for held in members.values() for partition in held) == [0, 1, 2], members
+
+
+def group_members(platform: Platform, group: str) -> dict[str, list[int]]:
+    """The consumer group's members (client host and member id) and the partitions each is assigned."""
+    admin = AdminClient({"bootstrap.servers": platform.infrastructure.kafka_bootstrap})
+    description = admin.describe_consumer_groups([group])[group].result(timeout=30)
+    return {
+        member.member_id: [partition.partition for partition in member.assignment.topic_partitions]
+        for member in description.members
+    }
 
 
 async def test_replicas_joining_and_leaving_mid_stream_give_every_input_exactly_one_result(

@@ -1,0 +1,70 @@
+"""Worker slots: each worker process of a service holds a distinct number, the lowest free one, and a dead
+worker's number passes to the next worker that claims one (the batch stream keys its Kafka transactional
+id by it, so a replacement fences its dead predecessor's open transaction)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from services.batch.settings import BatchSettings
+from shared.service import WORKER_SLOTS_VARIABLE, claim_worker_slot
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_a_service_in_a_process_of_its_own_is_worker_zero(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(WORKER_SLOTS_VARIABLE, raising=False)
+    assert claim_worker_slot().number == 0
+    assert claim_worker_slot().number == 0
+
+
+def test_workers_hold_distinct_numbers_and_a_released_one_is_taken_again(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv(WORKER_SLOTS_VARIABLE, str(tmp_path))
+    first, second, third = claim_worker_slot(), claim_worker_slot(), claim_worker_slot()
+    assert (first.number, second.number, third.number) == (0, 1, 2)
+    second.release()
+    assert claim_worker_slot().number == 1
+    first.release()
+    third.release()
+
+
+def test_a_dead_workers_number_goes_to_the_next_worker(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv(WORKER_SLOTS_VARIABLE, str(tmp_path))
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import time; from shared.service import claim_worker_slot; "
+            "slot = claim_worker_slot(); print(slot.number, flush=True); time.sleep(60)",
+        ],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "0"
+        mine = claim_worker_slot()
+        assert mine.number == 1
+        holder.kill()  # no clean-up runs: the kernel drops its lock
+        holder.wait(timeout=10)
+        assert claim_worker_slot().number == 0
+        mine.release()
+    finally:
+        holder.kill()
+        holder.wait(timeout=10)
+
+
+def test_the_stream_transactional_id_is_the_replicas_with_the_worker_number_after_the_first() -> None:
+    settings = BatchSettings(consumer_group="scoring", replica_id="pod-7", workers=2)
+    assert settings.transactional_id() == "scoring-pod-7"
+    assert settings.transactional_id(0) == "scoring-pod-7"
+    assert settings.transactional_id(1) == "scoring-pod-7-1"
