@@ -22,6 +22,31 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / _TICKS_PER_SECOND
 
 
+def process_tree(pid: int) -> list[int]:
+    """The process and all its descendants alive now (a service's uvicorn workers)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(parent, []).append(int(entry.name))
+    tree, pending = [], [pid]
+    while pending:
+        tree.append(current := pending.pop())
+        pending += children.get(current, [])
+    return tree
+
+
+def tree_cpu_seconds(pid: int) -> float | None:
+    """`cpu_seconds` of the process and its descendants alive now; None once the process is gone."""
+    if (own := cpu_seconds(pid)) is None:
+        return None
+    return own + sum(cpu_seconds(child) or 0.0 for child in process_tree(pid)[1:])
+
+
 def kafka_broker() -> tuple[int | None, str]:
     """The local Kafka broker's process id and version (from its class path, as infra.sh starts it);
     (None, "unknown") when no broker runs on this machine."""
@@ -40,15 +65,20 @@ def kafka_broker() -> tuple[int | None, str]:
 
 @dataclass
 class CpuMeter:
-    """CPU seconds used by each named process between `start` and `stop`."""
+    """CPU seconds used by each named process between `start` and `stop`; for those named in `trees`, by
+    the process and its descendants (the batch service's workers)."""
 
     pids: dict[str, int]
+    trees: frozenset[str] = frozenset()
     used: dict[str, float] = field(default_factory=dict)
     _before: dict[str, float] = field(default_factory=dict)
 
+    def _seconds(self, name: str, pid: int) -> float | None:
+        return tree_cpu_seconds(pid) if name in self.trees else cpu_seconds(pid)
+
     def start(self) -> None:
         for name, pid in self.pids.items():
-            if (seconds := cpu_seconds(pid)) is not None:
+            if (seconds := self._seconds(name, pid)) is not None:
                 self._before[name] = seconds
 
     def add_new(self, name: str, pid: int) -> None:
@@ -58,7 +88,7 @@ class CpuMeter:
 
     def stop(self) -> dict[str, float]:
         for name, pid in self.pids.items():
-            after = cpu_seconds(pid)
+            after = self._seconds(name, pid)
             if after is not None and name in self._before:
                 self.used[name] = after - self._before[name]
         return self.used

@@ -26,8 +26,9 @@ def ensure_py_spy() -> Path:
 
 
 class Profiler:
-    """`py-spy record` on a running process, written as collapsed stacks (`raw`: one line per distinct
-    stack, `frame;frame;... count`, readable by speedscope and flamegraph.pl)."""
+    """`py-spy record` on a running process and its subprocesses (the service's uvicorn workers), written
+    as collapsed stacks (`raw`: one line per distinct stack, `frame;frame;... count`, readable by
+    speedscope and flamegraph.pl)."""
 
     def __init__(self, pid: int, output: Path) -> None:
         self.output = output
@@ -42,6 +43,7 @@ class Profiler:
             str(output),
         ]
         command += ["--rate", str(SAMPLES_PER_SECOND), "--nolineno", "--threads", "--nonblocking"]
+        command += ["--subprocesses"]
         self._process = subprocess.Popen(
             command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
         )

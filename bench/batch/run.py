@@ -1,6 +1,7 @@
 """Kafka-fed scoring end to end against its two ceilings, measured in the same run on the same records.
 
-    python bench/batch/run.py [--records N | --quick] [--models rf,lr] [--confluent auto|always|never]
+    python bench/batch/run.py [--records N | --quick] [--models rf,lr] [--partitions N]
+                              [--confluent auto|always|never]
                               [--profile DIR] [--json PATH] [--require-target]
 
 Produces N 20-feature scoring requests into the request topic, then starts the batch service and times
@@ -83,10 +84,10 @@ from bench.serving.ceiling import InProcessFigure  # noqa: E402
 from bench.serving.flywheel import delete_artifacts, register_models  # noqa: E402
 from bench.serving.workload import MODEL_KINDS, BenchModel, build_models  # noqa: E402
 from services.batch.settings import BatchSettings  # noqa: E402
-from shared.settings import FlywheelSettings  # noqa: E402
 
 DEFAULT_RECORDS = 1_000_000
 QUICK_RECORDS = 100_000
+PARTITIONS_PER_WORKER = 3
 IN_PROCESS_SECONDS = 3.0
 QUICK_IN_PROCESS_SECONDS = 1.0
 SMALL_BATCH_ROWS = 500
@@ -98,7 +99,8 @@ class Settings:
     records: int
     models: list[str]
     max_batch_records: int  # the service's FLYWHEEL_BATCH_MAX_BATCH_RECORDS, and the loops' batches
-    intra_op_threads: int  # the service's FLYWHEEL_BATCH_INTRA_OP_THREADS, and the ceiling's
+    intra_op_threads: int  # the in-process ceiling's: FLYWHEEL_BATCH_INTRA_OP_THREADS, else every core
+    workers: int  # the service's FLYWHEEL_BATCH_WORKERS
     partitions: int  # FLYWHEEL_KAFKA_TOPIC_PARTITIONS: every topic of the run
     in_process_seconds: float
     confluent: str
@@ -162,6 +164,12 @@ def parse_arguments(argv: list[str]) -> tuple[argparse.Namespace, Settings]:
         help="sample the batch service with py-spy while it streams; collapsed stacks into DIR and a "
         "summary printed (the sampling costs the service some CPU)",
     )
+    parser.add_argument(
+        "--partitions",
+        type=positive_int,
+        help="partitions of every topic of the run (default: 3 a service worker, so that the workers, "
+        "which share them out through the consumer group, get equal shares)",
+    )
     parser.add_argument("--json", type=Path, help="also write every figure to this JSON file")
     parser.add_argument("--require-target", action="store_true", help="exit 1 when a target is missed")
     arguments = parser.parse_args(argv)
@@ -170,8 +178,9 @@ def parse_arguments(argv: list[str]) -> tuple[argparse.Namespace, Settings]:
         records=arguments.records or (QUICK_RECORDS if arguments.quick else DEFAULT_RECORDS),
         models=arguments.models,
         max_batch_records=arguments.max_batch_records or service.max_batch_records,
-        intra_op_threads=service.intra_op_threads,
-        partitions=FlywheelSettings().kafka_topic_partitions,
+        intra_op_threads=service.intra_op_threads or os.cpu_count() or 1,
+        workers=service.workers,
+        partitions=arguments.partitions or PARTITIONS_PER_WORKER * service.workers,
         in_process_seconds=QUICK_IN_PROCESS_SECONDS if arguments.quick else IN_PROCESS_SECONDS,
         confluent=arguments.confluent,
         profile_dir=arguments.profile,
@@ -354,7 +363,7 @@ class Bench:
             log_dir=log_dir,
         )
         self.cleanup.callback(service.stop)
-        meter = CpuMeter(self.processes() | {"service": service.process.pid})
+        meter = CpuMeter(self.processes() | {"service": service.process.pid}, trees=frozenset({"service"}))
         profile = None if self.settings.profile_dir is None else self.profile_path(model.name)
         progress = GroupProgress(
             self.bootstrap, self.topic(topics.consumer_group), self.topic(topics.requests)
@@ -415,9 +424,9 @@ def asyncio_loop(spec: LoopSpec) -> LoopFigure:
 def print_report(settings: Settings, measured: Measured) -> None:
     print()
     print(
-        f"{settings.records:,} requests of 20 features, {settings.partitions} partitions a topic "
-        f"(FLYWHEEL_KAFKA_TOPIC_PARTITIONS), batches of up to {settings.max_batch_records:,} records, "
-        f"onnxruntime with {settings.intra_op_threads} intra-op threads"
+        f"{settings.records:,} requests of 20 features, {settings.partitions} partitions a topic, "
+        f"batches of up to {settings.max_batch_records:,} records; the service in {settings.workers} "
+        f"worker processes; in process, onnxruntime with {settings.intra_op_threads} intra-op threads"
     )
     for run in measured.runs:
         print()
@@ -449,6 +458,7 @@ def write_json(
             "models": settings.models,
             "max_batch_records": settings.max_batch_records,
             "intra_op_threads": settings.intra_op_threads,
+            "workers": settings.workers,
             "partitions": settings.partitions,
             "in_process_seconds": settings.in_process_seconds,
             "target_fraction": TARGET_FRACTION,
