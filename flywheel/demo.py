@@ -415,7 +415,7 @@ def run_demo(
         try:
             with started_embedded_platform(urls, stream):
                 status, closing_line = tell_story_against(urls, options, stream, platform_stays_up=False)
-        except EmbeddedStartFailure as error:
+        except FlywheelUpNotReady as error:
             status, closing_line = 1, f"FAILURE: the embedded platform did not start: {error}"
         print(closing_line, file=stream)
         return status
@@ -463,7 +463,7 @@ def tell_story_against(
     )
 
 
-class EmbeddedStartFailure(Exception):
+class FlywheelUpNotReady(Exception):
     """`flywheel up` (embedded) did not get ready; the message says why, with its log's last lines."""
 
 
@@ -504,9 +504,9 @@ def started_embedded_platform(urls: DemoUrls, stream: TextIO) -> Iterator[None]:
     try:
         while not_ready(urls):
             if child.poll() is not None:
-                raise EmbeddedStartFailure(f"flywheel up exited with {child.returncode}:\n{_tail(log_path)}")
+                raise FlywheelUpNotReady(f"flywheel up exited with {child.returncode}:\n{_tail(log_path)}")
             if time.monotonic() - started > EMBEDDED_START_TIMEOUT:
-                raise EmbeddedStartFailure(
+                raise FlywheelUpNotReady(
                     f"not ready after {EMBEDDED_START_TIMEOUT:.0f} s:\n{_tail(log_path)}"
                 )
             time.sleep(POLL_SECONDS)
