@@ -32,8 +32,6 @@ import time
 from dataclasses import dataclass
 from types import FrameType
 
-import httpx
-
 from flywheel import alert_commands, batch_commands, demo, trainer_commands
 from flywheel import registry_commands as commands
 from flywheel.admin_token import announce_admin_token, local_admin_token
@@ -41,6 +39,7 @@ from flywheel.batch_client import BatchClient
 from flywheel.client import RegistryClient, registry_url
 from flywheel.errors import FlywheelError
 from flywheel.monitor_client import MonitorClient, monitor_url
+from flywheel.service_client import readiness
 from flywheel.trainer_client import TrainerClient, trainer_url
 from services.batch.settings import BatchSettings
 from services.monitor.settings import MonitorSettings
@@ -76,21 +75,10 @@ def endpoints(names: list[str]) -> list[ServiceEndpoint]:
     return [ServiceEndpoint(name, SERVICE_SETTINGS[name]().url) for name in names]
 
 
-def readiness(endpoint: ServiceEndpoint) -> tuple[bool, str]:
-    """(ready, what to show): the service's own readiness answer, or why there is none."""
-    try:
-        response = httpx.get(f"{endpoint.url}/health/ready", timeout=2)
-    except httpx.TransportError:
-        return False, "not answering"
-    checks = response.json().get("checks", {})
-    failing = [name for name, ok in checks.items() if not ok]
-    return response.status_code == 200, "ready" if not failing else f"not ready: {', '.join(failing)} down"
-
-
 def command_status(names: list[str]) -> int:
     all_ready = True
     for endpoint in endpoints(names):
-        ready, shown = readiness(endpoint)
+        ready, shown = readiness(endpoint.url)
         all_ready &= ready
         print(f"{endpoint.name:<9} {endpoint.url:<24} {shown}")
     return 0 if all_ready else 1
@@ -154,7 +142,7 @@ def command_up(names: list[str]) -> int:
                 if processes[endpoint.name].poll() is not None:
                     print(f"flywheel up: {endpoint.name} exited; see its log above", file=sys.stderr)
                     return 1
-                if readiness(endpoint)[0]:
+                if readiness(endpoint.url)[0]:
                     pending.remove(endpoint)
             if time.monotonic() > deadline:
                 print(

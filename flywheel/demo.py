@@ -36,7 +36,14 @@ from flywheel.demo_data import (
 )
 from flywheel.errors import FlywheelError, NotFoundError
 from flywheel.monitor_client import MonitorClient
-from flywheel.service_client import DEFAULT_TIMEOUT_SECONDS, Json, ServiceClient, client_token, path_segment
+from flywheel.service_client import (
+    DEFAULT_TIMEOUT_SECONDS,
+    Json,
+    ServiceClient,
+    client_token,
+    path_segment,
+    readiness,
+)
 from flywheel.trainer_client import TrainerClient
 from shared.settings import FlywheelSettings
 
@@ -387,19 +394,9 @@ def not_ready(urls: DemoUrls) -> list[tuple[str, str, str]]:
     """(service, URL, why) of each service that does not answer ready."""
     found = []
     for name, url in urls.named():
-        try:
-            response = httpx.get(f"{url}/health/ready", timeout=3)
-        except httpx.TransportError:
-            found.append((name, url, "not answering"))
-            continue
-        if response.status_code != 200:
-            try:
-                checks = response.json().get("checks", {})
-            except ValueError:
-                checks = {}
-            failing = [check for check, ok in checks.items() if not ok]
-            why = f"not ready: {', '.join(failing)} down" if failing else f"answered {response.status_code}"
-            found.append((name, url, why))
+        ready, shown = readiness(url)
+        if not ready:
+            found.append((name, url, shown))
     return found
 
 

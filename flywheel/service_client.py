@@ -27,6 +27,25 @@ Json = dict[str, Any]
 TOKEN_VARIABLE = "FLYWHEEL_TOKEN"
 
 DEFAULT_TIMEOUT_SECONDS = 30.0
+READINESS_TIMEOUT_SECONDS = 3.0
+
+
+def readiness(url: str) -> tuple[bool, str]:
+    """(ready, what to show a person) for the service at `url`: its `/health/ready` answer, naming the
+    dependencies it reports down, or why there is no answer."""
+    try:
+        response = httpx.get(f"{url}/health/ready", timeout=READINESS_TIMEOUT_SECONDS)
+    except httpx.TransportError:
+        return False, "not answering"
+    if response.status_code == 200:
+        return True, "ready"
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    checks = body.get("checks", {}) if isinstance(body, dict) else {}
+    failing = [check for check, ok in checks.items() if not ok]
+    return False, f"not ready: {', '.join(failing)} down" if failing else f"answered {response.status_code}"
 
 
 class ServiceClient:
