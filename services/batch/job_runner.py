@@ -1,4 +1,4 @@
-"""Runs file jobs in the background, at most `max_concurrent_jobs` at once per replica.
+"""Runs file jobs in the background, at most `max_concurrent_jobs` at once per worker process.
 
 A job is claimed from the table (one replica wins), its input downloaded to a temporary file and read
 chunk by chunk: each chunk is scored, its share of the output stored as a part object, a sample of its

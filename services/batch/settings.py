@@ -62,7 +62,7 @@ class BatchSettings(ServiceSettings):
     chunk_rows: int = Field(
         default=50_000, ge=1, description="rows a file job reads, scores and stores at once (bounds memory)"
     )
-    max_concurrent_jobs: int = Field(default=1, ge=1, description="file jobs one replica runs at once")
+    max_concurrent_jobs: int = Field(default=1, ge=1, description="file jobs one worker runs at once")
     max_upload_bytes: int = Field(default=1024 * 1024 * 1024, ge=1, description="largest file upload")
     job_heartbeat_seconds: float = Field(
         default=5.0, gt=0, description="how often a running job says it is alive"
