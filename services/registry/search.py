@@ -12,6 +12,15 @@ MLflow's search syntax, with OR and parentheses added:
 - start_time and end_time compare with epoch milliseconds or a quoted ISO-8601 time (UTC if no offset).
 - A metric, param or tag comparison matches only runs that have that key, as in MLflow.
 Every value and key becomes a bind parameter: user text never enters the SQL string.
+
+Metric and param values are in two places: the key-value tables (`latest_metrics`, `params`), indexed by
+key and value, and each run's own copies (`runs.metrics`, `runs.params`, written by the same statement,
+migration 0007). A search within named experiments tests the copies of those experiments' runs, which
+their index finds, where the tables' indexes would first find the key in every experiment (the benchmark's
+search over 300 runs: 0.5 against 1.5 ms; one experiment of 2,000 runs among 200,000: 5 against 280 ms).
+A search across every experiment keeps to the tables, whose indexes find a selective key and value
+without reading every run (2 against 50 ms among 200,000). Sorting always reads the copies: no index
+serves it, and a probe per run cost more.
 """
 
 from __future__ import annotations
@@ -45,6 +54,9 @@ _SQL_OPERATORS = {"!=": "<>"}  # the others are written the same in SQL
 _LIST_QUANTIFIERS = {"IN": "= ANY", "NOT IN": "<> ALL"}
 # Metrics and params live in tables of their own: (table, alias) holding each run's value per key.
 _KEY_VALUE_TABLES = {"metric": ("latest_metrics", "m"), "param": ("params", "p")}
+# The same values in the run's own copies: a metric is a jsonb number, or a string for NaN and +-Infinity,
+# which float8 reads back exactly as the table holds it.
+_RUN_COPIES = {"metric": "(r.metrics ->> {key}::text)::float8", "param": "(r.params ->> {key}::text)"}
 _TIEBREAKERS = "r.start_time DESC, r.id ASC"
 
 _TOKEN = re.compile(
@@ -345,9 +357,10 @@ def parse_order_by(clauses: list[str]) -> list[OrderBy]:
 class _SqlBuilder:
     """SQL text with every value bound as the next placeholder, in the order the text uses them."""
 
-    def __init__(self, first_placeholder: int) -> None:
+    def __init__(self, first_placeholder: int, within_experiments: bool) -> None:
         self.args: list[object] = []
         self._first_placeholder = first_placeholder
+        self._within_experiments = within_experiments
 
     def bind(self, value: object) -> str:
         self.args.append(value)
@@ -361,6 +374,8 @@ class _SqlBuilder:
             return self.predicate(f"r.{node.key}", node)
         if node.entity == "tag":
             return self.predicate(f"(r.tags ->> {self.bind(node.key)}::text)", node)
+        if self._within_experiments:  # a run without the key reads NULL, which no comparison matches
+            return self.predicate(_RUN_COPIES[node.entity].format(key=self.bind(node.key)), node)
         table, alias = _KEY_VALUE_TABLES[node.entity]
         key_placeholder = self.bind(node.key)
         return (
@@ -381,24 +396,24 @@ class _SqlBuilder:
         elif order.entity == "tag":
             column = f"(r.tags ->> {self.bind(order.key)}::text)"
         else:
-            table, alias = _KEY_VALUE_TABLES[order.entity]
-            column = (
-                f"(SELECT {alias}.value FROM {table} {alias} "
-                f"WHERE {alias}.run_id = r.id AND {alias}.key = {self.bind(order.key)})"
-            )
+            column = _RUN_COPIES[order.entity].format(key=self.bind(order.key))
         return f"{column} {'DESC' if order.descending else 'ASC'} NULLS LAST"
 
 
-def compile_search(filter_text: str, order_by: list[str], *, first_placeholder: int = 1) -> CompiledQuery:
+def compile_search(
+    filter_text: str, order_by: list[str], *, first_placeholder: int = 1, within_experiments: bool = False
+) -> CompiledQuery:
     """The filter as a WHERE expression and the clauses as an ORDER BY list over runs aliased `r`.
 
     Placeholders start at `first_placeholder` so the caller can bind its own before them. The order
-    always ends with r.start_time DESC, r.id ASC, which keeps pagination stable. Raises
-    FilterSyntaxError for a malformed filter or order-by clause.
+    always ends with r.start_time DESC, r.id ASC, which keeps pagination stable. `within_experiments`:
+    the caller limits the runs to named experiments, so metric and param comparisons test each run's
+    copies rather than probe the key-value tables (same runs, same order). Raises FilterSyntaxError for a
+    malformed filter or order-by clause.
     """
     node = parse_filter(filter_text)
     orders = parse_order_by(order_by)
-    builder = _SqlBuilder(first_placeholder)
+    builder = _SqlBuilder(first_placeholder, within_experiments)
     where = "TRUE" if node is None else builder.condition(node)
     sort_keys = [builder.sort_key(order) for order in orders]
     return CompiledQuery(where=where, order_by=", ".join([*sort_keys, _TIEBREAKERS]), args=builder.args)

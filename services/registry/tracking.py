@@ -261,7 +261,12 @@ class TrackingService:
         """Runs across experiments matching a filter, ordered and paginated. A malformed filter raises
         FilterSyntaxError (position and token of the mistake)."""
         offset = decode_page_token(search.page_token)
-        compiled = compile_search(search.filter, search.order_by, first_placeholder=3)
+        compiled = compile_search(
+            search.filter,
+            search.order_by,
+            first_placeholder=3,
+            within_experiments=bool(search.experiment_ids),
+        )
         where, args = compiled.where, list(compiled.args)
         if search.experiment_ids:
             args.append(search.experiment_ids)

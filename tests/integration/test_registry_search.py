@@ -56,6 +56,39 @@ async def test_search_within_named_experiments_only(registry: RegistryUnderTest)
     assert [run["id"] for run in page["runs"]] == [inside]
 
 
+async def test_within_named_experiments_a_search_finds_and_orders_what_one_across_them_does(
+    registry: RegistryUnderTest,
+) -> None:
+    # Within named experiments the filter reads each run's copies of its values (runs.params and
+    # runs.metrics), across them the key-value tables: both are written by the same log-batch.
+    ids = [await log_run(registry, "same", model, auc, "t") for model, auc in SAME_RUNS]
+    await registry.client.post(
+        f"/runs/{ids[0]}/log-batch", json={"metrics": [{"key": "auc", "value": 0.1, "step": -1}]}
+    )  # an earlier step: the last value stays 0.86
+    await registry.client.post(f"/runs/{ids[1]}/log-batch", json={"metrics": [{"key": "auc", "value": 0.2}]})
+    no_auc = (await registry.client.post("/runs", json={"experiment_name": "same"})).json()["id"]
+    experiment = (await registry.client.get("/experiments/by-name/same")).json()["id"]
+    for body in (
+        {"filter": "metrics.auc > 0.8 and params.model != 'lr'", "order_by": ["metrics.auc DESC"]},
+        {
+            "filter": "metrics.auc <= 0.9 or params.model IN ('gb')",
+            "order_by": ["params.model", "metrics.auc"],
+        },
+        {"filter": "params.model LIKE '%b'", "order_by": ["metrics.auc"]},
+        {"filter": "", "order_by": ["metrics.auc DESC"]},
+    ):
+        across = (await registry.client.post("/runs/search", json=body)).json()
+        within = (
+            await registry.client.post("/runs/search", json=body | {"experiment_ids": [experiment]})
+        ).json()
+        assert within == across, body
+    everything = (await registry.client.post("/runs/search", json={"order_by": ["metrics.auc DESC"]})).json()
+    assert [run["id"] for run in everything["runs"]] == [ids[2], ids[0], ids[3], ids[4], ids[1], no_auc]
+
+
+SAME_RUNS = [("rf", 0.86), ("gb", 0.95), ("rf", 0.99), ("gb", 0.81), ("lr", 0.7)]
+
+
 async def test_a_malformed_filter_is_400_pointing_at_the_bad_token(registry: RegistryUnderTest) -> None:
     response = await registry.client.post("/runs/search", json={"filter": "metrics.auc == 0.8"})
     assert response.status_code == 400

@@ -197,6 +197,16 @@ def test_param_comparisons_compile_to_exists_on_params() -> None:
     assert compiled.args == ["model", "rf"]
 
 
+def test_within_experiments_metric_and_param_comparisons_read_the_runs_copies() -> None:
+    compiled = compile_search(
+        "metrics.auc > 0.8 and params.model IN ('rf', 'gb')", [], within_experiments=True
+    )
+    assert compiled.where == (
+        "((r.metrics ->> $1::text)::float8 > $2 AND (r.params ->> $3::text) = ANY($4::text[]))"
+    )
+    assert compiled.args == ["auc", 0.8, "model", ["rf", "gb"]]
+
+
 def test_tag_comparisons_read_the_tags_object_so_a_missing_key_is_null() -> None:
     compiled = compile_search("tags.team ILIKE 'Risk%'", [])
     assert compiled.where == "(r.tags ->> $1::text) ILIKE $2"
@@ -244,11 +254,11 @@ def test_user_text_never_appears_in_the_sql() -> None:
     assert compiled.args.count(hostile) == 6
 
 
-def test_order_by_compiles_to_subqueries_nulls_last_then_the_tiebreakers() -> None:
+def test_order_by_reads_the_runs_copies_nulls_last_then_the_tiebreakers() -> None:
     compiled = compile_search("", ["metrics.auc DESC", "params.model", "tags.team desc", "end_time"])
     assert compiled.order_by == (
-        "(SELECT m.value FROM latest_metrics m WHERE m.run_id = r.id AND m.key = $1) DESC NULLS LAST, "
-        "(SELECT p.value FROM params p WHERE p.run_id = r.id AND p.key = $2) ASC NULLS LAST, "
+        "(r.metrics ->> $1::text)::float8 DESC NULLS LAST, "
+        "(r.params ->> $2::text) ASC NULLS LAST, "
         "(r.tags ->> $3::text) DESC NULLS LAST, "
         f"r.end_time ASC NULLS LAST, {DEFAULT_ORDER}"
     )
@@ -262,7 +272,7 @@ def test_without_order_by_runs_come_newest_first_with_id_as_tiebreaker() -> None
 def test_order_by_placeholders_follow_the_filters() -> None:
     compiled = compile_search("tags.team = 'risk'", ["metrics.auc"], first_placeholder=3)
     assert compiled.where == "(r.tags ->> $3::text) = $4"
-    assert "m.key = $5" in compiled.order_by
+    assert compiled.order_by.startswith("(r.metrics ->> $5::text)")
     assert compiled.args == ["team", "risk", "auc"]
 
 
