@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
+import orjson
 from pydantic import TypeAdapter
 
 from services.registry.schemas import (
@@ -19,11 +20,22 @@ from services.registry.schemas import (
 from shared.db import Connection
 
 # A run with its params and last metric values: copies kept on the run's row by log_run_batch
-# (migration 0007), so reading runs aggregates nothing.
+# (migration 0007), so reading runs aggregates nothing. The JSON columns come as text, for _run_fields.
 RUN_COLUMNS = (
-    "r.id, r.experiment_id, r.name, r.status, r.start_time, r.end_time, r.tags, "
-    "r.dataset_fingerprint, r.code_version, r.params, r.metrics"
+    "r.id, r.experiment_id, r.name, r.status, r.start_time, r.end_time, r.tags::text AS tags, "
+    "r.dataset_fingerprint, r.code_version, r.params::text AS params, r.metrics::text AS metrics"
 )
+
+
+def _run_fields(row: asyncpg.Record) -> dict[str, Any]:
+    """A row of RUN_COLUMNS as a Run's fields, its JSON objects read by orjson alone. shared.db's codec
+    also walks each value for huge whole numbers, to read them as json.loads does: that cannot change a
+    Run (tags and params hold strings, metrics become floats), and in a 55-run search the walk and the
+    codec's calls cost 0.05-0.09 ms."""
+    fields = dict(row)
+    for column in ("tags", "params", "metrics"):
+        fields[column] = orjson.loads(fields[column])
+    return fields
 
 
 EXPERIMENT_COLUMNS = "id, name, workspace, description, tags, created_at, updated_at"
@@ -164,7 +176,7 @@ async def insert_run(
         code_version,
         workspace,
     )
-    return Run(**dict(row)) if row else None
+    return Run(**_run_fields(row)) if row else None
 
 
 async def update_run(
@@ -190,7 +202,7 @@ async def update_run(
         name,
         workspace,
     )
-    return Run(**dict(row)) if row else None
+    return Run(**_run_fields(row)) if row else None
 
 
 async def finish_run(
@@ -273,17 +285,17 @@ async def fetch_runs(
         offset,
         *args,
     )
-    return _RUNS.validate_python([dict(row) for row in rows])
+    return _RUNS.validate_python([_run_fields(row) for row in rows])
 
 
 async def get_run(connection: Connection, run_id: str) -> Run | None:
     row = await connection.fetchrow(f"SELECT {RUN_COLUMNS} FROM runs r WHERE r.id = $1", run_id)
-    return Run(**dict(row)) if row else None
+    return Run(**_run_fields(row)) if row else None
 
 
 async def get_runs(connection: Connection, run_ids: list[str]) -> list[Run]:
     rows = await connection.fetch(f"SELECT {RUN_COLUMNS} FROM runs r WHERE r.id = ANY($1::text[])", run_ids)
-    return _RUNS.validate_python([dict(row) for row in rows])
+    return _RUNS.validate_python([_run_fields(row) for row in rows])
 
 
 async def runs_in_workspace(connection: Connection, run_ids: list[str], workspace: str) -> set[str]:

@@ -63,6 +63,18 @@ async def test_a_run_logs_params_metrics_and_tags_and_ends(registry: RegistryUnd
     assert [(p["step"], p["value"]) for p in history["points"]] == [(0, 0.9), (1, 0.6), (2, 0.4)]
 
 
+async def test_metric_values_read_back_as_the_floats_logged(registry: RegistryUnderTest) -> None:
+    # Whole, huge and tiny floats: the run's copy holds them as jsonb numbers, written without a point.
+    logged = {"whole": 1.0, "big": 1e20, "beyond_64_bits": 2.0**70, "tiny": 1e-300, "negative": -2.5}
+    run = (await registry.client.post("/runs", json={"experiment_name": "floats"})).json()
+    points = [{"key": key, "value": value} for key, value in logged.items()]
+    await registry.client.post(f"/runs/{run['id']}/log-batch", json={"metrics": points})
+    found = (await registry.client.post("/runs/search", json={"filter": "metrics.whole = 1"})).json()
+    for answer in ((await registry.client.get(f"/runs/{run['id']}")).json(), found["runs"][0]):
+        assert answer["metrics"] == logged
+        assert all(type(value) is float for value in answer["metrics"].values())
+
+
 async def test_params_are_immutable_and_a_conflicting_batch_stores_nothing(
     registry: RegistryUnderTest,
 ) -> None:
