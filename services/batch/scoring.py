@@ -24,7 +24,7 @@ import onnxruntime
 from shared.artifacts import ArtifactStore
 from shared.events import ModelSignature
 from shared.model_versions import ModelNotFound, VersionRecord, load_session
-from shared.tensors import NUMPY_DTYPES, InvalidInput, Tensors, describe, instances_to_tensors, json_values
+from shared.tensors import NUMPY_DTYPES, InvalidInput, Tensors, describe, instances_to_tensors
 
 log = logging.getLogger(__name__)
 
@@ -69,11 +69,6 @@ class ScoredRows:
     inputs: Tensors
     outputs: Tensors
     rejected: dict[int, str] = field(default_factory=dict)
-
-    def output_rows(self) -> list[dict[str, Any]]:
-        """One JSON-ready object of outputs per scored row."""
-        columns = {name: json_values(array) for name, array in self.outputs.items()}
-        return [{name: values[row] for name, values in columns.items()} for row in range(len(self.scored))]
 
 
 class ScoringModels:

@@ -45,7 +45,7 @@ from services.batch.requests import (
     ScoringRequest,
     batch_headers,
     parse_request,
-    result_record,
+    result_values,
 )
 from services.batch.scoring import ModelRef, ScoredRows, ScoringModels, ScoringVersion
 from services.batch.settings import BatchSettings
@@ -317,14 +317,19 @@ class ScoringStream:
         scored: ScoredRows,
         shared_headers: list[tuple[str, bytes]],
     ) -> None:
-        rows = list(zip(scored.scored, scored.output_rows(), strict=True))
-        for start in range(0, len(rows), SLICE_RECORDS):
+        requests = [group[row] for row in scored.scored]
+        results = result_values(version.name, version.version, requests, scored.outputs)
+        for start in range(0, len(requests), SLICE_RECORDS):
             await asyncio.sleep(0)
-            for row, outputs in rows[start : start + SLICE_RECORDS]:
-                request = group[row]
-                value, headers = result_record(request, version.version, outputs, shared_headers)
+            for request, (value, source) in zip(
+                requests[start : start + SLICE_RECORDS], results[start : start + SLICE_RECORDS], strict=True
+            ):
                 writer.append(
-                    self.result_topics[request.topic], request.partition, request.key, value, headers
+                    self.result_topics[request.topic],
+                    request.partition,
+                    request.key,
+                    value,
+                    [("ce_id", source), *shared_headers],
                 )
 
     def _count(self, batch: ScoredBatch) -> None:

@@ -52,9 +52,8 @@ async def test_a_bad_row_is_rejected_with_its_reason_and_the_rest_scored(
     assert set(scored.rejected) == {1, 2}
     assert "has 2 values; the model expects 4" in scored.rejected[1]
     assert '"x"' in scored.rejected[2]
-    outputs = scored.output_rows()
-    assert len(outputs) == 2
-    assert set(outputs[0]) == {"label", "probabilities"}
-    assert sum(outputs[0]["probabilities"]) == pytest.approx(1.0, rel=1e-5)
+    assert set(scored.outputs) == {"label", "probabilities"}
+    assert len(scored.outputs["label"]) == 2
+    assert sum(scored.outputs["probabilities"][0]) == pytest.approx(1.0, rel=1e-5)
     all_good = await scoring.score(version, rows[:1] * 3)
     assert (all_good.scored, all_good.rejected) == ([0, 1, 2], {})
