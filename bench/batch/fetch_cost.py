@@ -1,11 +1,13 @@
-"""What aiokafka's consumer alone costs a record on the batch benchmark's requests: `getmany` of up to 5,000
-at a time with the batch service's consumer settings (read_committed, its fetch sizes), from a topic of
-its own, deleted at the end. CPU time (`time.process_time`) a record, and with --profile where it goes
-in aiokafka's fetcher (cProfile, which slows it down, so the figure then is printed apart).
+"""What consuming costs a record on the batch benchmark's requests, with the batch service's consumer
+settings (read_committed, its fetch sizes), from a topic of its own, deleted at the end: aiokafka's
+`getmany` of up to 5,000 at a time, then the batch service's own consumer (confluent-kafka behind
+`ThreadedConsumer`). CPU time (`time.process_time`, every thread) a record, and with --profile where it
+goes in aiokafka's fetcher (cProfile, which slows it down, so the figure then is printed apart).
 
     python bench/batch/fetch_cost.py [--records 300000] [--partitions 3] [--profile]
 
-The Kafka loop of run.py pays this for every record as the service does; see bench/README.md.
+The Kafka loop of run.py pays aiokafka's cost for every record, the service confluent-kafka's; see
+bench/README.md.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ from bench.batch.topics import (  # noqa: E402
 )
 from bench.batch.workload import RequestPool  # noqa: E402
 from bench.common.infrastructure import delete_kafka_topics, infrastructure_env  # noqa: E402
+from services.batch.consumer import ThreadedConsumer  # noqa: E402
+from services.batch.stream import service_consumer_config  # noqa: E402
 
 MAX_RECORDS = 5000  # the service's FLYWHEEL_BATCH_MAX_BATCH_RECORDS
 TOP_FUNCTIONS = 8
@@ -67,6 +71,30 @@ async def consume_all(bootstrap: str, topic: str, records: int, profiler: cProfi
         await consumer.stop()
 
 
+async def consume_all_as_the_service(bootstrap: str, topic: str, records: int) -> float:
+    """CPU seconds (the whole process: librdkafka's threads too) for the batch service's consumer, with its
+    settings, to consume `records` records from `topic` with a new consumer group."""
+    consumer = ThreadedConsumer(
+        service_consumer_config(bootstrap, f"{topic}-{secrets.token_hex(4)}", "fetch-cost"),
+        [topic],
+        revoked=_nothing_to_let_go,
+    )
+    await consumer.start()
+    try:
+        consumed = 0
+        started = time.process_time()
+        while consumed < records:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=MAX_RECORDS)
+            consumed += sum(len(batch) for batch in batches.values())
+        return time.process_time() - started
+    finally:
+        await consumer.stop()
+
+
+async def _nothing_to_let_go() -> None:
+    pass
+
+
 async def measure(bootstrap: str, namespace: str, records: int, partitions: int, profile: bool) -> None:
     topic = f"{namespace}.fetch-cost"
     await create_topics(bootstrap, [topic], partitions)
@@ -74,6 +102,11 @@ async def measure(bootstrap: str, namespace: str, records: int, partitions: int,
     print(f"{produced.records:,} requests produced into {topic}")
     seconds = await consume_all(bootstrap, topic, records, None)
     print(f"getmany: {1e6 * seconds / records:.2f} CPU µs a record (fetch, decode, a ConsumerRecord each)")
+    seconds = await consume_all_as_the_service(bootstrap, topic, records)
+    print(
+        f"the batch service's consumer (confluent-kafka, {ThreadedConsumer.__name__}): "
+        f"{1e6 * seconds / records:.2f} CPU µs a record (librdkafka's threads included)"
+    )
     if profile:
         profiler = cProfile.Profile()
         seconds = await consume_all(bootstrap, topic, records, profiler)

@@ -156,19 +156,7 @@ class ScoringStream:
         )
         await self._producer.start()
         self._consumer = ThreadedConsumer(
-            {
-                "bootstrap.servers": self.bus.bootstrap_servers,
-                "client.id": f"{self.bus.client_id}-scoring",
-                "group.id": self.group,
-                "isolation.level": "read_committed",
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
-                "fetch.max.bytes": 64 * 1024 * 1024,
-                "max.partition.fetch.bytes": 8 * 1024 * 1024,
-                # A member learns of a rebalance (a worker or replica joining) from a heartbeat's answer:
-                # at the default 3 s, a joining worker waited that long for its share of the partitions.
-                "heartbeat.interval.ms": 500,
-            },
+            service_consumer_config(self.bus.bootstrap_servers, self.group, f"{self.bus.client_id}-scoring"),
             list(self.request_topics),
             revoked=self._partitions_revoked,
         )
@@ -434,6 +422,23 @@ class ScoringStream:
                 await self.bus.publish_raw(Topic.PREDICTION_LOGGED, event, key=version.name.encode())
             except Exception as error:
                 log.warning("reporting scored rows to prediction-logged failed", extra={"error": repr(error)})
+
+
+def service_consumer_config(bootstrap_servers: str, group: str, client_id: str) -> dict[str, object]:
+    """The scoring stream's consumer settings (librdkafka's names)."""
+    return {
+        "bootstrap.servers": bootstrap_servers,
+        "client.id": client_id,
+        "group.id": group,
+        "isolation.level": "read_committed",
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "fetch.max.bytes": 64 * 1024 * 1024,
+        "max.partition.fetch.bytes": 8 * 1024 * 1024,
+        # A member learns of a rebalance (a worker or replica joining) from a heartbeat's answer: at the
+        # default 3 s, a joining worker waited that long for its share of the partitions.
+        "heartbeat.interval.ms": 500,
+    }
 
 
 class PartitionWriter:
