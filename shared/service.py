@@ -11,6 +11,7 @@ import contextlib
 import fcntl
 import gc
 import itertools
+import json
 import os
 import shutil
 import tempfile
@@ -24,6 +25,8 @@ import asyncpg
 import httpx
 import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
@@ -165,6 +168,23 @@ def unstorable_value(error: Exception) -> JSONResponse:
     return JSONResponse({"detail": f"a value in the request cannot be stored: {reason}"}, status_code=422)
 
 
+class EchoingJSONResponse(JSONResponse):
+    """JSON that may echo what the caller sent, lone surrogates included (JSON's `\\ud800` escapes decode to
+    them, and UTF-8 cannot hold them): each is written as `?` instead of failing the response with a 500."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode(
+            "utf-8", "replace"
+        )
+
+
+async def refuse_invalid_request(request: Request, error: Exception) -> Response:
+    """FastAPI's 422 for a body, path or query that does not validate, naming each field and why; the
+    values it echoes may be text UTF-8 cannot hold (`EchoingJSONResponse`)."""
+    assert isinstance(error, RequestValidationError)
+    return EchoingJSONResponse({"detail": jsonable_encoder(error.errors())}, status_code=422)
+
+
 async def refuse_unstorable_value(request: Request, error: Exception) -> Response:
     """`unstorable_value`, as an exception handler."""
     return unstorable_value(error)
@@ -247,6 +267,7 @@ def create_service_app(
     app.add_middleware(RequestSizeLimit, max_bytes=settings.max_body_bytes, route_limits=upload_limits)
     app.add_middleware(PrometheusMiddleware, service=service)
     app.add_exception_handler(asyncpg.DataError, refuse_unstorable_value)
+    app.add_exception_handler(RequestValidationError, refuse_invalid_request)
     hide_secrets(
         *(
             secret.get_secret_value()

@@ -37,6 +37,32 @@ async def test_invalid_bodies_are_422_naming_the_field(registry: RegistryUnderTe
     assert response.json()["detail"][0]["loc"] == ["body", "colour"]
 
 
+async def test_text_that_is_not_unicode_is_a_422_naming_the_field_and_stores_nothing(
+    registry: RegistryUnderTest,
+) -> None:
+    """JSON can escape half a character (`\\ud800`); UTF-8, and so PostgreSQL, cannot hold it. The 422 that
+    names the field echoes the value, which must not turn it into a 500."""
+    client = registry.client
+    run = (await client.post("/runs", json={"experiment_name": "unicode"})).json()
+    bodies = [
+        ("/experiments", b'{"name": "x\\ud800"}', ["body", "name"]),
+        ("/runs", b'{"experiment_name": "e\\udfff"}', ["body", "experiment_name"]),
+        (
+            f"/runs/{run['id']}/log-batch",
+            b'{"params": [{"key": "a", "value": "\\ud800"}]}',
+            ["body", "params", 0, "value"],
+        ),
+    ]
+    for path, body, field in bodies:
+        response = await client.post(path, content=body, headers={"content-type": "application/json"})
+        assert response.status_code == 422, response.text
+        (error,) = response.json()["detail"]
+        assert error["loc"] == field
+        assert "unicode" in error["msg"]
+    assert [e["name"] for e in (await client.get("/experiments")).json()["experiments"]] == ["unicode"]
+    assert (await client.get(f"/runs/{run['id']}")).json()["params"] == {}
+
+
 async def test_a_run_logs_params_metrics_and_tags_and_ends(registry: RegistryUnderTest) -> None:
     client = registry.client
     run = (await client.post("/runs", json={"experiment_name": "churn", "code_version": "abc123"})).json()
