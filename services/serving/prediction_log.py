@@ -4,10 +4,12 @@
 absent Kafka never slows an answer, and the request path pays nothing per row. A flusher task wakes every
 `flush_interval_seconds`, or as soon as `batch_size` rows are buffered, and publishes them in batches of at
 most `batch_size` rows and `MAX_REQUESTS_PER_EVENT` requests: one columnar `PredictionLogged` event per model
-version in the batch, keyed by the model name, so one model's predictions stay in order on one partition. A
-failed publish puts its requests back at the front of the buffer and the flusher retries with exponential
-backoff. Rows that do not fit in `capacity` (counting those being published) are dropped and counted; `stop`
-flushes what is left, within its timeout.
+version in the batch, keyed by the model name, so one model's predictions stay in order on one partition. An
+event larger than a Kafka record may be (`shared.bus.MAX_RECORD_BYTES`: a wide model's rows) is published in
+halves instead; one prediction too large alone, or one that cannot be encoded, is dropped (counted, logged):
+retrying either would stop all logging. A failed publish puts its requests back at the front of the buffer
+and the flusher retries with exponential backoff. Rows that do not fit in `capacity` (counting those being
+published) are dropped and counted; `stop` flushes what is left, within its timeout.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from datetime import UTC, datetime
 import numpy as np
 from prometheus_client import Counter, Gauge
 
-from shared.bus import EventBus
+from shared.bus import MAX_RECORD_BYTES, EventBus
 from shared.events import Topic
 from shared.prediction_events import logged_request, prediction_logged_json
 
@@ -138,6 +140,7 @@ class PredictionLog:
         batch_size: int = 500,
         flush_interval_seconds: float = 0.2,
         source: str = "/flywheel/serving",
+        max_event_bytes: int = MAX_RECORD_BYTES,
     ) -> None:
         if capacity < 1 or batch_size < 1 or flush_interval_seconds <= 0:
             raise ValueError("capacity and batch_size must be >= 1, flush_interval_seconds > 0")
@@ -146,6 +149,7 @@ class PredictionLog:
         self.batch_size = batch_size
         self.flush_interval_seconds = flush_interval_seconds
         self.source = source
+        self.max_event_bytes = max_event_bytes  # larger events are published in halves
         self._buffer: deque[AnsweredRequest] = deque()
         self._buffered_rows = 0
         self._in_flight = 0  # rows taken from the buffer, not yet acknowledged: still count towards capacity
@@ -258,7 +262,18 @@ class PredictionLog:
             unpublished = _by_batch_key(batch)
             self._in_flight = rows
             try:
-                while unpublished and await self._publish(unpublished[0]):
+                while unpublished:
+                    group = unpublished[0]
+                    value = self._encode(group)
+                    if value is None:  # never publishable: dropped, counted and logged
+                        self._in_flight -= sum(answered.rows for answered in unpublished.pop(0))
+                        continue
+                    if len(value) > self.max_event_bytes:
+                        # Kafka would refuse it however often it were retried: publish it in halves.
+                        unpublished[0:1] = _halves(group)
+                        continue
+                    if not await self._publish(group, value):
+                        break
                     self._in_flight -= sum(answered.rows for answered in unpublished.pop(0))
             finally:
                 # After a failure, or when stop() cancels a hung publish: back at the front, in order.
@@ -270,12 +285,31 @@ class PredictionLog:
                 return
             self._failures = 0
 
-    async def _publish(self, group: list[AnsweredRequest]) -> bool:
-        """Publish one batch key's predictions as one event; False (counted, logged) if the bus failed."""
-        model = group[0].model
+    def _encode(self, group: list[AnsweredRequest]) -> bytes | None:
+        """The group's event, or None (its rows dropped, counted and logged) when it cannot be published:
+        it cannot be encoded, or it is a single prediction larger than a record may be."""
         rows = sum(answered.rows for answered in group)
         try:
             value = encode_batch(group, self.source)
+        except Exception as error:
+            reason, detail = "unencodable", repr(error)
+        else:
+            if len(value) <= self.max_event_bytes or rows > 1:
+                return value
+            reason, detail = "too_large", f"{len(value)} bytes for one prediction"
+        self._drop(rows, reason)
+        log.error(
+            "predictions that can never be published are dropped",
+            extra={"model": group[0].model, "records": rows, "reason": reason, "error": detail},
+        )
+        return None
+
+    async def _publish(self, group: list[AnsweredRequest], value: bytes) -> bool:
+        """Publish one batch key's predictions (`value`, their event); False (counted, logged) if the bus
+        failed."""
+        model = group[0].model
+        rows = sum(answered.rows for answered in group)
+        try:
             await self.bus.publish_raw(Topic.PREDICTION_LOGGED, value, key=model.encode())
         except Exception as error:
             self._failures += 1
@@ -292,6 +326,14 @@ class PredictionLog:
             return False
         PREDICTIONS_LOGGED.inc(rows)
         return True
+
+
+def _halves(group: list[AnsweredRequest]) -> list[list[AnsweredRequest]]:
+    """The group in two, in order: its requests, or the rows of its one request."""
+    if len(group) > 1:
+        return [group[: len(group) // 2], group[len(group) // 2 :]]
+    (answered,) = group
+    return [[part] for part in answered.split((answered.rows + 1) // 2)]
 
 
 def _by_batch_key(batch: list[AnsweredRequest]) -> list[list[AnsweredRequest]]:

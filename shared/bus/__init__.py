@@ -1,6 +1,6 @@
 """The event bus: Kafka in production, in-memory for unit tests and the embedded mode."""
 
-from shared.bus.base import EventBus, Handler, RawRecord, StartAt, Subscription
+from shared.bus.base import MAX_RECORD_BYTES, EventBus, Handler, RawRecord, StartAt, Subscription
 from shared.bus.kafka import KafkaBus, platform_topics
 from shared.bus.memory import InMemoryBus
 from shared.settings import FlywheelSettings
@@ -24,6 +24,7 @@ def create_bus(settings: FlywheelSettings, *, client_id: str) -> EventBus:
 
 
 __all__ = [
+    "MAX_RECORD_BYTES",
     "EventBus",
     "Handler",
     "InMemoryBus",

@@ -24,6 +24,11 @@ StartAt = Literal["earliest", "latest"]
 
 log = logging.getLogger(__name__)
 
+# The largest value a record may hold: Kafka's default limit on one record (the broker's message.max.bytes,
+# the producers' max.request.size: 1 MiB) with room left for its key, headers and framing. A publisher of
+# events that grow with their contents (prediction batches) keeps each one within it.
+MAX_RECORD_BYTES = 1_000_000
+
 EVENTS_PUBLISHED = Counter("flywheel_bus_events_published_total", "Events published", ["topic"])
 EVENTS_HANDLED = Counter(
     "flywheel_bus_events_handled_total", "Events handled successfully", ["topic", "group"]

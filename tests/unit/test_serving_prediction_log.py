@@ -264,3 +264,41 @@ async def test_an_event_holds_at_most_max_requests_per_event_requests() -> None:
 
     assert max(event.rows for event in published(bus)) == MAX_REQUESTS_PER_EVENT
     assert published_ids(bus) == [f"request-{number}" for number in range(count)]
+
+
+async def test_an_event_larger_than_a_record_may_be_is_published_in_halves() -> None:
+    bus = InMemoryBus()
+    prediction_log = PredictionLog(bus, batch_size=1000, max_event_bytes=6000)
+    await prediction_log.start()
+    wide = np.arange(340 * 20, dtype=np.float64).reshape(340, 20)
+    prediction_log.record(AnsweredRequest("wide", "m", 1, {"x": wide[:300]}, {"y": wide[:300, 0]}, 1.0, 0.0))
+    for number in range(40):
+        row = wide[300 + number : 301 + number]
+        prediction_log.record(
+            AnsweredRequest(f"request-{number}", "m", 1, {"x": row}, {"y": row[:, 0]}, 1.0, 0.0)
+        )
+    await prediction_log.stop()
+
+    assert all(len(record.value) <= 6000 for record in bus.records(Topic.PREDICTION_LOGGED))
+    assert published_ids(bus) == ["wide"] + [f"wide:{row}" for row in range(1, 300)] + [
+        f"request-{number}" for number in range(40)
+    ]
+    assert prediction_log.fill == 0
+
+
+async def test_a_prediction_that_can_never_be_published_is_dropped_and_the_rest_flow() -> None:
+    bus = InMemoryBus()
+    prediction_log = PredictionLog(bus, max_event_bytes=2000)
+    dropped_before = metric("flywheel_serving_predictions_dropped_total", {"reason": "too_large"})
+    await prediction_log.start()
+    texts = np.array([["short"], ["x" * 5000], ["short too"]], dtype=object)  # the second is 5 KB alone
+    for number in range(3):
+        row = texts[number : number + 1]
+        prediction_log.record(
+            AnsweredRequest(f"request-{number}", "m", 1, {"text": row}, {"y": np.zeros(1)}, 1.0, 0.0)
+        )
+    await prediction_log.stop()
+
+    assert published_ids(bus) == ["request-0", "request-2"]
+    assert metric("flywheel_serving_predictions_dropped_total", {"reason": "too_large"}) - dropped_before == 1
+    assert prediction_log.fill == 0
