@@ -1,12 +1,12 @@
 """What the scoring stream's own work costs a record, with Kafka out of the picture: the batch service's
 `ScoringStream` parses, scores and writes the benchmark's requests (`workload.py`, batches of 5,000 on
-one partition) into record batches that are never sent. CPU time (`time.process_time`, every thread,
-onnxruntime's included; user and system apart) and minor page faults a record, per stage, the best of
-several rounds; the garbage collector as the
-service sets it. A quick, quiet-machine-proof way to compare two versions of the stream's Python (the
-end-to-end benchmark's rates move by a third with the machine's load).
+one partition) into record batches that are never sent, one batch after the other as the service goes.
+CPU time (`getrusage`, every thread, onnxruntime's included; user and system apart) and minor page faults
+a record, per stage, from the round with the least CPU; the garbage collector as the service sets it. A
+steadier way to compare two versions of the stream's Python than the end-to-end benchmark, whose rates
+move by a third with the machine's load (it still moves by about 0.3 µs: compare in turns).
 
-    python bench/batch/stream_cost.py [--batches 40] [--rounds 5] [--records 5000]
+    python bench/batch/stream_cost.py [--batches 20] [--rounds 3] [--records 5000] [--threads 1]
 """
 
 from __future__ import annotations
@@ -116,6 +116,7 @@ async def _measure(args: argparse.Namespace) -> None:
         total += best
         print(f"  {name:<6} {best.describe(records)}")
     print(f"  {'all':<6} {total.describe(records)}")
+    await producer.stop()  # never started: only marks it closed
 
 
 @dataclass
@@ -151,8 +152,8 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--records", type=int, default=5000, help="records a batch (the service's default)")
-    parser.add_argument("--batches", type=int, default=40)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--batches", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads (a worker's)")
     asyncio.run(measure(parser.parse_args()))
 
