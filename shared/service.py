@@ -13,6 +13,7 @@ import gc
 import itertools
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
@@ -291,9 +292,10 @@ def run_service(
         raise ValueError("several workers need the app as a factory's import string, 'module:function'")
     made: list[str] = []  # directories this call made for its workers, removed at the end
     if workers > 1:
+        remove_orphaned_worker_directories()
         for variable, kind in (("PROMETHEUS_MULTIPROC_DIR", "metrics"), (WORKER_SLOTS_VARIABLE, "slots")):
             if variable not in os.environ:
-                made.append(tempfile.mkdtemp(prefix=f"flywheel-{service}-{kind}-"))
+                made.append(tempfile.mkdtemp(prefix=f"flywheel-{service}-{kind}-{os.getpid()}-"))
                 os.environ[variable] = made[-1]  # inherited by the workers
     try:
         uvicorn.run(
@@ -312,6 +314,32 @@ def run_service(
 
 
 WORKER_SLOTS_VARIABLE = "FLYWHEEL_WORKER_SLOTS_DIR"
+
+
+def remove_orphaned_worker_directories(parent: Path | None = None) -> list[Path]:
+    """Remove the workers' directories (`flywheel-<service>-<metrics|slots>-<pid>-*`) that `run_service`
+    made in processes no longer alive (killed, so it could not remove them itself); return them."""
+    removed = []
+    for directory in (parent or Path(tempfile.gettempdir())).glob("flywheel-*-*-*-*"):
+        match = _WORKER_DIRECTORY.fullmatch(directory.name)
+        if match is None or _process_alive(int(match["pid"])):
+            continue
+        shutil.rmtree(directory, ignore_errors=True)
+        removed.append(directory)
+    return removed
+
+
+_WORKER_DIRECTORY = re.compile(r"flywheel-[a-z]+-(?:metrics|slots)-(?P<pid>[0-9]+)-.+")
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
 
 
 @dataclass

@@ -4,6 +4,7 @@ id by it, so a replacement fences its dead predecessor's open transaction)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from services.batch.settings import BatchSettings
-from shared.service import WORKER_SLOTS_VARIABLE, claim_worker_slot
+from shared.service import WORKER_SLOTS_VARIABLE, claim_worker_slot, remove_orphaned_worker_directories
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -68,3 +69,24 @@ def test_the_stream_transactional_id_is_the_replicas_with_the_worker_number_afte
     assert settings.transactional_id() == "scoring-pod-7"
     assert settings.transactional_id(0) == "scoring-pod-7"
     assert settings.transactional_id(1) == "scoring-pod-7-1"
+
+
+def test_the_worker_directories_of_a_killed_service_are_removed_by_the_next_one(tmp_path: Path) -> None:
+    """run_service removes its workers' directories as it ends; one killed cannot, so the next removes
+    those whose process is gone, and only those."""
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    dead_pid = int(gone.stdout)
+    names = [
+        f"flywheel-batch-metrics-{dead_pid}-a1b2",
+        f"flywheel-serving-slots-{dead_pid}-c3d4",
+        f"flywheel-batch-slots-{os.getpid()}-e5f6",  # this process's: alive
+        "flywheel-batch-x1y2",  # not a workers' directory
+        "flywheel-bench.lock",
+    ]
+    for name in names:
+        (tmp_path / name).mkdir()
+    removed = remove_orphaned_worker_directories(tmp_path)
+    assert sorted(path.name for path in removed) == sorted(names[:2])
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted(names[2:])
