@@ -17,6 +17,13 @@
 #   FLYWHEEL_LOCAL_{KAFKA,KAFKA_CONTROLLER,MINIO,MINIO_CONSOLE,POSTGRES}_PORT
 set -euo pipefail
 
+# The servers this starts must not hold the caller's open files: a lock taken around it (`flock LOCK make
+# test`, which starts them) would stay held by them until `down`. 255 is the script bash is reading.
+for fd_path in /proc/$$/fd/*; do
+  fd=${fd_path##*/}
+  if ((fd > 2 && fd < 255)); then eval "exec $fd>&-"; fi
+done 2>/dev/null || true
+
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 KAFKA_VERSION=4.1.2
