@@ -106,7 +106,7 @@ def test_results_are_byte_for_byte_what_orjson_writes_for_their_objects() -> Non
         ),
         parse_request("other.topic_x", 1, 0, b'quote " back \\ \xff\x01', b"[1]", DEFAULTS),
     ]
-    outputs = {
+    outputs: dict[str, np.ndarray] = {
         "label": np.array([1, 0, 1], dtype=np.int64),
         "probabilities": np.array([[0.1, 0.9], [np.nan, np.inf], [1e-30, 3.4e38]], dtype=np.float32),
         "flag": np.array([True, False, True]),
