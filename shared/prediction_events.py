@@ -3,11 +3,13 @@ what it scores, both at rates where building a record per row would cost more th
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
 import numpy as np
 
+from shared.bus import MAX_RECORD_BYTES
 from shared.events import CloudEvent, PredictionLogged
 from shared.tensors import Tensors
 
@@ -63,3 +65,20 @@ def _json_ready(array: np.ndarray) -> Any:
     if array.dtype.kind in "biuf" and array.dtype.itemsize <= 8:
         return np.ascontiguousarray(array)
     return array.tolist()
+
+
+def events_that_fit(
+    encode: Callable[[slice], bytes], rows: slice, max_bytes: int = MAX_RECORD_BYTES
+) -> Iterator[tuple[slice, bytes]]:
+    """The events `encode(part)` writes for the `rows` (a slice with start and stop), in row order: one for
+    them all, or, where one is larger than a Kafka record may be (a wide model's rows), one for each half,
+    halved again until each fits. A single row too large alone is left out: the caller sees it missing."""
+    pending = [rows] if rows.stop > rows.start else []
+    while pending:
+        part = pending.pop(0)
+        event = encode(part)
+        if len(event) <= max_bytes:
+            yield part, event
+        elif part.stop - part.start > 1:
+            middle = (part.start + part.stop) // 2
+            pending[0:0] = [slice(part.start, middle), slice(middle, part.stop)]

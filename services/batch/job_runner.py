@@ -54,7 +54,7 @@ from shared.artifacts import ArtifactNotFound, ArtifactStore, InvalidArtifactKey
 from shared.bus import EventBus
 from shared.events import Topic
 from shared.model_versions import ModelNotFound, ModelUnavailable, RegistryUnavailable
-from shared.prediction_events import logged_request, prediction_logged_json
+from shared.prediction_events import events_that_fit, logged_request, prediction_logged_json
 from shared.service import Runtime
 from shared.tensors import InvalidInput
 
@@ -62,7 +62,7 @@ log = logging.getLogger(__name__)
 
 EVENT_SOURCE = "/flywheel/batch"
 KEPT_REJECTIONS = 100  # rejected rows whose reason a job keeps; all are counted
-LOGGED_ROWS_PER_EVENT = 500  # keeps each prediction-logged event well under Kafka's message size
+LOGGED_ROWS_PER_EVENT = 500  # rows encoded at once (then halved while an event is too large for Kafka)
 PUBLISH_TIMEOUT_SECONDS = 10.0
 PARTS_PREFIX = "batch/jobs"
 SWEPT_JOBS = 10  # finished jobs whose leftover parts one recovery pass deletes
@@ -390,33 +390,37 @@ class _JobRun:
         latency_ms = seconds * 1000 / max(rows, 1)
         now = datetime.now(UTC)
         logged = 0
-        for start in range(0, len(picked), LOGGED_ROWS_PER_EVENT):
-            some = picked[start : start + LOGGED_ROWS_PER_EVENT]
-            requests = [
-                logged_request(self.job.id, 1, latency_ms, now, first_row=first_row + int(row))
-                for row in positions[start : start + LOGGED_ROWS_PER_EVENT]
-            ]
-            event = prediction_logged_json(
+        requests = [
+            logged_request(self.job.id, 1, latency_ms, now, first_row=first_row + int(row))
+            for row in positions
+        ]
+
+        def event(part: slice) -> bytes:
+            return prediction_logged_json(
                 model=version.name,
                 version=version.version,
-                requests=requests,
-                inputs={name: array[some] for name, array in scored.inputs.items()},
-                outputs={name: array[some] for name, array in scored.outputs.items()},
+                requests=requests[part],
+                inputs={name: array[picked[part]] for name, array in scored.inputs.items()},
+                outputs={name: array[picked[part]] for name, array in scored.outputs.items()},
                 source=EVENT_SOURCE,
                 alias=self.job.alias,
             )
+
+        for start in range(0, len(picked), LOGGED_ROWS_PER_EVENT):
+            chunk = slice(start, min(start + LOGGED_ROWS_PER_EVENT, len(picked)))
             try:
-                async with asyncio.timeout(PUBLISH_TIMEOUT_SECONDS):
-                    await self.runner.bus.publish_raw(
-                        Topic.PREDICTION_LOGGED, event, key=version.name.encode()
-                    )
+                for part, value in events_that_fit(event, chunk):
+                    async with asyncio.timeout(PUBLISH_TIMEOUT_SECONDS):
+                        await self.runner.bus.publish_raw(
+                            Topic.PREDICTION_LOGGED, value, key=version.name.encode()
+                        )
+                    logged += part.stop - part.start
             except Exception as error:
                 log.warning(
                     "reporting scored rows to prediction-logged failed",
                     extra={"job_id": self.job.id, "error": repr(error)},
                 )
                 break
-            logged += len(some)
         return logged
 
     async def _stage(self, stage: str) -> None:

@@ -52,7 +52,7 @@ from services.batch.settings import BatchSettings
 from shared.bus import KafkaBus
 from shared.events import CloudEvent, DeadLetter, Topic, dead_letter_topic
 from shared.model_versions import ModelNotFound, ModelUnavailable, RegistryUnavailable
-from shared.prediction_events import logged_request, prediction_logged_json
+from shared.prediction_events import events_that_fit, logged_request, prediction_logged_json
 
 log = logging.getLogger(__name__)
 
@@ -403,25 +403,40 @@ class ScoringStream:
             chosen = [position for position in range(len(scored.scored)) if random.random() < rate]
             if not chosen:
                 continue
-            rows = np.asarray(chosen)
             requests = [group[scored.scored[position]] for position in chosen]
-            event = prediction_logged_json(
+            await self._report_rows(
+                version, requests, np.asarray(chosen), scored, seconds * 1000 / len(group), at
+            )
+
+    async def _report_rows(
+        self,
+        version: ScoringVersion,
+        requests: list[ScoringRequest],
+        rows: np.ndarray,
+        scored: ScoredRows,
+        latency_ms: float,
+        at: datetime,
+    ) -> None:
+        """The `requests` (rows `rows` of `scored`) to prediction-logged, in events Kafka takes."""
+
+        def event(part: slice) -> bytes:
+            return prediction_logged_json(
                 model=version.name,
                 version=version.version,
                 requests=[
-                    logged_request(
-                        request.request_id or request.source_id, 1, seconds * 1000 / len(group), at
-                    )
-                    for request in requests
+                    logged_request(request.request_id or request.source_id, 1, latency_ms, at)
+                    for request in requests[part]
                 ],
-                inputs={name: array[rows] for name, array in scored.inputs.items()},
-                outputs={name: array[rows] for name, array in scored.outputs.items()},
+                inputs={name: array[rows[part]] for name, array in scored.inputs.items()},
+                outputs={name: array[rows[part]] for name, array in scored.outputs.items()},
                 source=SOURCE,
             )
-            try:
-                await self.bus.publish_raw(Topic.PREDICTION_LOGGED, event, key=version.name.encode())
-            except Exception as error:
-                log.warning("reporting scored rows to prediction-logged failed", extra={"error": repr(error)})
+
+        try:
+            for _, value in events_that_fit(event, slice(0, len(rows))):
+                await self.bus.publish_raw(Topic.PREDICTION_LOGGED, value, key=version.name.encode())
+        except Exception as error:
+            log.warning("reporting scored rows to prediction-logged failed", extra={"error": repr(error)})
 
 
 def service_consumer_config(bootstrap_servers: str, group: str, client_id: str) -> dict[str, object]:
