@@ -265,12 +265,15 @@ class PredictionLog:
                 while unpublished:
                     group = unpublished[0]
                     value = self._encode(group)
-                    if value is None:  # never publishable: dropped, counted and logged
+                    if value is not None and len(value) > self.max_event_bytes:
+                        if len(group) > 1 or group[0].rows > 1:
+                            # Kafka would refuse it however often it were retried: publish it in halves.
+                            unpublished[0:1] = _halves(group)
+                            continue
+                        self._drop_unpublishable(group, "too_large", f"{len(value)} bytes for one prediction")
+                        value = None
+                    if value is None:
                         self._in_flight -= sum(answered.rows for answered in unpublished.pop(0))
-                        continue
-                    if len(value) > self.max_event_bytes:
-                        # Kafka would refuse it however often it were retried: publish it in halves.
-                        unpublished[0:1] = _halves(group)
                         continue
                     if not await self._publish(group, value):
                         break
@@ -286,23 +289,21 @@ class PredictionLog:
             self._failures = 0
 
     def _encode(self, group: list[AnsweredRequest]) -> bytes | None:
-        """The group's event, or None (its rows dropped, counted and logged) when it cannot be published:
-        it cannot be encoded, or it is a single prediction larger than a record may be."""
-        rows = sum(answered.rows for answered in group)
+        """The group's event; None (its rows dropped, counted and logged) when it cannot be encoded."""
         try:
-            value = encode_batch(group, self.source)
+            return encode_batch(group, self.source)
         except Exception as error:
-            reason, detail = "unencodable", repr(error)
-        else:
-            if len(value) <= self.max_event_bytes or rows > 1:
-                return value
-            reason, detail = "too_large", f"{len(value)} bytes for one prediction"
+            self._drop_unpublishable(group, "unencodable", repr(error))
+            return None
+
+    def _drop_unpublishable(self, group: list[AnsweredRequest], reason: str, detail: str) -> None:
+        """Predictions no retry could publish: dropped, counted under `reason` and logged."""
+        rows = sum(answered.rows for answered in group)
         self._drop(rows, reason)
         log.error(
             "predictions that can never be published are dropped",
             extra={"model": group[0].model, "records": rows, "reason": reason, "error": detail},
         )
-        return None
 
     async def _publish(self, group: list[AnsweredRequest], value: bytes) -> bool:
         """Publish one batch key's predictions (`value`, their event); False (counted, logged) if the bus
