@@ -44,7 +44,6 @@ import sklearn  # noqa: E402
 
 from bench.batch.ceiling import in_process_rows_per_second, labels  # noqa: E402
 from bench.batch.confluent import confluent_kafka_version, confluent_loop  # noqa: E402
-from bench.batch.cpu import CpuMeter, kafka_broker  # noqa: E402
 from bench.batch.loops import LoopFigure, LoopSpec, aiokafka_loop  # noqa: E402
 from bench.batch.profiling import ensure_py_spy, summarize  # noqa: E402
 from bench.batch.report import (  # noqa: E402
@@ -77,6 +76,7 @@ from bench.batch.topics import (  # noqa: E402
     produce_requests,
 )
 from bench.batch.workload import HELD_OUT_ROWS, RequestPool, result_headers, result_sized_value  # noqa: E402
+from bench.common.cpu import CpuMeter, kafka_broker  # noqa: E402
 from bench.common.databases import BenchDatabases  # noqa: E402
 from bench.common.infrastructure import delete_kafka_topics, infrastructure_env  # noqa: E402
 from bench.common.machine import busy_warning, cpu_busy_fraction, percent  # noqa: E402

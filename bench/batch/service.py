@@ -10,9 +10,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.batch.cpu import CpuMeter
 from bench.batch.profiling import Profiler
 from bench.batch.topics import GroupProgress
+from bench.common.cpu import CpuMeter
 from bench.common.processes import ServerProcess, start_flywheel_service
 
 READY_SECONDS = 120.0

@@ -43,9 +43,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 from minio import Minio
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.batch.cpu import cpu_seconds
 from bench.batch.profiling import Profiler, summarize
 from bench.batch.topics import GroupProgress
+from bench.common.cpu import cpu_seconds
 from bench.common.databases import BenchDatabases
 from bench.common.infrastructure import delete_kafka_topics
 from bench.common.processes import ServerProcess, free_port, start_flywheel_service, start_server

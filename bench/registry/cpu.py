@@ -5,13 +5,11 @@ more), so it tells what each server costs when the throughput figures swing with
 from __future__ import annotations
 
 import asyncio
-import os
 import time
-from pathlib import Path
 
 import asyncpg
 
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+from bench.common.cpu import cpu_seconds, group_cpu_seconds
 
 
 class ServerCpu:
@@ -26,7 +24,7 @@ class ServerCpu:
 
     def seconds(self) -> float:
         backends = asyncio.run(_backend_pids(self.admin_url, self.database))
-        return sum(_cpu_seconds(pid) for pid in [*_group_members(self.process_group), *backends])
+        return group_cpu_seconds(self.process_group) + sum(cpu_seconds(pid) or 0.0 for pid in backends)
 
 
 async def _backend_pids(admin_url: str, database: str) -> list[int]:
@@ -36,29 +34,6 @@ async def _backend_pids(admin_url: str, database: str) -> list[int]:
         return [row["pid"] for row in rows]
     finally:
         await connection.close()
-
-
-def _group_members(process_group: int) -> list[int]:
-    members = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        fields = _stat_fields(stat)
-        if fields is not None and int(fields[2]) == process_group:
-            members.append(int(stat.parent.name))
-    return members
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = _stat_fields(Path(f"/proc/{pid}/stat"))
-    return 0.0 if fields is None else (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS  # utime + stime
-
-
-def _stat_fields(stat: Path) -> list[str] | None:
-    """The fields after the command name (which may hold spaces): state, ppid, pgrp, ...; None when the
-    process is gone."""
-    try:
-        return stat.read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
 
 
 def wait_until_idle(servers: list[ServerCpu], *, timeout_seconds: float, idle_fraction: float = 0.05) -> bool:

@@ -122,4 +122,5 @@ class Lineup:
         self.processes.setdefault(server, []).append(process)
         for model in models:
             url = process.base_url + path.format(name=model.name)
-            self.endpoints[server, model.name] = Endpoint(server, model.name, url, bodies)
+            group = process.process.pid  # started in a session of its own
+            self.endpoints[server, model.name] = Endpoint(server, model.name, url, bodies, group)

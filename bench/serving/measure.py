@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 
+from bench.common.cpu import cpu_seconds, group_cpu_seconds, kafka_broker
 from bench.serving.loadgen import LoadResult, run_load
 from bench.serving.workload import BenchModel
 
@@ -32,12 +33,14 @@ class Cell:
 
 @dataclass(frozen=True)
 class Endpoint:
-    """Where one server answers one model, and the body files it is sent (by rows per request)."""
+    """Where one server answers one model, the body files it is sent (by rows per request), and the process
+    group of the server that answers (its workers' CPU is counted)."""
 
     server: str
     model: str
     url: str
     bodies: dict[int, Path]
+    process_group: int
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,8 @@ class CellResult:
     cell: Cell
     load: LoadResult
     warm_up: LoadResult
+    server_cpu_seconds: float  # the server's processes, during the measurement
+    kafka_cpu_seconds: float | None  # the local Kafka broker's (None: no broker on this machine)
 
     @property
     def requests_per_second(self) -> float:
@@ -55,6 +60,19 @@ class CellResult:
     @property
     def rows_per_second(self) -> float:
         return self.load.requests_per_second * self.cell.rows
+
+    @property
+    def server_cpu_per_request_us(self) -> float | None:
+        """The server's CPU a request answered: it moves far less than req/s when others share the cores
+        (they make a server wait for a core, not work more)."""
+        return self.server_cpu_seconds / self.load.ok * 1e6 if self.load.ok else None
+
+    @property
+    def kafka_cpu_per_request_us(self) -> float | None:
+        """The broker's CPU a request answered: Flywheel's prediction log is written there."""
+        if self.kafka_cpu_seconds is None or not self.load.ok:
+            return None
+        return self.kafka_cpu_seconds / self.load.ok * 1e6
 
     @property
     def answered_rows(self) -> int:
@@ -77,6 +95,7 @@ def run_cells(
     not charged to the next server either) and a pause."""
     results = []
     turn = 0
+    broker, _ = kafka_broker()
     for model in models:
         for cell in cells:
             before_cell(model, cell)
@@ -84,13 +103,26 @@ def run_cells(
                 endpoint = endpoints[server, model]
                 body = endpoint.bodies[cell.rows]
                 warm_up = run_load(endpoint.url, body, cell.concurrency, warm_up_seconds)
+                server_before = group_cpu_seconds(endpoint.process_group)
+                kafka_before = _broker_cpu_seconds(broker)
                 load = run_load(endpoint.url, body, cell.concurrency, seconds)
-                result = CellResult(server, model, cell, load, warm_up)
+                kafka_after = _broker_cpu_seconds(broker)
+                server_used = group_cpu_seconds(endpoint.process_group) - server_before
+                kafka_used = _used(kafka_before, kafka_after)
+                result = CellResult(server, model, cell, load, warm_up, server_used, kafka_used)
                 results.append(result)
                 on_result(result)
                 time.sleep(SETTLE_SECONDS)
             turn += 1
     return results
+
+
+def _broker_cpu_seconds(broker: int | None) -> float | None:
+    return None if broker is None else cpu_seconds(broker)
+
+
+def _used(before: float | None, after: float | None) -> float | None:
+    return None if before is None or after is None else after - before
 
 
 def label_agreement(server: str, endpoint: Endpoint, model: BenchModel, rows: int) -> int | None:

@@ -68,7 +68,7 @@ def ratio(result: CellResult, baseline: CellResult | None) -> float | None:
 def model_table(model: str, results: list[CellResult], servers: list[str], cells: list[Cell]) -> str:
     """A row per cell and server; the ratios to the hand-built app and MLflow when they ran."""
     baselines = [server for server in ("handbuilt", "mlflow") if server in servers]
-    header = ("cell", "server", "req/s", "rows/s", "p50 ms", "p99 ms", "failed")
+    header = ("cell", "server", "req/s", "rows/s", "p50 ms", "p99 ms", "CPU µs/req", "failed")
     rows: list[tuple[str, ...]] = [(*header, *(f"vs {SERVER_TITLES[server]}" for server in baselines))]
     for cell in cells:
         baseline_results = [find(results, server, model, cell) for server in baselines]
@@ -84,11 +84,22 @@ def model_table(model: str, results: list[CellResult], servers: list[str], cells
                     f"{result.rows_per_second:,.0f}",
                     _ms(result.load.p50_ms),
                     _ms(result.load.p99_ms),
+                    cpu_note(result),
                     _failures(result),
                     *(_times(ratio(result, baseline)) for baseline in baseline_results),
                 )
             )
     return _columns(rows, left=2)
+
+
+def cpu_note(result: CellResult) -> str:
+    """The server's CPU a request, with the Kafka broker's after a plus when it wrote the prediction log."""
+    server, kafka = result.server_cpu_per_request_us, result.kafka_cpu_per_request_us
+    if server is None:
+        return "-"
+    if result.server != "flywheel" or kafka is None:
+        return f"{server:,.0f}"
+    return f"{server:,.0f} + {kafka:,.0f}"
 
 
 def in_process_line(
@@ -226,6 +237,8 @@ def as_json(
                 "statuses": result.load.statuses,
                 "errors": result.load.errors,
                 "warm_up_failed": result.warm_up.failed,
+                "server_cpu_us_per_request": result.server_cpu_per_request_us,
+                "kafka_cpu_us_per_request": result.kafka_cpu_per_request_us,
                 "vs_handbuilt": ratio(result, handbuilt),
                 "vs_mlflow": ratio(result, mlflow),
                 "prediction_log": _log_json(prediction_logs.get((result.model, result.cell)))

@@ -50,6 +50,7 @@ from bench.serving.report import (  # noqa: E402
     as_json,
     beyond_ceiling,
     check_as_json,
+    cpu_note,
     in_process_line,
     model_table,
     prediction_log_line,
@@ -282,7 +283,8 @@ def print_progress(result: CellResult, log: CellLog | None) -> None:
     print(
         f"  {result.model} {result.cell.label:<15} {SERVER_TITLES[result.server]:<15} "
         f"{result.requests_per_second:>9,.0f} req/s {result.rows_per_second:>10,.0f} rows/s  "
-        f"p50 {p50} ms  p99 {p99} ms{failed}" + ("" if log is None else f"; {prediction_log_note(log)}"),
+        f"p50 {p50} ms  p99 {p99} ms  CPU {cpu_note(result)} µs/req{failed}"
+        + ("" if log is None else f"; {prediction_log_note(log)}"),
         flush=True,
     )
 

@@ -1,5 +1,6 @@
-"""CPU time spent by the processes of a phase (this benchmark, the batch service, the Kafka broker), from
-/proc: on 2 cores, who used them tells what limits a rate."""
+"""CPU time spent by the processes of a phase (a benchmark, the service it measures, the Kafka broker),
+from /proc: on 2 cores, who used them tells what limits a rate, and CPU per request or record moves less
+than a rate does when others share the machine."""
 
 from __future__ import annotations
 
@@ -14,12 +15,33 @@ _KAFKA_LIBS = re.compile(rb"libs-([0-9][^/\x00]*)/")
 
 def cpu_seconds(pid: int) -> float | None:
     """User plus system CPU seconds of the process (all its threads) so far; None once it is gone."""
+    fields = _stat_fields(Path(f"/proc/{pid}/stat"))
+    return None if fields is None else (int(fields[11]) + int(fields[12])) / _TICKS_PER_SECOND
+
+
+def process_group(group: int) -> list[int]:
+    """The processes alive now in the process group (a server started in a session of its own, with
+    every worker it forks)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        fields = _stat_fields(stat)
+        if fields is not None and int(fields[2]) == group:
+            members.append(int(stat.parent.name))
+    return members
+
+
+def group_cpu_seconds(group: int) -> float:
+    """`cpu_seconds` of the process group's members alive now."""
+    return sum(cpu_seconds(pid) or 0.0 for pid in process_group(group))
+
+
+def _stat_fields(stat: Path) -> list[str] | None:
+    """The fields after the command name (which may hold spaces): state, ppid, pgrp, ...; None when the
+    process is gone."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        return stat.read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
         return None
-    fields = stat.rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
-    return (int(fields[11]) + int(fields[12])) / _TICKS_PER_SECOND
 
 
 def process_tree(pid: int) -> list[int]:
