@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import orjson
+import simdjson
 
 from shared.events import ModelSignature, TensorSpec
 from shared.tensors import (
@@ -200,10 +201,59 @@ def parse_v1_instances(
     body: bytes | dict[str, Any], signature: ModelSignature, *, allow_non_finite: bool = False
 ) -> Tensors:
     """Turn `{"instances": [...]}` into the model's inputs (see `shared.tensors.instances_to_tensors`)."""
+    if isinstance(body, bytes) and (inputs := _number_rows(body, signature)) is not None:
+        return inputs
     instances = _json_object(body).get("instances")
     if not isinstance(instances, list) or not instances:
         raise InvalidInput("the request needs 'instances', a non-empty list")
     return instances_to_tensors(instances, signature, allow_non_finite=allow_non_finite)
+
+
+# Numbers that are whole and this large may round differently read as a double first; the general path
+# reads them as integers.
+_EXACT_IN_DOUBLE = 2.0**53
+_READ_AS_ROWS = {"FP32": np.float32, "FP64": np.float64}
+
+
+def _number_rows(body: bytes, signature: ModelSignature) -> Tensors | None:
+    """The common request read straight into an array: rows of numbers, of the width of the model's one
+    2-D FP32 or FP64 input, and no other list in the body. simdjson reads the numbers into a buffer of
+    doubles without a Python object per number (a 100-row, 20-feature body in half the time of orjson
+    plus numpy). None for anything else, and for anything this reading could get wrong (a nested or
+    ragged row, a repeated key, a huge integer, a value beyond the datatype's range): the general path
+    then reads it, and accepts the same or names the problem."""
+    if len(signature.inputs) != 1:
+        return None
+    spec = signature.inputs[0]
+    dtype = _READ_AS_ROWS.get(spec.datatype)
+    if dtype is None or len(spec.shape) != 2:
+        return None
+    try:
+        document = simdjson.Parser().parse(body)
+        if not isinstance(document, simdjson.Object) or list(document.keys()).count("instances") != 1:
+            return None  # of a repeated key the general path keeps the last
+        instances = document["instances"]
+        if not isinstance(instances, simdjson.Array) or not instances:
+            return None
+        rows = len(instances)
+        # Every "[" is the list's or a row's, so no row holds a list that the flat buffer would hide.
+        if body.count(b"[") != rows + 1:
+            return None
+        values = np.frombuffer(instances.as_buffer(of_type="d"), dtype=np.float64)
+        width = len(values) // rows
+        if width == 0 or spec.shape[1] not in (-1, width):
+            return None
+        # len() of a number raises TypeError, so this also says that every instance is a row.
+        if set(map(len, instances)) != {width}:  # type: ignore[arg-type]
+            return None
+    except (ValueError, TypeError, RuntimeError):  # not JSON, or not numbers: the general path says what
+        return None
+    if np.abs(values).max() >= _EXACT_IN_DOUBLE:
+        return None
+    array = values.astype(dtype).reshape(rows, width)
+    if dtype is not np.float64 and not np.isfinite(array).all():
+        return None  # beyond the datatype's range
+    return {spec.name: array}
 
 
 def encode_v1_predictions(outputs: Tensors, class_labels: list[Any] | None = None) -> dict[str, Any]:

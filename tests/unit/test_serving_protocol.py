@@ -322,6 +322,88 @@ def test_v1_body_without_instances_is_rejected():
     assert invalid_v1({"inputs": []}) == "the request needs 'instances', a non-empty list"
 
 
+ANY_WIDTH_FP64 = ModelSignature(
+    inputs=[TensorSpec(name="X", datatype="FP64", shape=[-1, -1])],
+    outputs=CLASSIFIER_OUTPUTS,
+)
+
+# Bodies as clients send them (bytes): rows of numbers are read straight into an array; anything that
+# reading could get wrong goes the general way. Either way the answer must be the same.
+V1_BODIES = [
+    b'{"instances": [[1.5, 2, 3, 4], [5, 6, 7, 8e-3]]}',
+    b'{"instances":[[1,2,3,4]]}',
+    b'{"instances": [[-0.0, 0.1, 1e-400, 16777217]], "parameters": {"note": "x"}}',
+    b'{"instances": [[1, 2, 3, 4], [5, 6, 7]]}',
+    b'{"instances": [[1, 2, 3], [4, 5, 6, 7, 8]]}',
+    b'{"instances": [[1, 2, 3, [4]], [5, 6, 7, 8]]}',
+    b'{"instances": [[1, 2, 3, 4, []], [5, 6, 7, 8]]}',
+    b'{"instances": [[[1, 2, 3, 4]], [5, 6, 7, 8]]}',
+    b'{"instances": [5, [[1, 2, 3, 4]]]}',
+    b'{"instances": [1, 2, 3, 4]}',
+    b'{"instances": [[1, 2, 3, true], [5, 6, 7, 8]]}',
+    b'{"instances": [[1, 2, 3, null]]}',
+    b'{"instances": [[1, 2, 3, "NaN"]]}',
+    b'{"instances": [[1, 2, 3, "4"]]}',
+    b'{"instances": [[1, 2, 3, {"a": 1}]]}',
+    b'{"instances": [[1, 2, 3, 4]], "instances": [[5, 6, 7, 8]]}',
+    b'{"instances": [[1, 2, 3, 4]], "parameters": {"ids": [7]}}',
+    b'{"instances": [[1, 2, 3, 9007199254740993]]}',
+    b'{"instances": [[1, 2, 3, 18446744073709551615]]}',
+    b'{"instances": [[1, 2, 3, 1000000000000000000000000000000]]}',
+    b'{"instances": [[1, 2, 3, 1e39]]}',
+    b'{"instances": [[1, 2, 3, -1e39]]}',
+    b'{"instances": [[1, 2, 3, 1e400]]}',
+    b'{"instances": [[1, 2, 3]]}',
+    b'{"instances": [[1, 2, 3, 4, 5]]}',
+    b'{"instances": []}',
+    b'{"instances": [[]]}',
+    b'{"instances": [[1, 2, 3, 4]]',
+    b'{"instances": [[1, 2, 3, NaN]]}',
+    b'\xff{"instances": [[1, 2, 3, 4]]}',
+    b"[[1, 2, 3, 4]]",
+    b'{"rows": [[1, 2, 3, 4]]}',
+]
+
+
+def read_either_way(body: bytes | dict[str, Any], signature: ModelSignature) -> dict[str, Any] | str:
+    """The arrays, as dtype, shape and exact values, or the refusal's message."""
+    try:
+        inputs = parse_v1_instances(body, signature)
+    except InvalidInput as error:
+        return str(error)
+    return {name: (array.dtype, array.shape, array.tobytes()) for name, array in inputs.items()}
+
+
+@pytest.mark.parametrize("signature", [SINGLE_INPUT, ANY_WIDTH_FP64], ids=["fp32-4", "fp64-any"])
+@pytest.mark.parametrize("body", V1_BODIES)
+def test_v1_body_as_bytes_reads_as_the_general_path_does(body: bytes, signature: ModelSignature) -> None:
+    try:
+        decoded = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        decoded = None
+    general = read_either_way(decoded, signature) if isinstance(decoded, dict) else None
+
+    got = read_either_way(body, signature)
+
+    if general is None:  # not a JSON object: refused, naming the problem
+        assert isinstance(got, str)
+        assert got.startswith(("the request body is not valid JSON", "the request body must be"))
+    else:
+        assert got == general
+
+
+def test_v1_rows_of_numbers_are_read_without_the_general_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    def general_path(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("rows of numbers went the general way")
+
+    monkeypatch.setattr("services.serving.protocol.instances_to_tensors", general_path)
+    rows = [[round(row * 0.37 + column, 4) for column in range(4)] for row in range(100)]
+
+    inputs = parse_v1_instances(orjson.dumps({"instances": rows}), SINGLE_INPUT)
+
+    np.testing.assert_array_equal(inputs["X"], np.array(rows, dtype=np.float32))
+
+
 # ---------------------------------------------------------------- responses
 
 
