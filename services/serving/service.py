@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
+import random
 import time
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -179,5 +179,8 @@ def check_workspace(model: LoadedModel, workspace: str | None) -> None:
 
 
 def new_request_id() -> str:
-    """A random id (as unique as a UUID4, at a fraction of its cost on the hot path)."""
-    return os.urandom(16).hex()
+    """A random 128-bit id, as unique as a UUID4. From `random` (seeded from the OS at start, and again in a
+    forked child), not `os.urandom`: that releases the GIL for its system call, and the event loop then
+    waited for the inference thread to hand the GIL back: 17.6% of the loop's time under 1-row load
+    (py-spy), against 0.2 µs now."""
+    return f"{random.getrandbits(128):032x}"
