@@ -1,9 +1,14 @@
-"""Logs are one JSON object per line, with the fields passed in `extra`."""
+"""Logs are one JSON object per line, with the fields passed in `extra`; multiprocess metrics update
+without a system call."""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 from shared.telemetry import JsonFormatter
 
@@ -30,3 +35,39 @@ def test_exceptions_are_logged_with_their_traceback() -> None:
         record = logging.LogRecord("x", logging.ERROR, __file__, 1, "failed", None, sys.exc_info())
     line = json.loads(JsonFormatter("trainer").format(record))
     assert "ValueError: bad input" in line["exception"]
+
+
+# Run in a fresh interpreter: prometheus_client picks its multiprocess mode when it is first imported.
+_EVERY_METRIC_SKIPS_GETPID = """
+import gc, os, sys
+import services.batch.app, services.monitor.app, services.registry.app, services.serving.app
+import services.trainer.app
+import shared.prometheus_values
+from prometheus_client import Counter, values
+
+made = [obj for obj in gc.get_objects() if type(obj).__name__ == "MmapedValue"]
+assert made, "no multiprocess metric was made"
+others = [obj for obj in made if type(obj) is not values.ValueClass]
+assert not others, f"{len(others)} metrics made before shared.prometheus_values took effect"
+
+# The values ask shared.prometheus_values for the pid: told of another, they move to that process's file.
+counter = Counter("flywheel_test_updates_total", "test")
+shared.prometheus_values._pid = 4_000_000_123
+counter.inc()
+assert os.path.exists(os.path.join(os.environ["PROMETHEUS_MULTIPROC_DIR"], "counter_4000000123.db"))
+print("ok")
+"""
+
+
+def test_multiprocess_metrics_update_without_a_getpid_system_call(tmp_path: Path) -> None:
+    environment = os.environ | {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-c", _EVERY_METRIC_SKIPS_GETPID],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
