@@ -15,7 +15,7 @@ _KAFKA_LIBS = re.compile(rb"libs-([0-9][^/\x00]*)/")
 
 def cpu_seconds(pid: int) -> float | None:
     """User plus system CPU seconds of the process (all its threads) so far; None once it is gone."""
-    fields = _stat_fields(Path(f"/proc/{pid}/stat"))
+    fields = stat_fields(Path(f"/proc/{pid}/stat"))
     return None if fields is None else (int(fields[11]) + int(fields[12])) / _TICKS_PER_SECOND
 
 
@@ -24,7 +24,7 @@ def process_group(group: int) -> list[int]:
     every worker it forks)."""
     members = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
-        fields = _stat_fields(stat)
+        fields = stat_fields(stat)
         if fields is not None and int(fields[2]) == group:
             members.append(int(stat.parent.name))
     return members
@@ -35,9 +35,9 @@ def group_cpu_seconds(group: int) -> float:
     return sum(cpu_seconds(pid) or 0.0 for pid in process_group(group))
 
 
-def _stat_fields(stat: Path) -> list[str] | None:
-    """The fields after the command name (which may hold spaces): state, ppid, pgrp, ...; None when the
-    process is gone."""
+def stat_fields(stat: Path) -> list[str] | None:
+    """A /proc/<pid>/stat file's fields after the command name (which may hold spaces): state, ppid, pgrp,
+    ...; None when the process is gone."""
     try:
         return stat.read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
@@ -47,14 +47,9 @@ def _stat_fields(stat: Path) -> list[str] | None:
 def process_tree(pid: int) -> list[int]:
     """The process and all its descendants alive now (a service's uvicorn workers)."""
     children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(parent, []).append(int(entry.name))
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        if (fields := stat_fields(stat)) is not None:
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
     tree, pending = [], [pid]
     while pending:
         tree.append(current := pending.pop())

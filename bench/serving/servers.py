@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.common.cpu import process_group, stat_fields
 from bench.common.processes import ServerProcess, free_port, start_flywheel_service, start_server
 from bench.serving.handbuilt_app import MODEL_DIR_VARIABLE, THREADS_VARIABLE
 from bench.serving.workload import BenchModel
@@ -131,15 +132,12 @@ def worker_processes(server: ServerProcess) -> int:
     children of their own (a lone process; or the workers under a supervisor), not counting
     multiprocessing's resource tracker."""
     parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+    for pid in process_group(server.process.pid):
         try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes()
+            if b"resource_tracker" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                continue
         except OSError:
             continue  # gone meanwhile
-        fields = stat.rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
-        if int(fields[2]) == server.process.pid and b"resource_tracker" not in cmdline:
-            parents[int(entry.name)] = int(fields[1])
+        if (fields := stat_fields(Path(f"/proc/{pid}/stat"))) is not None:
+            parents[pid] = int(fields[1])
     return len(set(parents) - set(parents.values())) or 1
