@@ -28,6 +28,14 @@ from shared.tensors import (
     to_array,
 )
 
+# Numbers that are whole and this large may round differently read as a double first (the general path
+# reads them as integers); anything smaller is also well within FP32's range.
+_EXACT_IN_DOUBLE = 2.0**53
+_READ_AS_DOUBLES = {"FP32": np.float32, "FP64": np.float64}
+# simdjson's reading of a V2 body costs about 15 µs more than orjson's for a few rows, and saves more from
+# about 1.6 KB of body on (20 features: 1 row 38 against 24 µs, 12 rows 44 against 49, 100 rows 88 / 254).
+_V2_FAST_READ_MIN_BYTES = 2048
+
 
 @dataclass(frozen=True)
 class V2RequestMeta:
@@ -45,7 +53,10 @@ def parse_v2_request(
     body: bytes | dict[str, Any], signature: ModelSignature, *, allow_non_finite: bool = False
 ) -> tuple[Tensors, V2RequestMeta]:
     """Check a V2 inference request against `signature`; return its inputs as arrays and its metadata."""
-    request = _json_object(body)
+    read_fast = None
+    if isinstance(body, bytes) and len(body) >= _V2_FAST_READ_MIN_BYTES:
+        read_fast = _with_number_data(body, signature)
+    request = _json_object(body) if read_fast is None else read_fast
     entries = request.get("inputs")
     if not isinstance(entries, list) or not entries:
         raise InvalidInput("the request needs 'inputs', a non-empty list of tensors")
@@ -137,14 +148,71 @@ def _checked_shape(entry: dict[str, Any], spec: TensorSpec) -> list[int]:
     return shape
 
 
-def _flat_data(entry: dict[str, Any], shape: list[int]) -> list[Any]:
+def _flat_data(entry: dict[str, Any], shape: list[int]) -> list[Any] | np.ndarray:
     name, data = entry["name"], entry.get("data")
-    if not isinstance(data, list):
+    if isinstance(data, np.ndarray):  # read by `_with_number_data`: flat already
+        values: list[Any] | np.ndarray = data
+    elif isinstance(data, list):
+        values = _flatten(data)
+    else:
         raise InvalidInput(f"input {name!r} needs 'data', a flat or nested list of values")
-    values = _flatten(data)
     if len(values) != math.prod(shape):
         raise InvalidInput(f"input {name!r} shape {shape} needs {math.prod(shape)} values, got {len(values)}")
     return values
+
+
+def _with_number_data(body: bytes, signature: ModelSignature) -> dict[str, Any] | None:
+    """The request as `orjson.loads` reads it, except that the data of each FP32 or FP64 input is read by
+    simdjson straight into a flat array of doubles, without a Python object per number (a 100-row,
+    20-feature tensor in a third of the time). The general checks then run on it as on any request. None
+    when this reading could differ from orjson's (a repeated key, a whole number of 2**53 or more, any
+    data that is not all numbers) or there is nothing to gain: the general path then reads the body."""
+    numeric = {spec.name for spec in signature.inputs if spec.datatype in _READ_AS_DOUBLES}
+    if not numeric:
+        return None
+    try:
+        document = simdjson.Parser().parse(body)
+        if not isinstance(document, simdjson.Object) or _repeats_a_key(document):
+            return None
+        request = {key: _python(document[key]) for key in document if key != "inputs"}
+        entries = document.get("inputs")
+        if not isinstance(entries, simdjson.Array):
+            return None
+        inputs = [_entry_with_number_data(entry, numeric) for entry in entries]
+    except (ValueError, TypeError, RuntimeError):  # not JSON, or not numbers: the general path says what
+        return None
+    if any(entry is None for entry in inputs):
+        return None
+    request["inputs"] = inputs
+    return request
+
+
+def _entry_with_number_data(entry: Any, numeric: set[str]) -> dict[str, Any] | None:
+    if not isinstance(entry, simdjson.Object) or _repeats_a_key(entry):
+        return None
+    fields = {key: entry[key] for key in entry}
+    data = fields.get("data")
+    if fields.get("name") not in numeric or not isinstance(data, simdjson.Array) or not data:
+        return {key: _python(value) for key, value in fields.items()}
+    values = np.frombuffer(data.as_buffer(of_type="d"), dtype=np.float64)
+    if not len(values) or np.abs(values).max() >= _EXACT_IN_DOUBLE:
+        return None  # whole numbers this large the general path reads as integers, which round differently
+    return {key: values if key == "data" else _python(value) for key, value in fields.items()}
+
+
+def _repeats_a_key(document: Any) -> bool:
+    """simdjson finds a repeated key's first value, orjson keeps its last."""
+    keys = list(document.keys())
+    return len(keys) != len(set(keys))
+
+
+def _python(value: Any) -> Any:
+    """A simdjson value as the objects `orjson.loads` makes of it."""
+    if isinstance(value, simdjson.Object):
+        return value.as_dict()
+    if isinstance(value, simdjson.Array):
+        return value.as_list()
+    return value
 
 
 def _flatten(data: list[Any]) -> list[Any]:
@@ -209,12 +277,6 @@ def parse_v1_instances(
     return instances_to_tensors(instances, signature, allow_non_finite=allow_non_finite)
 
 
-# Numbers that are whole and this large may round differently read as a double first (the general path
-# reads them as integers); anything smaller is also well within FP32's range.
-_EXACT_IN_DOUBLE = 2.0**53
-_READ_AS_ROWS = {"FP32": np.float32, "FP64": np.float64}
-
-
 def _number_rows(body: bytes, signature: ModelSignature) -> Tensors | None:
     """The common request read straight into an array: rows of numbers, of the width of the model's one
     2-D FP32 or FP64 input, and no other list in the body. simdjson reads the numbers into a buffer of
@@ -225,7 +287,7 @@ def _number_rows(body: bytes, signature: ModelSignature) -> Tensors | None:
     if len(signature.inputs) != 1:
         return None
     spec = signature.inputs[0]
-    dtype = _READ_AS_ROWS.get(spec.datatype)
+    dtype = _READ_AS_DOUBLES.get(spec.datatype)
     if dtype is None or len(spec.shape) != 2:
         return None
     try:

@@ -349,6 +349,7 @@ V1_BODIES = [
     b'{"instances": [[1, 2, 3, 4]], "parameters": {"ids": [7]}}',
     b'{"instances": [[1, 2, 3, 9007199254740993]]}',
     b'{"instances": [[1, 2, 3, 18446744073709551615]]}',
+    b'{"instances": [[1, 2, 3, 1152921573326323713]]}',
     b'{"instances": [[1, 2, 3, 1000000000000000000000000000000]]}',
     b'{"instances": [[1, 2, 3, 1e39]]}',
     b'{"instances": [[1, 2, 3, -1e39]]}',
@@ -402,6 +403,125 @@ def test_v1_rows_of_numbers_are_read_without_the_general_path(monkeypatch: pytes
     inputs = parse_v1_instances(orjson.dumps({"instances": rows}), SINGLE_INPUT)
 
     np.testing.assert_array_equal(inputs["X"], np.array(rows, dtype=np.float32))
+
+
+def x_tensor(data: str, *, shape: str = "[2, 4]", datatype: str = "FP32", extra: str = "") -> bytes:
+    """A V2 body with one input "X", written by hand so that it can hold what a JSON encoder never writes."""
+    return b'{"inputs": [{"name": "X", "shape": %b, "datatype": "%b", "data": %b%b}]}' % (
+        shape.encode(),
+        datatype.encode(),
+        data.encode(),
+        extra.encode(),
+    )
+
+
+V2_BODIES = [
+    x_tensor("[1.5, 2, 3, 4, 5, 6, 7, 8e-3]"),
+    x_tensor("[[1.5, 2, 3, 4], [5, 6, 7, 8e-3]]"),
+    x_tensor("[[1, 2, 3], [4, 5, 6, 7, 8]]"),  # ragged, yet eight values: both ways flatten it
+    x_tensor("[[1, [2, [3]]], 4, 5, 6, 7, 8]"),
+    x_tensor("[[], [1, 2, 3, 4, 5, 6, 7, 8]]"),
+    x_tensor("[-0.0, 0.1, 1e-400, 16777217, 5, 6, 7, 8]"),
+    x_tensor("[1, 2, 3, 4, 5, 6, 7]"),
+    x_tensor("[1, 2, 3, 4, 5, 6, 7, true]"),
+    x_tensor("[1, 2, 3, 4, 5, 6, 7, null]"),
+    x_tensor('[1, 2, 3, 4, 5, 6, 7, "NaN"]'),
+    x_tensor('[1, 2, 3, 4, 5, 6, 7, "8"]'),
+    x_tensor('[1, 2, 3, 4, 5, 6, 7, {"a": 1}]'),
+    x_tensor("[1, 2, 3, 4, 5, 6, 7, 9007199254740993]"),
+    x_tensor("[1, 2, 3, 4, 5, 6, 7, 18446744073709551615]"),
+    x_tensor("[1, 2, 3, 4, 5, 6, 7, 1152921573326323713]"),  # 2**60 + 2**36 + 1: read as a double first,
+    # it becomes a tie between two FP32 values and rounds down; as an integer it rounds up
+    x_tensor("[1, 2, 3, 4, 5, 6, 7, 1000000000000000000000000000000]"),
+    x_tensor("[1, 2, 3, 4, 5, 6, 7, 1e39]"),
+    x_tensor("[1, 2, 3, 4, 5, 6, 7, -1e39]"),
+    x_tensor("[1, 2, 3, 4, 5, 6, 7, 1e400]"),
+    x_tensor("[1, 2, 3, 4, 5, 6, 7, NaN]"),
+    x_tensor("[]", shape="[0, 4]"),
+    x_tensor("[[]]", shape="[0, 4]"),
+    x_tensor("[1, 2, 3, 4]", shape="[1, 4]", datatype="FP64"),
+    x_tensor("[1, 2, 3, 4]", shape="[4]"),
+    x_tensor("[1, 2, 3, 4]", shape='"4"'),
+    x_tensor("7", shape="[1, 1]"),
+    x_tensor('"1, 2, 3, 4"', shape="[1, 4]"),
+    x_tensor("[1, 2, 3, 4]", shape="[1, 4]", extra=', "parameters": {"binary_data_size": 16}'),
+    x_tensor("[1, 2, 3, 4]", shape="[1, 4]", extra=', "data": [5, 6, 7, 8]'),
+    x_tensor("[1, 2, 3, 4]", shape="[1, 4]", extra=', "name": "Y"'),
+    b'{"inputs": [{"name": "X", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}], "id": "r-1",'
+    b' "outputs": [{"name": "label"}], "parameters": {"note": "x", "note": "y", "ids": [7]}}',
+    b'{"id": "a\\ud800b",'  # a lone surrogate: not valid JSON for orjson
+    b' "inputs": [{"name": "X", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}',
+    b'{"id": 7, "inputs": [{"name": "X", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}',
+    b'{"inputs": [{"name": "X", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}],'
+    b' "outputs": [{"name": "margin"}]}',
+    b'{"inputs": [{"name": "X", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}],'
+    b' "inputs": [{"name": "X", "shape": [1, 4], "datatype": "FP32", "data": [5, 6, 7, 8]}]}',
+    b'{"inputs": [{"name": "X", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]},'
+    b' {"name": "X", "shape": [1, 4], "datatype": "FP32", "data": [5, 6, 7, 8]}]}',
+    b'{"inputs": [{"name": ["X"], "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}',
+    b'{"inputs": [{"name": "Z", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}',
+    b'{"inputs": [[1, 2, 3, 4]]}',
+    b'{"inputs": []}',
+    b'{"inputs": {"name": "X"}}',
+    b'{"instances": [[1, 2, 3, 4]]}',
+    b'{"inputs": [{"name": "X", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]',
+    b'\xff{"inputs": [{"name": "X", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}',
+    b'[{"name": "X", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]',
+    orjson.dumps(per_column_request(rows=2)),
+    orjson.dumps(per_column_request(rows=2, age=tensor("age", "FP32", [2, 1], [[30], [31]]))),
+    orjson.dumps(per_column_request(rows=2, age=tensor("age", "FP32", [2, 1], [30, "31"]))),
+    orjson.dumps(per_column_request(rows=2, region=tensor("region", "BYTES", [2, 1], [1, 2]))),
+]
+
+
+def read_v2_either_way(body: bytes | dict[str, Any], signature: ModelSignature) -> tuple[Any, ...] | str:
+    """The arrays (dtype, shape, exact values) and the metadata, or the refusal's message."""
+    try:
+        inputs, meta = parse_v2_request(body, signature)
+    except InvalidInput as error:
+        return str(error)
+    arrays = {name: (array.dtype, array.shape, array.tolist()) for name, array in inputs.items()}
+    return arrays, meta
+
+
+@pytest.mark.parametrize(
+    "signature", [SINGLE_INPUT, ANY_WIDTH_FP64, PER_COLUMN], ids=["fp32-4", "fp64-any", "per-column"]
+)
+@pytest.mark.parametrize("body", V2_BODIES)
+def test_v2_body_as_bytes_reads_as_the_general_path_does(
+    body: bytes, signature: ModelSignature, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("services.serving.protocol._V2_FAST_READ_MIN_BYTES", 0)  # these bodies are small
+    try:
+        decoded = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        decoded = None
+    general = read_v2_either_way(decoded, signature) if isinstance(decoded, dict) else None
+
+    got = read_v2_either_way(body, signature)
+
+    if general is None:  # not a JSON object: refused, naming the problem
+        assert isinstance(got, str)
+        assert got.startswith(("the request body is not valid JSON", "the request body must be"))
+    else:
+        assert got == general
+
+
+def test_v2_number_tensors_are_read_without_a_python_object_per_number(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def general_path(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the tensor's numbers went the general way")
+
+    monkeypatch.setattr("services.serving.protocol._flatten", general_path)
+    monkeypatch.setattr("services.serving.protocol._json_object", general_path)
+    rows = [[round(row * 0.37 + column, 4) for column in range(4)] for row in range(100)]
+    body = {"id": "r-7", "inputs": [tensor("X", "FP32", [100, 4], [v for row in rows for v in row])]}
+
+    inputs, meta = parse_v2_request(orjson.dumps(body), SINGLE_INPUT)
+
+    np.testing.assert_array_equal(inputs["X"], np.array(rows, dtype=np.float32))
+    assert meta.request_id == "r-7"
 
 
 # ---------------------------------------------------------------- responses
