@@ -79,7 +79,7 @@ from bench.batch.workload import HELD_OUT_ROWS, RequestPool, result_headers, res
 from bench.common.cpu import CpuMeter, kafka_broker  # noqa: E402
 from bench.common.databases import BenchDatabases  # noqa: E402
 from bench.common.infrastructure import delete_kafka_topics, infrastructure_env  # noqa: E402
-from bench.common.machine import busy_warning, cpu_busy_fraction, percent  # noqa: E402
+from bench.common.machine import busy_warning, cpu_busy_fraction, percent, wake_up_cost  # noqa: E402
 from bench.serving.ceiling import InProcessFigure  # noqa: E402
 from bench.serving.flywheel import delete_artifacts, register_models  # noqa: E402
 from bench.serving.workload import MODEL_KINDS, BenchModel, build_models  # noqa: E402
@@ -489,6 +489,7 @@ def main(argv: list[str]) -> int:
     arguments, settings = parse_arguments(argv)
     started = time.monotonic()
     busy_at_start = cpu_busy_fraction()
+    wake_up = wake_up_cost()
     stop_on_sigterm()
     if settings.profile_dir is not None:
         settings.profile_dir.mkdir(parents=True, exist_ok=True)
@@ -512,7 +513,9 @@ def main(argv: list[str]) -> int:
     if busy := busy_warning(busy_at_start, "nothing is measured in turns here"):
         print(busy)
     print(
-        f"machine: {os.cpu_count()} cores ({percent(busy_at_start)} CPU busy at start), "
+        f"machine: {os.cpu_count()} cores ({percent(busy_at_start)} CPU busy at start"
+        + (f"; {wake_up.text()}" if wake_up else "")
+        + "), "
         + ", ".join(f"{name} {version}" for name, version in versions.items())
         + f"; the benchmark took {time.monotonic() - started:.0f}s"
     )

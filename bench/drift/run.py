@@ -42,7 +42,7 @@ if str(REPO_ROOT) not in sys.path:  # run as a script: make `bench` importable
     sys.path.insert(0, str(REPO_ROOT))
 
 from bench.common.infrastructure import infrastructure_env  # noqa: E402
-from bench.common.machine import busy_warning, cpu_busy_fraction, percent  # noqa: E402
+from bench.common.machine import busy_warning, cpu_busy_fraction, percent, wake_up_cost  # noqa: E402
 from bench.drift.evidently_install import ensure_evidently  # noqa: E402
 from bench.drift.report import agreement_lines, large_lines, pair_tables  # noqa: E402
 from bench.drift.throughput import Throughput, ThroughputBench, ThroughputSettings  # noqa: E402
@@ -137,9 +137,12 @@ def main(argv: list[str]) -> int:
     started = time.monotonic()
     busy = cpu_busy_fraction()
     load = os.getloadavg()
+    wake_up = wake_up_cost()
     print(
         f"machine: {os.cpu_count()} cores, {percent(busy)} CPU busy at start, load average "
-        f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; Python {platform.python_version()}"
+        f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
+        + (f", {wake_up.text()}" if wake_up else "")
+        + f"; Python {platform.python_version()}"
     )
     if warning := busy_warning(busy, "each side ran alone, one after the other"):
         print(warning)

@@ -27,7 +27,7 @@ if str(REPO_ROOT) not in sys.path:  # run as a script: make `bench` importable
 
 from bench.common.databases import BenchDatabases  # noqa: E402
 from bench.common.infrastructure import delete_kafka_topics, infrastructure_env  # noqa: E402
-from bench.common.machine import busy_warning, cpu_busy_fraction, percent  # noqa: E402
+from bench.common.machine import busy_warning, cpu_busy_fraction, percent, wake_up_cost  # noqa: E402
 from bench.common.mlflow_install import ensure_mlflow  # noqa: E402
 from bench.registry.clients import FlywheelClient, MlflowClient, TrackingClient  # noqa: E402
 from bench.registry.cpu import ServerCpu, wait_until_idle  # noqa: E402
@@ -181,6 +181,7 @@ def main(argv: list[str]) -> int:
     arguments = parse_arguments(argv)
     started = time.monotonic()
     busy_at_start = cpu_busy_fraction()
+    wake_up = wake_up_cost()
     stop_on_sigterm()
     mlflow_version = ensure_mlflow(MLFLOW_VENV, MLFLOW_REQUIREMENTS)
     comparison, postgres_version = measure(arguments, infrastructure_env(REPO_ROOT))
@@ -188,7 +189,9 @@ def main(argv: list[str]) -> int:
     if busy := busy_warning(busy_at_start, "both servers were measured in turns"):
         print(busy)
     print(
-        f"machine: {os.cpu_count()} cores ({percent(busy_at_start)} CPU busy at start), "
+        f"machine: {os.cpu_count()} cores ({percent(busy_at_start)} CPU busy at start"
+        + (f"; {wake_up.text()}" if wake_up else "")
+        + "), "
         f"Python {platform.python_version()}, MLflow {mlflow_version}, PostgreSQL {postgres_version}; "
         f"the benchmark took {time.monotonic() - started:.0f}s"
     )

@@ -34,7 +34,7 @@ import onnxruntime  # noqa: E402
 import sklearn  # noqa: E402
 
 from bench.common.infrastructure import infrastructure_env  # noqa: E402
-from bench.common.machine import busy_warning, cpu_busy_fraction, percent  # noqa: E402
+from bench.common.machine import busy_warning, cpu_busy_fraction, percent, wake_up_cost  # noqa: E402
 from bench.common.mlflow_install import ensure_mlflow  # noqa: E402
 from bench.serving.ceiling import InProcessCeiling, intra_op_threads  # noqa: E402
 from bench.serving.flywheel import CellLog, PredictionLogWatch, count_logged_predictions  # noqa: E402
@@ -401,6 +401,7 @@ def main(argv: list[str]) -> int:
     arguments, settings = parse_arguments(argv)
     started = time.monotonic()
     busy_at_start = cpu_busy_fraction()
+    wake_up = wake_up_cost()
     stop_on_sigterm()
     ensure_oha()
     versions = {
@@ -420,7 +421,9 @@ def main(argv: list[str]) -> int:
     if busy := busy_warning(busy_at_start, "the servers were measured in turns"):
         print(busy)
     print(
-        f"machine: {os.cpu_count()} cores ({percent(busy_at_start)} CPU busy at start), "
+        f"machine: {os.cpu_count()} cores ({percent(busy_at_start)} CPU busy at start"
+        + (f"; {wake_up.text()}" if wake_up else "")
+        + "), "
         + ", ".join(f"{name} {version}" for name, version in versions.items() if name != "uvicorn")
         + f"; the benchmark took {time.monotonic() - started:.0f}s"
     )
