@@ -66,7 +66,7 @@ class EventPayload(BaseModel):
     topic: ClassVar[Topic | None]
 
 
-# ---------------------------------------------------------------- payloads, one per topic
+# ---------------------------------------------------------------- payloads, by topic
 
 
 class RunCompleted(EventPayload):
@@ -151,6 +151,33 @@ class ModelPromoted(EventPayload):
     alias: Name
     version: int = Field(ge=1)
     previous_version: int | None = Field(default=None, ge=1)
+
+
+# Alias moves and deletions share model-promoted, keyed by the model: a consumer sees them in the order the
+# registry made them (a deleted alias set again, a model deleted and made again).
+
+
+class AliasDeleted(EventPayload):
+    """registry -> serving, batch, monitor: an alias points at no version any more."""
+
+    event_type: ClassVar[str] = "io.flywheel.model.alias-deleted.v1"
+    topic: ClassVar[Topic | None] = Topic.MODEL_PROMOTED
+
+    name: Name
+    alias: Name
+    previous_version: int = Field(ge=1)
+
+
+class VersionsDeleted(EventPayload):
+    """registry -> serving, batch, monitor: versions of a model are gone, or the whole model
+    (`model_deleted`: its aliases and traffic policy with it)."""
+
+    event_type: ClassVar[str] = "io.flywheel.model.versions-deleted.v1"
+    topic: ClassVar[Topic | None] = Topic.MODEL_PROMOTED
+
+    name: Name
+    versions: list[int]
+    model_deleted: bool = False
 
 
 AliasName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")]

@@ -110,6 +110,22 @@ class ScoringModels:
         self._aliases[(name, alias)] = version
         log.info("alias moved", extra={"model": name, "alias": alias, "version": version})
 
+    def forget_alias(self, name: str, alias: str) -> None:
+        """An alias was deleted: records asking for it from the next batch on are refused."""
+        if self._aliases.pop((name, alias), None) is not None:
+            log.info("alias deleted", extra={"model": name, "alias": alias})
+
+    def forget_versions(self, name: str, versions: list[int]) -> None:
+        """Versions were deleted: drop them and the aliases that pointed at them (a batch being scored
+        keeps its version until it is done)."""
+        gone = set(versions)
+        for key, version in list(self._aliases.items()):
+            if key[0] == name and version in gone:
+                del self._aliases[key]
+        for version in versions:
+            if self._loaded.pop((name, version), None) is not None:
+                log.info("model unloaded: deleted", extra={"model": name, "version": version})
+
     async def _load(self, record: VersionRecord) -> ScoringVersion:
         key = (record.name, record.version)
         if key not in self._loaded:

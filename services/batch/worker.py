@@ -1,5 +1,5 @@
-"""The batch service's Kafka consumers besides the scoring stream: alias moves, so that the next batch
-(or file job) resolving an alias is scored by the new version."""
+"""The batch service's Kafka consumers besides the scoring stream: alias moves and deletions (model-promoted),
+so that the next batch (or file job) resolving an alias is scored by the new version, or refused."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import uuid
 
 from services.batch.scoring import ScoringModels
 from shared.bus import EventBus
-from shared.events import CloudEvent, ModelPromoted, Topic
+from shared.events import AliasDeleted, CloudEvent, InvalidEvent, ModelPromoted, Topic, VersionsDeleted
 
 
 class BatchWorker:
@@ -19,9 +19,16 @@ class BatchWorker:
         # are read from the registry when first needed).
         group = f"batch-{uuid.uuid4().hex[:12]}"
         await bus.subscribe(
-            Topic.MODEL_PROMOTED, group, self.handle_model_promoted, new_group_starts_at="latest"
+            Topic.MODEL_PROMOTED, group, self.handle_alias_change, new_group_starts_at="latest"
         )
 
-    async def handle_model_promoted(self, event: CloudEvent) -> None:
-        promoted = event.payload_as(ModelPromoted)
-        self.models.promote(promoted.name, promoted.alias, promoted.version)
+    async def handle_alias_change(self, event: CloudEvent) -> None:
+        change = event.payload()
+        if isinstance(change, ModelPromoted):
+            self.models.promote(change.name, change.alias, change.version)
+        elif isinstance(change, AliasDeleted):
+            self.models.forget_alias(change.name, change.alias)
+        elif isinstance(change, VersionsDeleted):
+            self.models.forget_versions(change.name, change.versions)
+        else:  # the bus dead-letters it
+            raise InvalidEvent(f"{Topic.MODEL_PROMOTED} carries no {event.type} events")

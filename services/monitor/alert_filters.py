@@ -12,12 +12,14 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
 
 from shared.events import (
+    AliasDeleted,
     CloudEvent,
     DriftDetected,
     ModelPromoted,
     ModelRegistered,
     RetrainRequested,
     Severity,
+    VersionsDeleted,
 )
 
 SEVERITY_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
@@ -40,7 +42,7 @@ def notice_of(topic: str, event: CloudEvent) -> AlertNotice:
         return AlertNotice(topic, payload.model, payload.severity)
     if isinstance(payload, RetrainRequested):
         return AlertNotice(topic, payload.model)
-    if isinstance(payload, ModelRegistered | ModelPromoted):
+    if isinstance(payload, ModelRegistered | ModelPromoted | AliasDeleted | VersionsDeleted):
         return AlertNotice(topic, payload.name)
     return AlertNotice(topic, None)
 

@@ -36,6 +36,7 @@ from shared.artifacts import ArtifactNotFound, ArtifactStore, InvalidArtifactKey
 from shared.auth import DEFAULT_WORKSPACE, Principal
 from shared.db import Connection
 from shared.events import (
+    AliasDeleted,
     CloudEvent,
     ModelPromoted,
     ModelRegistered,
@@ -44,6 +45,7 @@ from shared.events import (
     Topic,
     TrafficPolicy,
     TrafficPolicyChanged,
+    VersionsDeleted,
 )
 from shared.outbox import enqueue_event
 from shared.pagination import decode_page_token, next_page_token
@@ -194,6 +196,11 @@ class ModelRegistry:
                 before={**before, "versions": [version.version for version in versions]},
             )
             await repository.delete_model(connection, name)
+            deleted = VersionsDeleted(
+                name=name, versions=sorted(version.version for version in versions), model_deleted=True
+            )
+            await _announce(connection, deleted, subject=name)
+        self.on_events()
 
     async def _lock_model(
         self, connection: Connection, name: str, principal: Principal | None = None
@@ -443,6 +450,10 @@ class ModelRegistry:
                 version=version,
                 before=current.model_dump(mode="json", include={"status", "artifact_uri", "artifact_sha256"}),
             )
+            await _announce(
+                connection, VersionsDeleted(name=name, versions=[version]), subject=f"{name}/{version}"
+            )
+        self.on_events()
 
     # ------------------------------------------------------------ aliases
 
@@ -471,12 +482,7 @@ class ModelRegistry:
                 after={"alias": alias, "version": version},
             )
             promoted = ModelPromoted(name=name, alias=alias, version=version, previous_version=previous)
-            await enqueue_event(
-                connection,
-                Topic.MODEL_PROMOTED,
-                CloudEvent.wrap(promoted, source=EVENT_SOURCE, subject=f"{name}/{alias}"),
-                key=name,
-            )
+            await _announce(connection, promoted, subject=f"{name}/{alias}")
         self.on_events()
         return AliasMove(model_name=name, alias=alias, version=version, previous_version=previous)
 
@@ -502,6 +508,9 @@ class ModelRegistry:
                 before={"alias": alias, "version": previous},
                 after=None,
             )
+            deleted = AliasDeleted(name=name, alias=alias, previous_version=previous)
+            await _announce(connection, deleted, subject=f"{name}/{alias}")
+        self.on_events()
 
     # ------------------------------------------------------------ traffic policy
 
@@ -610,3 +619,12 @@ async def _chunks_of_file(path: Path, chunk_bytes: int = 1024 * 1024) -> AsyncIt
     with path.open("rb") as file:
         while chunk := await asyncio.to_thread(file.read, chunk_bytes):
             yield chunk
+
+
+async def _announce(
+    connection: Connection, change: ModelPromoted | AliasDeleted | VersionsDeleted, subject: str
+) -> None:
+    """Queue a change to what serves (model-promoted, keyed by the model so that its consumers see one
+    model's changes in order) in the caller's transaction."""
+    event = CloudEvent.wrap(change, source=EVENT_SOURCE, subject=subject)
+    await enqueue_event(connection, Topic.MODEL_PROMOTED, event, key=change.name)

@@ -135,6 +135,24 @@ class ModelStore:
         self._aliases[(name, alias)] = version
         log.info("alias moved", extra={"model": name, "alias": alias, "version": version})
 
+    def forget_alias(self, name: str, alias: str) -> None:
+        """An alias was deleted: the next request for it asks the registry (and gets a 404)."""
+        if self._aliases.pop((name, alias), None) is not None:
+            log.info("alias deleted", extra={"model": name, "alias": alias})
+
+    async def forget_versions(self, name: str, versions: list[int]) -> None:
+        """Versions were deleted: unload them (requests already queued are answered) and forget the
+        aliases that pointed at them, so that the next request asks the registry."""
+        gone = set(versions)
+        for key, version in list(self._aliases.items()):
+            if key[0] == name and version in gone:
+                del self._aliases[key]
+        for version in versions:
+            loaded = self._loaded.pop((name, version), None)
+            if loaded is not None:
+                await loaded.unload()
+                log.info("model unloaded: deleted", extra={"model": name, "version": version})
+
     def aliases_of(self, name: str) -> dict[str, int]:
         return {alias: version for (model, alias), version in self._aliases.items() if model == name}
 

@@ -1,6 +1,7 @@
-"""Serving's Kafka consumers: alias moves and traffic policy changes, so that the next request is answered
-the new way. Every replica must see every event, so each has a consumer group of its own, starting from
-now (the aliases and policies of the past are read from the registry when a model is first asked for)."""
+"""Serving's Kafka consumers: alias moves and deletions (model-promoted) and traffic policy changes, so
+that the next request is answered the new way. Every replica must see every event, so each has a consumer
+group of its own, starting from now (the aliases and policies of the past are read from the registry when
+a model is first asked for)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,15 @@ import uuid
 from services.serving.models import ModelStore
 from services.serving.traffic import TrafficPolicies
 from shared.bus import EventBus
-from shared.events import CloudEvent, ModelPromoted, Topic, TrafficPolicyChanged
+from shared.events import (
+    AliasDeleted,
+    CloudEvent,
+    InvalidEvent,
+    ModelPromoted,
+    Topic,
+    TrafficPolicyChanged,
+    VersionsDeleted,
+)
 from shared.model_versions import ModelNotFound
 
 log = logging.getLogger(__name__)
@@ -27,7 +36,7 @@ class ServingWorker:
         await bus.subscribe(
             Topic.MODEL_PROMOTED,
             f"serving-{replica}",
-            self.handle_model_promoted,
+            self.handle_alias_change,
             new_group_starts_at="latest",
         )
         await bus.subscribe(
@@ -37,15 +46,25 @@ class ServingWorker:
             new_group_starts_at="latest",
         )
 
-    async def handle_model_promoted(self, event: CloudEvent) -> None:
-        """Load and warm the new version, then switch the alias to it (a hot swap)."""
-        promoted = event.payload_as(ModelPromoted)
-        try:
-            await self.models.promote(promoted.name, promoted.alias, promoted.version)
-        except ModelNotFound:
-            log.warning(
-                "promoted version is gone", extra={"model": promoted.name, "version": promoted.version}
-            )
+    async def handle_alias_change(self, event: CloudEvent) -> None:
+        """model-promoted: an alias moved (load and warm the new version, then switch: a hot swap), an
+        alias was deleted, or versions or a whole model were (what served them is forgotten)."""
+        change = event.payload()
+        if isinstance(change, ModelPromoted):
+            try:
+                await self.models.promote(change.name, change.alias, change.version)
+            except ModelNotFound:
+                log.warning(
+                    "promoted version is gone", extra={"model": change.name, "version": change.version}
+                )
+        elif isinstance(change, AliasDeleted):
+            self.models.forget_alias(change.name, change.alias)
+        elif isinstance(change, VersionsDeleted):
+            await self.models.forget_versions(change.name, change.versions)
+            if change.model_deleted:
+                self.traffic.forget(change.name)  # a model made again under the name starts without one
+        else:  # the bus dead-letters it
+            raise InvalidEvent(f"{Topic.MODEL_PROMOTED} carries no {event.type} events")
 
     async def handle_traffic_policy_changed(self, event: CloudEvent) -> None:
         changed = event.payload_as(TrafficPolicyChanged)

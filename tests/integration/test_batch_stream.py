@@ -343,3 +343,23 @@ async def test_a_promotion_mid_stream_takes_effect_between_batches(
     for scored in by_partition.values():
         versions = [version for _, version in sorted(scored)]
         assert versions == sorted(versions), "a partition went back to version 1 after version 2"
+
+
+async def test_a_deleted_alias_is_refused_from_a_later_batch_on(
+    platform: Platform, running_batch: ServiceProcess
+) -> None:
+    wave = [(f"a-{n}".encode(), {"features": row, "model": "credit"}) for n, row in enumerate(ROWS.tolist())]
+    await platform.produce(wave)
+    await platform.read("scoring-results", len(wave))  # production -> v1, known to the worker from now on
+    assert (await platform.registry.delete("/models/credit/aliases/production")).status_code == 204
+    for attempt in range(30):  # keep producing until the deletion has reached the worker
+        await platform.produce([(f"b-{attempt}".encode(), {"features": ROWS[0].tolist(), "model": "credit"})])
+        try:
+            letters = await platform.read("scoring-requests.dlq", 1, within=2)
+        except AssertionError:
+            continue  # scored by the version the worker knew: the deletion is not there yet
+        break
+    else:
+        pytest.fail("records for the deleted alias were still scored")
+    letter = CloudEvent.from_json(letters[0].value).payload_as(DeadLetter)
+    assert "credit@production" in letter.error

@@ -10,7 +10,15 @@ from pathlib import Path
 import httpx
 
 from shared.artifacts import S3ArtifactStore
-from shared.events import ModelPromoted, ModelRegistered, Topic, TrafficPolicy, TrafficPolicyChanged
+from shared.events import (
+    AliasDeleted,
+    ModelPromoted,
+    ModelRegistered,
+    Topic,
+    TrafficPolicy,
+    TrafficPolicyChanged,
+    VersionsDeleted,
+)
 from tests.conftest import Infrastructure
 from tests.integration.conftest import RegistryUnderTest
 from tests.models import tiny_classifier_onnx
@@ -137,6 +145,33 @@ async def test_moving_an_alias_emits_model_promoted_with_the_previous_version(
 
     promotions = [e.payload_as(ModelPromoted) for e in await registry.events(Topic.MODEL_PROMOTED, count=2)]
     assert [(p.version, p.previous_version) for p in promotions] == [(1, None), (2, 1)]
+
+
+async def test_deleting_an_alias_a_version_or_the_model_is_announced_after_the_moves_in_order(
+    registry: RegistryUnderTest,
+) -> None:
+    client = registry.client
+    for _ in range(3):
+        await upload(registry, "m")
+    await client.put("/models/m/aliases/production", json={"version": 1})
+    await client.put("/models/m/aliases/canary", json={"version": 2})
+    assert (await client.delete("/models/m/aliases/canary")).status_code == 204
+    assert (await client.delete("/models/m/versions/2")).status_code == 204
+    assert (await client.delete("/models/m")).status_code == 204
+
+    events = await registry.events(Topic.MODEL_PROMOTED, count=5)
+
+    assert [event.subject for event in events] == [
+        "m/production",
+        "m/canary",
+        "m/canary",
+        "m/2",
+        "m",
+    ]
+    changes = [event.payload() for event in events]
+    assert changes[2] == AliasDeleted(name="m", alias="canary", previous_version=2)
+    assert changes[3] == VersionsDeleted(name="m", versions=[2])
+    assert changes[4] == VersionsDeleted(name="m", versions=[1, 3], model_deleted=True)
 
 
 async def test_alias_errors_are_404_and_409(registry: RegistryUnderTest) -> None:

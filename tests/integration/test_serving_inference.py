@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -172,6 +172,38 @@ async def test_promoting_a_new_version_swaps_what_answers(serving: Serving) -> N
         return bool(response.headers["X-Model-Version"] == str(version))
 
     await eventually_true(answered_by_new_version, what=f"v{version} answering")
+
+
+async def test_deleting_a_version_an_alias_or_the_model_stops_serving_it(serving: Serving) -> None:
+    uploaded = await upload_versions(serving, "retired", ["production", "staging"])
+    production, staging = uploaded["production"], uploaded["staging"]
+    assert (await serving.registry.delete("/models/retired/aliases/staging")).status_code == 204
+    default_route = "/v2/models/retired/infer"
+
+    async def status(path: str) -> int:
+        return (await serving.client.post(path, json=v2_body(ROWS))).status_code
+
+    def refused(path: str) -> Callable[[], Awaitable[bool]]:
+        async def is_refused() -> bool:
+            return await status(path) == 404
+
+        return is_refused
+
+    assert await status(default_route) == 200
+    assert await status(f"/v2/models/retired/versions/{staging}/infer") == 200  # loaded and kept from now on
+
+    assert (await serving.registry.delete(f"/models/retired/versions/{staging}")).status_code == 204
+    await eventually_true(refused(f"/v2/models/retired/versions/{staging}/infer"), what="deleted version 404")
+    assert (await serving.registry.delete("/models/retired/aliases/production")).status_code == 204
+    await eventually_true(refused(default_route), what="deleted alias 404")
+    assert (
+        await status(f"/v2/models/retired/versions/{production}/infer") == 200
+    )  # the version is still there
+
+    assert (await serving.registry.delete("/models/retired")).status_code == 204
+    await eventually_true(
+        refused(f"/v2/models/retired/versions/{production}/infer"), what="deleted model 404"
+    )
 
 
 async def test_metrics_count_predictions_batches_and_errors_per_model(serving: Serving) -> None:

@@ -57,3 +57,23 @@ async def test_a_bad_row_is_rejected_with_its_reason_and_the_rest_scored(
     assert sum(scored.outputs["probabilities"][0]) == pytest.approx(1.0, rel=1e-5)
     all_good = await scoring.score(version, rows[:1] * 3)
     assert (all_good.scored, all_good.rejected) == ([0, 1, 2], {})
+
+
+async def test_deleted_aliases_and_versions_are_asked_of_the_registry_again(
+    models: tuple[ScoringModels, Registry],
+) -> None:
+    scoring, registry = models
+    await scoring.resolve(ModelRef("credit"))  # production -> v1
+    await scoring.resolve(ModelRef("credit", version=2))
+    scoring.promote("credit", "canary", 2)
+    lookups = registry.lookups
+    del registry.aliases[("credit", "production")]
+
+    scoring.forget_alias("credit", "production")
+    scoring.forget_versions("credit", [2])
+
+    with pytest.raises(ModelNotFound, match="credit@production"):
+        await scoring.resolve(ModelRef("credit"))
+    with pytest.raises(ModelNotFound, match="credit@canary"):  # it pointed at v2
+        await scoring.resolve(ModelRef("credit", alias="canary"))
+    assert registry.lookups == lookups + 2

@@ -10,11 +10,13 @@ import pytest
 
 from services.monitor.alert_filters import AlertFilter, AlertNotice, notice_of, with_workspace
 from shared.events import (
+    AliasDeleted,
     CloudEvent,
     DriftDetected,
     ModelPromoted,
     RetrainRequested,
     Severity,
+    VersionsDeleted,
 )
 
 NOW = datetime(2024, 5, 1, tzinfo=UTC)
@@ -42,6 +44,11 @@ def test_notices_name_the_model_and_only_drift_alerts_have_a_severity() -> None:
     assert notice_of("model-promoted", CloudEvent.wrap(promoted, source="/r")) == AlertNotice(
         "model-promoted", "credit"
     )
+    for deleted in (
+        AliasDeleted(name="credit", alias="canary", previous_version=2),
+        VersionsDeleted(name="credit", versions=[1, 2], model_deleted=True),
+    ):  # the other changes model-promoted carries
+        assert notice_of("model-promoted", CloudEvent.wrap(deleted, source="/r")).model == "credit"
     retrain = RetrainRequested(model="churn", reason="drift", requested_by="monitor")
     assert notice_of("retrain-requested", CloudEvent.wrap(retrain, source="/m")).model == "churn"
 

@@ -130,3 +130,42 @@ async def test_concurrent_requests_for_a_cold_version_share_one_load(
     loaded = await asyncio.gather(*(models.resolve("credit", version=2) for _ in range(10)))
     assert len({id(model) for model in loaded}) == 1
     await models.close()
+
+
+async def test_a_deleted_alias_or_version_is_asked_of_the_registry_again(
+    setup: tuple[FilesystemArtifactStore, Registry],
+) -> None:
+    store, registry = setup
+    models = ModelStore(registry.describe, store)
+    await models.resolve("credit")  # production -> v1
+    await models.resolve("credit", version=2)
+    del registry.aliases[("credit", "production")]  # the registry deleted it, then said so
+
+    models.forget_alias("credit", "production")
+    await models.forget_versions("credit", [2])
+
+    assert models.aliases_of("credit") == {}
+    assert models.loaded_versions() == [("credit", 1)]
+    with pytest.raises(ModelNotFound, match="no alias 'production'"):
+        await models.resolve("credit")
+    await models.close()
+
+
+async def test_deleting_the_version_an_alias_points_at_forgets_the_alias_and_answers_what_was_queued(
+    setup: tuple[FilesystemArtifactStore, Registry],
+) -> None:
+    store, registry = setup
+    models = ModelStore(registry.describe, store)
+    first = await models.resolve("credit")
+    in_flight = [asyncio.ensure_future(first.predict(features(2))) for _ in range(20)]
+    await asyncio.sleep(
+        0
+    )  # they are in the batcher's queue (one that comes later gets BatcherStopped: a 503)
+
+    await models.forget_versions("credit", [1, 2, 3])  # the whole model
+
+    answers = await asyncio.gather(*in_flight)
+    assert [len(answer["label"]) for answer in answers] == [2] * 20
+    assert models.aliases_of("credit") == {}
+    assert models.loaded_versions() == []
+    await models.close()
