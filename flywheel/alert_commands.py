@@ -56,13 +56,13 @@ def alert_line(event: ServerSentEvent) -> str:
         cloud_event = json.loads(event.data)
         data: Json = cloud_event["data"]
         when = format_timestamp(cloud_event.get("time")) or "-"
-        what = _describe(event.event, data)
+        what = _describe(event.event, data, cloud_event.get("type", ""))
     except (ValueError, KeyError, TypeError):  # not one of ours: show it as it came
         return f"{event.event}  {event.data}"
     return f"{when}  {event.event:<17}  {what}"
 
 
-def _describe(topic: str, data: Json) -> str:
+def _describe(topic: str, data: Json, event_type: str) -> str:
     if topic == "drift-detected":
         return _drift(data)
     if topic == "retrain-requested":
@@ -71,6 +71,19 @@ def _describe(topic: str, data: Json) -> str:
         source = f" from run {data['source_run_id']}" if data.get("source_run_id") else ""
         return f"{data['name']} v{data['version']}  registered{source}"
     if topic == "model-promoted":
+        return _alias_change(data, event_type)
+    return json.dumps(data, separators=(",", ":"))
+
+
+def _alias_change(data: Json, event_type: str) -> str:
+    """model-promoted also says when an alias, versions or the whole model were deleted."""
+    if event_type.startswith("io.flywheel.model.alias-deleted."):
+        return f"{data['name']}  {data['alias']} deleted (was v{data['previous_version']})"
+    if event_type.startswith("io.flywheel.model.versions-deleted."):
+        versions = ", ".join(f"v{version}" for version in data["versions"])
+        what = "model deleted" if data.get("model_deleted") else "deleted"
+        return f"{data['name']}  {what}: {versions or 'no versions'}"
+    if "alias" in data and "version" in data:
         was = f" (was v{data['previous_version']})" if data.get("previous_version") else ""
         return f"{data['name']}  {data['alias']} -> v{data['version']}{was}"
     return json.dumps(data, separators=(",", ":"))

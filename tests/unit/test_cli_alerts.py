@@ -12,6 +12,7 @@ import pytest
 from flywheel.alert_commands import alert_line
 from flywheel.cli import build_parser, main
 from flywheel.monitor_client import MonitorClient, ServerSentEvent, parse_server_sent_events
+from shared.events import AliasDeleted, EventPayload, VersionsDeleted
 
 
 def test_server_sent_events_are_read_as_the_standard_says() -> None:
@@ -37,8 +38,8 @@ def test_server_sent_events_are_read_as_the_standard_says() -> None:
     ]
 
 
-def cloud_event(data: dict[str, Any]) -> str:
-    return json.dumps({"id": "e", "time": "2024-05-01T12:00:03+00:00", "type": "t", "data": data})
+def cloud_event(data: dict[str, Any], event_type: str = "t") -> str:
+    return json.dumps({"id": "e", "time": "2024-05-01T12:00:03+00:00", "type": event_type, "data": data})
 
 
 @pytest.mark.parametrize(
@@ -89,6 +90,22 @@ def test_each_alert_is_one_line_saying_when_and_what(topic: str, data: dict[str,
         alert_line(ServerSentEvent(topic, cloud_event(data), "e"))
         == f"2024-05-01 12:00:03Z  {topic:<17}  {line}"
     )
+
+
+@pytest.mark.parametrize(
+    ("deleted", "line"),
+    [
+        (AliasDeleted(name="credit", alias="canary", previous_version=2), "credit  canary deleted (was v2)"),
+        (VersionsDeleted(name="credit", versions=[2]), "credit  deleted: v2"),
+        (
+            VersionsDeleted(name="credit", versions=[1, 3], model_deleted=True),
+            "credit  model deleted: v1, v3",
+        ),
+    ],
+)
+def test_deletions_on_model_promoted_say_what_was_deleted(deleted: EventPayload, line: str) -> None:
+    event = cloud_event(deleted.model_dump(mode="json"), deleted.event_type)
+    assert alert_line(ServerSentEvent("model-promoted", event, "e")).endswith(f"model-promoted     {line}")
 
 
 def test_an_event_that_is_not_ours_is_shown_as_it_came() -> None:
