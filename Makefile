@@ -58,7 +58,7 @@ up: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy shared services flywheel tests
+	$(BIN)/mypy shared services flywheel tests bench
 
 test: install tools lint
 	eval "$$($(INFRA) up)"

@@ -23,8 +23,10 @@ os.environ.setdefault("EVIDENTLY_DISABLE_TELEMETRY", "1")
 
 import numpy as np
 import pandas as pd
-from evidently import DataDefinition, Dataset, Report
-from evidently.presets import DataDriftPreset
+
+# Evidently runs in a virtualenv of its own (bench/.venv-evidently), not the project's.
+from evidently import DataDefinition, Dataset, Report  # type: ignore[import-not-found]
+from evidently.presets import DataDriftPreset  # type: ignore[import-not-found]
 
 # Evidently's display names, as our method names.
 METHODS = {

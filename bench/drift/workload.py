@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -97,8 +98,7 @@ def save(
     numeric: list[str],
     categorical: list[str],
 ) -> None:
-    arrays = {f"reference/{name}": values for name, values in reference.items()}
+    arrays: dict[str, Any] = {f"reference/{name}": values for name, values in reference.items()}
     arrays |= {f"current/{name}": values for name, values in current.items()}
-    np.savez(
-        path, numeric=np.array(numeric, dtype=str), categorical=np.array(categorical, dtype=str), **arrays
-    )
+    arrays |= {"numeric": np.array(numeric, dtype=str), "categorical": np.array(categorical, dtype=str)}
+    np.savez(path, **arrays)
