@@ -12,13 +12,16 @@ from typing import Any
 
 import httpx
 
-from bench.common.cpu import cpu_seconds, group_cpu_seconds, kafka_broker
+from bench.common.cpu import cpu_seconds, kafka_broker, process_group
 from bench.serving.loadgen import LoadResult, run_load
 from bench.serving.workload import BenchModel
 
 # A pause after each server's turn: what a server does after its load (flushing its prediction log,
 # Kafka writing it) is not charged to the next one.
 SETTLE_SECONDS = 1.0
+# A server's process that used less CPU than this in a cell is not one of its serving workers (uvicorn's
+# supervisor, say).
+BUSY_CPU_SECONDS = 0.05
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,9 @@ class CellResult:
     warm_up: LoadResult
     server_cpu_seconds: float  # the server's processes, during the measurement
     kafka_cpu_seconds: float | None  # the local Kafka broker's (None: no broker on this machine)
+    # Cores each busy process of the server used, most first: the workers share one listening socket, and
+    # a cell's connections can land unevenly on them (16 on one worker leaves the other's core idle).
+    worker_cores: tuple[float, ...] = ()
 
     @property
     def requests_per_second(self) -> float:
@@ -103,18 +109,36 @@ def run_cells(
                 endpoint = endpoints[server, model]
                 body = endpoint.bodies[cell.rows]
                 warm_up = run_load(endpoint.url, body, cell.concurrency, warm_up_seconds)
-                server_before = group_cpu_seconds(endpoint.process_group)
+                server_before = _process_cpu_seconds(endpoint.process_group)
                 kafka_before = _broker_cpu_seconds(broker)
                 load = run_load(endpoint.url, body, cell.concurrency, seconds)
                 kafka_after = _broker_cpu_seconds(broker)
-                server_used = group_cpu_seconds(endpoint.process_group) - server_before
+                server_used = _used_by_process(server_before, _process_cpu_seconds(endpoint.process_group))
                 kafka_used = _used(kafka_before, kafka_after)
-                result = CellResult(server, model, cell, load, warm_up, server_used, kafka_used)
+                result = CellResult(
+                    server,
+                    model,
+                    cell,
+                    load,
+                    warm_up,
+                    sum(server_used),
+                    kafka_used,
+                    tuple(used / load.seconds for used in server_used if used >= BUSY_CPU_SECONDS),
+                )
                 results.append(result)
                 on_result(result)
                 time.sleep(SETTLE_SECONDS)
             turn += 1
     return results
+
+
+def _process_cpu_seconds(group: int) -> dict[int, float]:
+    return {pid: seconds for pid in process_group(group) if (seconds := cpu_seconds(pid)) is not None}
+
+
+def _used_by_process(before: dict[int, float], after: dict[int, float]) -> list[float]:
+    """CPU seconds each process used in between, most first (a process started meanwhile: all of its)."""
+    return sorted((seconds - before.get(pid, 0.0) for pid, seconds in after.items()), reverse=True)
 
 
 def _broker_cpu_seconds(broker: int | None) -> float | None:

@@ -102,6 +102,11 @@ def cpu_note(result: CellResult) -> str:
     return f"{server:,.0f} + {kafka:,.0f}"
 
 
+def workers_note(result: CellResult) -> str:
+    """The cores each of the server's busy processes used: an uneven split of the connections shows."""
+    return " / ".join(f"{cores:.2f}" for cores in result.worker_cores) or "-"
+
+
 def in_process_line(
     best: dict[int, InProcessFigure], threads: int, worst: dict[int, InProcessFigure] | None = None
 ) -> str:
@@ -239,6 +244,7 @@ def as_json(
                 "warm_up_failed": result.warm_up.failed,
                 "server_cpu_us_per_request": result.server_cpu_per_request_us,
                 "kafka_cpu_us_per_request": result.kafka_cpu_per_request_us,
+                "worker_cores": list(result.worker_cores),
                 "vs_handbuilt": ratio(result, handbuilt),
                 "vs_mlflow": ratio(result, mlflow),
                 "prediction_log": _log_json(prediction_logs.get((result.model, result.cell)))

@@ -57,6 +57,7 @@ from bench.serving.report import (  # noqa: E402
     prediction_log_note,
     target_checks,
     targets_table,
+    workers_note,
 )
 from bench.serving.servers import uvicorn_speedups, worker_processes  # noqa: E402
 from bench.serving.workload import (  # noqa: E402
@@ -283,7 +284,7 @@ def print_progress(result: CellResult, log: CellLog | None) -> None:
     print(
         f"  {result.model} {result.cell.label:<15} {SERVER_TITLES[result.server]:<15} "
         f"{result.requests_per_second:>9,.0f} req/s {result.rows_per_second:>10,.0f} rows/s  "
-        f"p50 {p50} ms  p99 {p99} ms  CPU {cpu_note(result)} µs/req{failed}"
+        f"p50 {p50} ms  p99 {p99} ms  CPU {cpu_note(result)} µs/req (cores {workers_note(result)}){failed}"
         + ("" if log is None else f"; {prediction_log_note(log)}"),
         flush=True,
     )
