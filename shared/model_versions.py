@@ -33,6 +33,38 @@ class VersionRecord:
     workspace: str = DEFAULT_WORKSPACE  # the model's: who may use it
 
 
+class AliasTable:
+    """Which version each alias of each model points at, as this process last heard: filled from the
+    registry when an alias is first asked for, then kept current by model-promoted (moves and deletions)."""
+
+    def __init__(self) -> None:
+        self._versions: dict[tuple[str, str], int] = {}
+
+    def get(self, name: str, alias: str) -> int | None:
+        return self._versions.get((name, alias))
+
+    def move(self, name: str, alias: str, version: int) -> None:
+        self._versions[(name, alias)] = version
+
+    def forget(self, name: str, alias: str) -> bool:
+        """The alias was deleted; False when it was not known here."""
+        return self._versions.pop((name, alias), None) is not None
+
+    def forget_versions(self, name: str, versions: list[int]) -> None:
+        """The versions were deleted: the aliases that pointed at them are unknown again."""
+        gone = set(versions)
+        for (model, alias), version in list(self._versions.items()):
+            if model == name and version in gone:
+                del self._versions[(model, alias)]
+
+    def of_model(self, name: str) -> dict[str, int]:
+        return {alias: version for (model, alias), version in self._versions.items() if model == name}
+
+    def pinned(self) -> set[tuple[str, int]]:
+        """The (model, version) pairs some alias points at: never evicted from memory."""
+        return {(model, version) for (model, _), version in self._versions.items()}
+
+
 class ModelNotFound(LookupError):
     """No such model, version or alias."""
 

@@ -23,7 +23,7 @@ import onnxruntime
 
 from shared.artifacts import ArtifactStore
 from shared.events import ModelSignature
-from shared.model_versions import ModelNotFound, VersionRecord, load_session
+from shared.model_versions import AliasTable, ModelNotFound, VersionRecord, load_session
 from shared.tensors import NUMPY_DTYPES, InvalidInput, Tensors, describe, instances_to_tensors
 
 log = logging.getLogger(__name__)
@@ -87,12 +87,12 @@ class ScoringModels:
         self.max_loaded = max_loaded
         self.executor = executor
         self._loaded: OrderedDict[tuple[str, int], ScoringVersion] = OrderedDict()
-        self._aliases: dict[tuple[str, str], int] = {}
+        self._aliases = AliasTable()
         self._lock = asyncio.Lock()  # one load at a time: a batch waits for its versions anyway
 
     async def resolve(self, ref: ModelRef) -> ScoringVersion:
         """The version `ref` names, loaded; ModelNotFound, ModelUnavailable or RegistryUnavailable."""
-        version = ref.version if ref.version is not None else self._aliases.get((ref.name, ref.alias))
+        version = ref.version if ref.version is not None else self._aliases.get(ref.name, ref.alias)
         if version is not None and (ref.name, version) in self._loaded:
             self._loaded.move_to_end((ref.name, version))
             return self._loaded[(ref.name, version)]
@@ -102,26 +102,23 @@ class ScoringModels:
             if record is None:
                 raise ModelNotFound(f"no model version {ref} (or it failed registration)")
             if ref.version is None:
-                self._aliases[(ref.name, ref.alias)] = record.version
+                self._aliases.move(ref.name, ref.alias, record.version)
             return await self._load(record)
 
     def promote(self, name: str, alias: str, version: int) -> None:
         """An alias moved: batches resolved from now on use the new version (loaded when first needed)."""
-        self._aliases[(name, alias)] = version
+        self._aliases.move(name, alias, version)
         log.info("alias moved", extra={"model": name, "alias": alias, "version": version})
 
     def forget_alias(self, name: str, alias: str) -> None:
         """An alias was deleted: records asking for it from the next batch on are refused."""
-        if self._aliases.pop((name, alias), None) is not None:
+        if self._aliases.forget(name, alias):
             log.info("alias deleted", extra={"model": name, "alias": alias})
 
     def forget_versions(self, name: str, versions: list[int]) -> None:
         """Versions were deleted: drop them and the aliases that pointed at them (a batch being scored
         keeps its version until it is done)."""
-        gone = set(versions)
-        for key, version in list(self._aliases.items()):
-            if key[0] == name and version in gone:
-                del self._aliases[key]
+        self._aliases.forget_versions(name, versions)
         for version in versions:
             if self._loaded.pop((name, version), None) is not None:
                 log.info("model unloaded: deleted", extra={"model": name, "version": version})
@@ -131,7 +128,7 @@ class ScoringModels:
         if key not in self._loaded:
             session = await load_session(record, self.artifacts, self.intra_op_threads, self.executor)
             self._loaded[key] = ScoringVersion(record, session)
-            pinned = {(name, version) for (name, _), version in self._aliases.items()}
+            pinned = self._aliases.pinned()
             for loaded in list(self._loaded):
                 if len(self._loaded) <= self.max_loaded:
                     break

@@ -23,7 +23,13 @@ import onnxruntime
 from services.serving.batching import AdaptiveBatcher
 from services.serving.metrics import VersionMetrics
 from shared.artifacts import ArtifactStore
-from shared.model_versions import ModelNotFound, VersionRecord, default_intra_op_threads, load_session
+from shared.model_versions import (
+    AliasTable,
+    ModelNotFound,
+    VersionRecord,
+    default_intra_op_threads,
+    load_session,
+)
 from shared.tensors import NUMPY_DTYPES, Tensors
 
 log = logging.getLogger(__name__)
@@ -101,7 +107,7 @@ class ModelStore:
         self.batcher_settings = batcher_settings or {}
         self.executor = executor
         self._loaded: OrderedDict[tuple[str, int], LoadedModel] = OrderedDict()
-        self._aliases: dict[tuple[str, str], int] = {}
+        self._aliases = AliasTable()
         self._loading: dict[tuple[str, int], asyncio.Task[LoadedModel]] = {}
 
     async def resolve(
@@ -109,13 +115,13 @@ class ModelStore:
     ) -> LoadedModel:
         """The loaded version asked for (an explicit version, else the alias's); loads it when needed."""
         if version is None:
-            version = self._aliases.get((name, alias))
+            version = self._aliases.get(name, alias)
             if version is None:
                 record = await self.describe_version(name, None, alias)
                 if record is None:
                     raise ModelNotFound(f"model {name!r} has no alias {alias!r}")
                 model = await self._load(record)
-                self._aliases[(name, alias)] = record.version
+                self._aliases.move(name, alias, record.version)
                 return model
         loaded = self._loaded.get((name, version))
         if loaded is not None:
@@ -132,21 +138,18 @@ class ModelStore:
         if record is None:
             raise ModelNotFound(f"model {name!r} has no version {version}")
         await self._load(record)
-        self._aliases[(name, alias)] = version
+        self._aliases.move(name, alias, version)
         log.info("alias moved", extra={"model": name, "alias": alias, "version": version})
 
     def forget_alias(self, name: str, alias: str) -> None:
         """An alias was deleted: the next request for it asks the registry (and gets a 404)."""
-        if self._aliases.pop((name, alias), None) is not None:
+        if self._aliases.forget(name, alias):
             log.info("alias deleted", extra={"model": name, "alias": alias})
 
     async def forget_versions(self, name: str, versions: list[int]) -> None:
         """Versions were deleted: unload them (requests already queued are answered) and forget the
         aliases that pointed at them, so that the next request asks the registry."""
-        gone = set(versions)
-        for key, version in list(self._aliases.items()):
-            if key[0] == name and version in gone:
-                del self._aliases[key]
+        self._aliases.forget_versions(name, versions)
         for version in versions:
             loaded = self._loaded.pop((name, version), None)
             if loaded is not None:
@@ -154,7 +157,7 @@ class ModelStore:
                 log.info("model unloaded: deleted", extra={"model": name, "version": version})
 
     def aliases_of(self, name: str) -> dict[str, int]:
-        return {alias: version for (model, alias), version in self._aliases.items() if model == name}
+        return self._aliases.of_model(name)
 
     def loaded_versions(self) -> list[tuple[str, int]]:
         return list(self._loaded)
@@ -184,7 +187,7 @@ class ModelStore:
         return model
 
     async def _evict_beyond_capacity(self) -> None:
-        pinned = {(name, version) for (name, _), version in self._aliases.items()}
+        pinned = self._aliases.pinned()
         for key in list(self._loaded):
             if len(self._loaded) <= self.max_loaded:
                 break
