@@ -16,23 +16,27 @@ from urllib.parse import unquote, urlsplit
 import httpx
 
 from flywheel.errors import FlywheelError
-from flywheel.service_client import DEFAULT_TIMEOUT_SECONDS, Json, ServiceClient, page_params, path_segment
+from flywheel.service_client import (
+    DEFAULT_TIMEOUT_SECONDS,
+    Json,
+    ServiceAddress,
+    ServiceClient,
+    page_params,
+    path_segment,
+)
 
-DEFAULT_BATCH_URL = "http://127.0.0.1:8083"
-BATCH_URL_VARIABLE = "FLYWHEEL_BATCH_URL"
+BATCH = ServiceAddress("batch service", "--batch-url", "FLYWHEEL_BATCH_URL", "http://127.0.0.1:8083")
 
 
 def batch_url(base_url: str | None = None) -> str:
     """The batch service's URL: `base_url`, else FLYWHEEL_BATCH_URL, else the local default."""
-    return (base_url or os.environ.get(BATCH_URL_VARIABLE) or DEFAULT_BATCH_URL).rstrip("/")
+    return BATCH.url(base_url)
 
 
 class BatchClient(ServiceClient):
     """The batch service over HTTP. Use as a context manager, or call `close()`, to release connections."""
 
-    service_name = "batch service"
-    url_variable = BATCH_URL_VARIABLE
-    url_option = "--batch-url"
+    address = BATCH
 
     def __init__(self, base_url: str | None = None, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> None:
         super().__init__(batch_url(base_url), timeout)

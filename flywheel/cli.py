@@ -35,12 +35,12 @@ from types import FrameType
 from flywheel import alert_commands, batch_commands, demo, trainer_commands
 from flywheel import registry_commands as commands
 from flywheel.admin_token import announce_admin_token, local_admin_token
-from flywheel.batch_client import BatchClient
-from flywheel.client import RegistryClient, registry_url
+from flywheel.batch_client import BATCH, BatchClient
+from flywheel.client import REGISTRY, RegistryClient, registry_url
 from flywheel.errors import FlywheelError
-from flywheel.monitor_client import MonitorClient, monitor_url
+from flywheel.monitor_client import MONITOR, MonitorClient, monitor_url
 from flywheel.service_client import readiness
-from flywheel.trainer_client import TrainerClient, trainer_url
+from flywheel.trainer_client import TRAINER, TrainerClient, trainer_url
 from services.batch.settings import BatchSettings
 from services.monitor.settings import MonitorSettings
 from services.registry.settings import RegistrySettings
@@ -229,9 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     registry_options = argparse.ArgumentParser(add_help=False)
     registry_options.add_argument("--json", action="store_true", help="print the server's JSON")
-    registry_options.add_argument(
-        "--registry-url", help="the registry (default: $FLYWHEEL_REGISTRY_URL, else http://127.0.0.1:8081)"
-    )
+    REGISTRY.add_option(registry_options)
     registry_options.set_defaults(service="registry")
 
     def add(
@@ -310,9 +308,7 @@ def add_trainer_commands(groups: argparse._SubParsersAction[argparse.ArgumentPar
     """`flywheel datasets`, `flywheel jobs` and `flywheel retrain`."""
     options = argparse.ArgumentParser(add_help=False)
     options.add_argument("--json", action="store_true", help="print the server's JSON")
-    options.add_argument(
-        "--trainer-url", help="the trainer (default: $FLYWHEEL_TRAINER_URL, else http://127.0.0.1:8082)"
-    )
+    TRAINER.add_option(options)
     options.set_defaults(service="trainer")
     follow_help = "show the job's progress until it ends, then its outcome; exit 1 when it failed"
 
@@ -373,9 +369,7 @@ def add_batch_commands(groups: argparse._SubParsersAction[argparse.ArgumentParse
     """`flywheel batch`: file jobs of the batch service."""
     options = argparse.ArgumentParser(add_help=False)
     options.add_argument("--json", action="store_true", help="print the server's JSON")
-    options.add_argument(
-        "--batch-url", help="the batch service (default: $FLYWHEEL_BATCH_URL, else http://127.0.0.1:8083)"
-    )
+    BATCH.add_option(options)
     options.set_defaults(service="batch")
 
     actions = groups.add_parser("batch", help="score CSV and Parquet files").add_subparsers(
@@ -443,13 +437,8 @@ def add_demo_command(groups: argparse._SubParsersAction[argparse.ArgumentParser]
         metavar="S",
         help=f"how long each step may take before the demo fails (default {demo.DEFAULT_TIMEOUT:.0f})",
     )
-    for name, variable, default in (
-        ("registry", "FLYWHEEL_REGISTRY_URL", "http://127.0.0.1:8081"),
-        ("trainer", "FLYWHEEL_TRAINER_URL", "http://127.0.0.1:8082"),
-        ("serving", "FLYWHEEL_SERVING_URL", demo.DEFAULT_SERVING_URL),
-        ("monitor", "FLYWHEEL_MONITOR_URL", "http://127.0.0.1:8084"),
-    ):
-        found.add_argument(f"--{name}-url", help=f"the {name} (default: ${variable}, else {default})")
+    for address in (REGISTRY, TRAINER, demo.SERVING, MONITOR):
+        address.add_option(found)
 
 
 def command_demo(arguments: argparse.Namespace) -> int:
@@ -474,9 +463,7 @@ def add_alert_commands(groups: argparse._SubParsersAction[argparse.ArgumentParse
     """`flywheel alerts`: the monitor's alert stream and webhook subscriptions."""
     options = argparse.ArgumentParser(add_help=False)
     options.add_argument("--json", action="store_true", help="print the server's JSON")
-    options.add_argument(
-        "--monitor-url", help="the monitor (default: $FLYWHEEL_MONITOR_URL, else http://127.0.0.1:8084)"
-    )
+    MONITOR.add_option(options)
     options.set_defaults(service="monitor")
     types_help = "the topics followed (default: drift-detected)"
 

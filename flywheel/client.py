@@ -14,17 +14,23 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, BinaryIO
 from urllib.parse import quote
 
-from flywheel.service_client import DEFAULT_TIMEOUT_SECONDS, Json, ServiceClient, page_params, path_segment
+from flywheel.service_client import (
+    DEFAULT_TIMEOUT_SECONDS,
+    Json,
+    ServiceAddress,
+    ServiceClient,
+    page_params,
+    path_segment,
+)
 
-DEFAULT_REGISTRY_URL = "http://127.0.0.1:8081"
-REGISTRY_URL_VARIABLE = "FLYWHEEL_REGISTRY_URL"
+REGISTRY = ServiceAddress("registry", "--registry-url", "FLYWHEEL_REGISTRY_URL", "http://127.0.0.1:8081")
 ACTOR_VARIABLE = "FLYWHEEL_ACTOR"
 MAX_PAGE_SIZE = 1000
 
 
 def registry_url(base_url: str | None = None) -> str:
     """The registry's URL: `base_url`, else FLYWHEEL_REGISTRY_URL, else the local default."""
-    return (base_url or os.environ.get(REGISTRY_URL_VARIABLE) or DEFAULT_REGISTRY_URL).rstrip("/")
+    return REGISTRY.url(base_url)
 
 
 def default_actor() -> str:
@@ -38,9 +44,7 @@ def default_actor() -> str:
 class RegistryClient(ServiceClient):
     """The registry over HTTP. Use as a context manager, or call `close()`, to release the connections."""
 
-    service_name = "registry"
-    url_variable = REGISTRY_URL_VARIABLE
-    url_option = "--registry-url"
+    address = REGISTRY
 
     def __init__(
         self, base_url: str | None = None, timeout: float = DEFAULT_TIMEOUT_SECONDS, actor: str | None = None

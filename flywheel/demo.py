@@ -39,6 +39,7 @@ from flywheel.monitor_client import MonitorClient
 from flywheel.service_client import (
     DEFAULT_TIMEOUT_SECONDS,
     Json,
+    ServiceAddress,
     ServiceClient,
     client_token,
     path_segment,
@@ -47,8 +48,7 @@ from flywheel.service_client import (
 from flywheel.trainer_client import TrainerClient
 from shared.settings import FlywheelSettings
 
-DEFAULT_SERVING_URL = "http://127.0.0.1:8080"
-SERVING_URL_VARIABLE = "FLYWHEEL_SERVING_URL"
+SERVING = ServiceAddress("serving", "--serving-url", "FLYWHEEL_SERVING_URL", "http://127.0.0.1:8080")
 TRAINING_ROWS = 6000  # over 1,000 reference values: the monitor's distance tests, stable on clean windows
 WINDOW_ROWS = 500  # the monitor judges every 500 predictions
 ROWS_PER_REQUEST = 50
@@ -70,15 +70,13 @@ LOCAL_HOSTS = ("127.0.0.1", "localhost")
 
 def serving_url(base_url: str | None = None) -> str:
     """Serving's URL: `base_url`, else FLYWHEEL_SERVING_URL, else the local default."""
-    return (base_url or os.environ.get(SERVING_URL_VARIABLE) or DEFAULT_SERVING_URL).rstrip("/")
+    return SERVING.url(base_url)
 
 
 class ServingClient(ServiceClient):
     """Serving's inference route over HTTP (the Open Inference Protocol's V1 `:predict`)."""
 
-    service_name = "serving"
-    url_variable = SERVING_URL_VARIABLE
-    url_option = "--serving-url"
+    address = SERVING
 
     def __init__(self, base_url: str | None = None, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> None:
         super().__init__(serving_url(base_url), timeout)

@@ -6,7 +6,6 @@ Every method returns the server's JSON as plain dicts; errors become the excepti
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -19,14 +18,14 @@ from flywheel.errors import ServiceUnavailableError
 from flywheel.service_client import (
     DEFAULT_TIMEOUT_SECONDS,
     Json,
+    ServiceAddress,
     ServiceClient,
     error_from_response,
     page_params,
     path_segment,
 )
 
-DEFAULT_MONITOR_URL = "http://127.0.0.1:8084"
-MONITOR_URL_VARIABLE = "FLYWHEEL_MONITOR_URL"
+MONITOR = ServiceAddress("monitor", "--monitor-url", "FLYWHEEL_MONITOR_URL", "http://127.0.0.1:8084")
 STREAM_READ_TIMEOUT_SECONDS = 120.0  # the monitor comments on an idle stream every 10 s by default
 RECONNECT_ATTEMPTS = 5  # after the stream broke, before giving up (rides out a monitor's restart)
 RECONNECT_WAIT_SECONDS = 1.0
@@ -34,7 +33,7 @@ RECONNECT_WAIT_SECONDS = 1.0
 
 def monitor_url(base_url: str | None = None) -> str:
     """The monitor's URL: `base_url`, else FLYWHEEL_MONITOR_URL, else the local default."""
-    return (base_url or os.environ.get(MONITOR_URL_VARIABLE) or DEFAULT_MONITOR_URL).rstrip("/")
+    return MONITOR.url(base_url)
 
 
 @dataclass(frozen=True)
@@ -72,9 +71,7 @@ def parse_server_sent_events(lines: Iterable[str]) -> Iterator[ServerSentEvent]:
 class MonitorClient(ServiceClient):
     """The monitor over HTTP. Use as a context manager, or call `close()`, to release the connections."""
 
-    service_name = "monitor"
-    url_variable = MONITOR_URL_VARIABLE
-    url_option = "--monitor-url"
+    address = MONITOR
 
     def __init__(self, base_url: str | None = None, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> None:
         super().__init__(monitor_url(base_url), timeout)
@@ -204,11 +201,11 @@ class MonitorClient(ServiceClient):
             ) as response:
                 if response.is_error:
                     response.read()
-                    raise error_from_response(response, self.service_name)
+                    raise error_from_response(response, self.address.name)
                 yield response
         except httpx.TransportError as error:
             raise ServiceUnavailableError(
                 f"the monitor at {self.base_url} did not answer ({str(error) or type(error).__name__}); "
-                f"start Flywheel with `flywheel up`, or point {self.url_variable} (or {self.url_option}) "
-                "at a running monitor"
+                f"start Flywheel with `flywheel up`, or point {MONITOR.variable} (or {MONITOR.option}) at a "
+                "running monitor"
             ) from error

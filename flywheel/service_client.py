@@ -3,8 +3,10 @@ error answers to the exceptions in `flywheel.errors`."""
 
 from __future__ import annotations
 
+import argparse
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, ClassVar, Self
 from urllib.parse import quote
@@ -48,13 +50,30 @@ def readiness(url: str) -> tuple[bool, str]:
     return False, f"not ready: {', '.join(failing)} down" if failing else f"answered {response.status_code}"
 
 
+@dataclass(frozen=True)
+class ServiceAddress:
+    """Where the SDK and the CLI find a service: the URL given (`--<service>-url`), else the environment
+    variable, else the service's local default."""
+
+    name: str  # as errors and help call it: "registry", "batch service"
+    option: str  # the CLI's: "--registry-url"
+    variable: str  # "FLYWHEEL_REGISTRY_URL"
+    default: str  # "http://127.0.0.1:8081"
+
+    def url(self, given: str | None = None) -> str:
+        return (given or os.environ.get(self.variable) or self.default).rstrip("/")
+
+    def add_option(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            self.option, help=f"the {self.name} (default: ${self.variable}, else {self.default})"
+        )
+
+
 class ServiceClient:
     """One Flywheel service over HTTP. Use as a context manager, or call `close()`, to release the
-    connections. Subclasses name the service and where its URL is configured, for error messages."""
+    connections. Subclasses say where their service is configured, for error messages."""
 
-    service_name: ClassVar[str]
-    url_variable: ClassVar[str]
-    url_option: ClassVar[str]
+    address: ClassVar[ServiceAddress]
 
     def __init__(
         self,
@@ -91,12 +110,12 @@ class ServiceClient:
         except httpx.TransportError as error:
             reason = str(error) or type(error).__name__
             raise ServiceUnavailableError(
-                f"the {self.service_name} at {self.base_url} did not answer ({reason}); start Flywheel with "
-                f"`flywheel up`, or point {self.url_variable} (or {self.url_option}) at a running "
-                f"{self.service_name}"
+                f"the {self.address.name} at {self.base_url} did not answer ({reason}); start Flywheel with "
+                f"`flywheel up`, or point {self.address.variable} (or {self.address.option}) at a running "
+                f"{self.address.name}"
             ) from error
         if response.is_error:
-            raise error_from_response(response, self.service_name)
+            raise error_from_response(response, self.address.name)
         return response
 
 

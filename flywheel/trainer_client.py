@@ -6,27 +6,30 @@ exactly as for the registry.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
-from flywheel.service_client import DEFAULT_TIMEOUT_SECONDS, Json, ServiceClient, page_params, path_segment
+from flywheel.service_client import (
+    DEFAULT_TIMEOUT_SECONDS,
+    Json,
+    ServiceAddress,
+    ServiceClient,
+    page_params,
+    path_segment,
+)
 
-DEFAULT_TRAINER_URL = "http://127.0.0.1:8082"
-TRAINER_URL_VARIABLE = "FLYWHEEL_TRAINER_URL"
+TRAINER = ServiceAddress("trainer", "--trainer-url", "FLYWHEEL_TRAINER_URL", "http://127.0.0.1:8082")
 
 
 def trainer_url(base_url: str | None = None) -> str:
     """The trainer's URL: `base_url`, else FLYWHEEL_TRAINER_URL, else the local default."""
-    return (base_url or os.environ.get(TRAINER_URL_VARIABLE) or DEFAULT_TRAINER_URL).rstrip("/")
+    return TRAINER.url(base_url)
 
 
 class TrainerClient(ServiceClient):
     """The trainer over HTTP. Use as a context manager, or call `close()`, to release the connections."""
 
-    service_name = "trainer"
-    url_variable = TRAINER_URL_VARIABLE
-    url_option = "--trainer-url"
+    address = TRAINER
 
     def __init__(self, base_url: str | None = None, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> None:
         super().__init__(trainer_url(base_url), timeout)
