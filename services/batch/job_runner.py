@@ -53,6 +53,7 @@ from services.batch.settings import BatchSettings
 from shared.artifacts import ArtifactNotFound, ArtifactStore, InvalidArtifactKey, ObjectInfo
 from shared.bus import EventBus
 from shared.events import Topic
+from shared.heartbeat import heartbeat
 from shared.model_versions import ModelNotFound, ModelUnavailable, RegistryUnavailable
 from shared.prediction_events import events_that_fit, logged_request, prediction_logged_json
 from shared.service import Runtime
@@ -158,7 +159,9 @@ class FileJobRunner:
         if job.resumed_at_row:
             log.info("file job goes on", extra={"job_id": job.id, "row": job.resumed_at_row})
         try:
-            async with self._heartbeat(job.id):
+            async with heartbeat(
+                lambda: self._beat(job.id), self.settings.job_heartbeat_seconds, f"heartbeat:{job.id}"
+            ):
                 await _JobRun(self, job).run()
         except JobLost:
             log.warning("file job taken over by another replica", extra={"job_id": job.id})
@@ -235,24 +238,9 @@ class FileJobRunner:
                 log.exception("recovering stale file jobs failed; retrying")
             await asyncio.sleep(self.settings.stale_job_seconds / 2)
 
-    @contextlib.asynccontextmanager
-    async def _heartbeat(self, job_id: str) -> AsyncIterator[None]:
-        """Tell the table this replica is alive while the job runs (stale jobs get recovered)."""
-
-        async def beat() -> None:
-            while True:
-                await asyncio.sleep(self.settings.job_heartbeat_seconds)
-                with contextlib.suppress(Exception):  # a missed beat is retried; recovery waits for several
-                    async with self.database.acquire() as connection:
-                        await job_repository.heartbeat(connection, job_id, self.worker)
-
-        task = asyncio.create_task(beat(), name=f"heartbeat:{job_id}")
-        try:
-            yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+    async def _beat(self, job_id: str) -> None:
+        async with self.database.acquire() as connection:
+            await job_repository.heartbeat(connection, job_id, self.worker)
 
 
 class _JobRun:

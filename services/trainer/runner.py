@@ -12,7 +12,6 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
 from dataclasses import asdict
 from typing import Any
 
@@ -31,6 +30,7 @@ from services.trainer.service import EVENT_SOURCE, JOB_REQUEST_TAG
 from services.trainer.spec import LOWER_IS_BETTER
 from shared.artifacts import ArtifactNotFound, ArtifactStore, InvalidArtifactKey
 from shared.events import CloudEvent, RunCompleted, Topic
+from shared.heartbeat import heartbeat
 from shared.outbox import enqueue_event
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ class JobRunner:
         run_id: str | None = job.run_id
         acting = acting_for.set(job.workspace)
         try:
-            async with self._heartbeat(job.id):
+            async with heartbeat(lambda: self._beat(job.id), self.heartbeat_seconds, f"heartbeat:{job.id}"):
                 if run_id is None:
                     run_id = await self.registry.create_run(
                         request.experiment or request.model_name,
@@ -314,23 +314,9 @@ class JobRunner:
         self.on_events()
         log.warning("training job failed", extra={"job_id": job.id, "reason": reason, "problems": problems})
 
-    @contextlib.asynccontextmanager
-    async def _heartbeat(self, job_id: str) -> AsyncIterator[None]:
-        """Tell the jobs table this replica is alive while the job runs (stale jobs get recovered)."""
-
-        async def beat() -> None:
-            while True:
-                await asyncio.sleep(self.heartbeat_seconds)
-                async with self.database.acquire() as connection:
-                    await repository.heartbeat(connection, job_id)
-
-        task = asyncio.create_task(beat(), name=f"heartbeat:{job_id}")
-        try:
-            yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+    async def _beat(self, job_id: str) -> None:
+        async with self.database.acquire() as connection:
+            await repository.heartbeat(connection, job_id)
 
 
 def _params_of(request: JobRequest) -> dict[str, str]:
