@@ -194,9 +194,9 @@ def _entry_with_number_data(entry: Any, numeric: set[str]) -> dict[str, Any] | N
     data = fields.get("data")
     if fields.get("name") not in numeric or not isinstance(data, simdjson.Array) or not data:
         return {key: _python(value) for key, value in fields.items()}
-    values = np.frombuffer(data.as_buffer(of_type="d"), dtype=np.float64)
-    if not len(values) or np.abs(values).max() >= _EXACT_IN_DOUBLE:
-        return None  # whole numbers this large the general path reads as integers, which round differently
+    values = _exact_doubles(data)
+    if values is None or not len(values):
+        return None
     return {key: values if key == "data" else _python(value) for key, value in fields.items()}
 
 
@@ -301,7 +301,9 @@ def _number_rows(body: bytes, signature: ModelSignature) -> Tensors | None:
         # Every "[" is the list's or a row's, so no row holds a list that the flat buffer would hide.
         if body.count(b"[") != rows + 1:
             return None
-        values = np.frombuffer(instances.as_buffer(of_type="d"), dtype=np.float64)
+        values = _exact_doubles(instances)
+        if values is None:
+            return None
         width = len(values) // rows
         if width == 0 or spec.shape[1] not in (-1, width):
             return None
@@ -310,9 +312,17 @@ def _number_rows(body: bytes, signature: ModelSignature) -> Tensors | None:
             return None
     except (ValueError, TypeError, RuntimeError):  # not JSON, or not numbers: the general path says what
         return None
-    if np.abs(values).max() >= _EXACT_IN_DOUBLE:
-        return None
     return {spec.name: values.astype(dtype).reshape(rows, width)}
+
+
+def _exact_doubles(array: simdjson.Array) -> np.ndarray | None:
+    """The array's numbers, nested lists flattened, as doubles (TypeError when one is not a number); None
+    when one is a whole number of 2**53 or more, which the general path reads as an integer and rounds
+    differently."""
+    values = np.frombuffer(array.as_buffer(of_type="d"), dtype=np.float64)
+    if len(values) and np.abs(values).max() >= _EXACT_IN_DOUBLE:
+        return None
+    return values
 
 
 def encode_v1_predictions(outputs: Tensors, class_labels: list[Any] | None = None) -> dict[str, Any]:
