@@ -28,18 +28,13 @@ from flywheel.service_client import (
 BATCH = ServiceAddress("batch service", "--batch-url", "FLYWHEEL_BATCH_URL", "http://127.0.0.1:8083")
 
 
-def batch_url(base_url: str | None = None) -> str:
-    """The batch service's URL: `base_url`, else FLYWHEEL_BATCH_URL, else the local default."""
-    return BATCH.url(base_url)
-
-
 class BatchClient(ServiceClient):
     """The batch service over HTTP. Use as a context manager, or call `close()`, to release connections."""
 
     address = BATCH
 
     def __init__(self, base_url: str | None = None, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> None:
-        super().__init__(batch_url(base_url), timeout)
+        super().__init__(base_url, timeout)
 
     def submit_job(self, request: dict[str, Any]) -> Json:
         """Queue a job on an object in the platform's store: {"input_uri", "model", "version" or "alias",

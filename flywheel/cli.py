@@ -36,11 +36,11 @@ from flywheel import alert_commands, batch_commands, demo, trainer_commands
 from flywheel import registry_commands as commands
 from flywheel.admin_token import announce_admin_token, local_admin_token
 from flywheel.batch_client import BATCH, BatchClient
-from flywheel.client import REGISTRY, RegistryClient, registry_url
+from flywheel.client import REGISTRY, RegistryClient
 from flywheel.errors import FlywheelError
-from flywheel.monitor_client import MONITOR, MonitorClient, monitor_url
+from flywheel.monitor_client import MONITOR, MonitorClient
 from flywheel.service_client import readiness
-from flywheel.trainer_client import TRAINER, TrainerClient, trainer_url
+from flywheel.trainer_client import TRAINER, TrainerClient
 from services.batch.settings import BatchSettings
 from services.monitor.settings import MonitorSettings
 from services.registry.settings import RegistrySettings
@@ -443,10 +443,10 @@ def add_demo_command(groups: argparse._SubParsersAction[argparse.ArgumentParser]
 
 def command_demo(arguments: argparse.Namespace) -> int:
     urls = demo.DemoUrls(
-        registry=registry_url(arguments.registry_url),
-        trainer=trainer_url(arguments.trainer_url),
-        serving=demo.serving_url(arguments.serving_url),
-        monitor=monitor_url(arguments.monitor_url),
+        registry=REGISTRY.url(arguments.registry_url),
+        trainer=TRAINER.url(arguments.trainer_url),
+        serving=demo.SERVING.url(arguments.serving_url),
+        monitor=MONITOR.url(arguments.monitor_url),
     )
     options = demo.DemoOptions(
         model=arguments.model or demo.default_model_name(),

@@ -28,11 +28,6 @@ ACTOR_VARIABLE = "FLYWHEEL_ACTOR"
 MAX_PAGE_SIZE = 1000
 
 
-def registry_url(base_url: str | None = None) -> str:
-    """The registry's URL: `base_url`, else FLYWHEEL_REGISTRY_URL, else the local default."""
-    return REGISTRY.url(base_url)
-
-
 def default_actor() -> str:
     """Who the audit trail names for changes made from here: FLYWHEEL_ACTOR, else the login name."""
     try:
@@ -49,9 +44,7 @@ class RegistryClient(ServiceClient):
     def __init__(
         self, base_url: str | None = None, timeout: float = DEFAULT_TIMEOUT_SECONDS, actor: str | None = None
     ) -> None:
-        super().__init__(
-            registry_url(base_url), timeout, headers={"X-Flywheel-Actor": actor or default_actor()}
-        )
+        super().__init__(base_url, timeout, headers={"X-Flywheel-Actor": actor or default_actor()})
 
     # ------------------------------------------------------------ experiments
 

@@ -68,18 +68,13 @@ EMBEDDED_START_TIMEOUT = 180.0  # a first start initialises the embedded Postgre
 LOCAL_HOSTS = ("127.0.0.1", "localhost")
 
 
-def serving_url(base_url: str | None = None) -> str:
-    """Serving's URL: `base_url`, else FLYWHEEL_SERVING_URL, else the local default."""
-    return SERVING.url(base_url)
-
-
 class ServingClient(ServiceClient):
     """Serving's inference route over HTTP (the Open Inference Protocol's V1 `:predict`)."""
 
     address = SERVING
 
     def __init__(self, base_url: str | None = None, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> None:
-        super().__init__(serving_url(base_url), timeout)
+        super().__init__(base_url, timeout)
 
     def predict(self, model: str, instances: list[dict[str, Any]]) -> tuple[list[Any], int]:
         """The predictions for `instances` (objects of named features) and the version that made them."""

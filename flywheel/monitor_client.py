@@ -31,11 +31,6 @@ RECONNECT_ATTEMPTS = 5  # after the stream broke, before giving up (rides out a 
 RECONNECT_WAIT_SECONDS = 1.0
 
 
-def monitor_url(base_url: str | None = None) -> str:
-    """The monitor's URL: `base_url`, else FLYWHEEL_MONITOR_URL, else the local default."""
-    return MONITOR.url(base_url)
-
-
 @dataclass(frozen=True)
 class ServerSentEvent:
     """One event of a text/event-stream: its name (`event`), `data` and `id`."""
@@ -74,7 +69,7 @@ class MonitorClient(ServiceClient):
     address = MONITOR
 
     def __init__(self, base_url: str | None = None, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> None:
-        super().__init__(monitor_url(base_url), timeout)
+        super().__init__(base_url, timeout)
 
     def set_policy(self, model: str, policy: dict[str, Any]) -> Json:
         """Set how the model is watched (drift windows and tests, alerts, retraining): the policy."""

@@ -77,13 +77,13 @@ class ServiceClient:
 
     def __init__(
         self,
-        base_url: str,
+        base_url: str | None = None,
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
         headers: Mapping[str, str] | None = None,
     ) -> None:
-        self.base_url = base_url
+        self.base_url = self.address.url(base_url)  # None: the environment's, else the local default
         headers = {**authorization_headers(client_token()), **(headers or {})}
-        self._http = httpx.Client(base_url=base_url, timeout=timeout, headers=headers)
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, headers=headers)
 
     def __enter__(self) -> Self:
         return self

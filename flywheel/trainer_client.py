@@ -21,18 +21,13 @@ from flywheel.service_client import (
 TRAINER = ServiceAddress("trainer", "--trainer-url", "FLYWHEEL_TRAINER_URL", "http://127.0.0.1:8082")
 
 
-def trainer_url(base_url: str | None = None) -> str:
-    """The trainer's URL: `base_url`, else FLYWHEEL_TRAINER_URL, else the local default."""
-    return TRAINER.url(base_url)
-
-
 class TrainerClient(ServiceClient):
     """The trainer over HTTP. Use as a context manager, or call `close()`, to release the connections."""
 
     address = TRAINER
 
     def __init__(self, base_url: str | None = None, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> None:
-        super().__init__(trainer_url(base_url), timeout)
+        super().__init__(base_url, timeout)
 
     def upload_dataset(self, path: str | Path) -> Json:
         """Store a local CSV or Parquet file for training, streamed rather than read into memory:
