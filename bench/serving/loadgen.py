@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import subprocess
 from dataclasses import dataclass, field
@@ -33,6 +34,8 @@ class LoadResult:
     p50_ms: float | None
     p99_ms: float | None
     command: list[str] = field(default_factory=list)
+    # oha's own CPU: it shares the cores with the server, so what it takes the server cannot use.
+    cpu_seconds: float = 0.0
 
     @property
     def ok(self) -> int:
@@ -47,6 +50,11 @@ class LoadResult:
     @property
     def requests_per_second(self) -> float:
         return self.ok / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def cpu_per_request_us(self) -> float | None:
+        """The load generator's CPU a request answered."""
+        return self.cpu_seconds / self.ok * 1e6 if self.ok else None
 
 
 def installed_version() -> str | None:
@@ -99,13 +107,21 @@ def run_load(url: str, body: Path, concurrency: int, seconds: float) -> LoadResu
         "-w",  # wait for the answers in flight at the deadline instead of counting them as errors
         url,
     ]
+    before = _children_cpu_seconds()
     completed = subprocess.run(command, capture_output=True, text=True, env=os.environ | {"NO_COLOR": "1"})
+    cpu_seconds = _children_cpu_seconds() - before
     if completed.returncode != 0:
         raise RuntimeError(f"oha failed ({completed.returncode}): {completed.stderr.strip()[-2000:]}")
-    return parse_oha_json(json.loads(completed.stdout), command)
+    return parse_oha_json(json.loads(completed.stdout), command, cpu_seconds)
 
 
-def parse_oha_json(report: dict[str, Any], command: list[str]) -> LoadResult:
+def _children_cpu_seconds() -> float:
+    """CPU of this process's children that have been waited for (oha, once `subprocess.run` returns)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def parse_oha_json(report: dict[str, Any], command: list[str], cpu_seconds: float = 0.0) -> LoadResult:
     percentiles = report.get("latencyPercentiles") or {}
     return LoadResult(
         seconds=float(report["summary"]["total"]),
@@ -114,6 +130,7 @@ def parse_oha_json(report: dict[str, Any], command: list[str]) -> LoadResult:
         p50_ms=_milliseconds(percentiles.get("p50")),
         p99_ms=_milliseconds(percentiles.get("p99")),
         command=command,
+        cpu_seconds=cpu_seconds,
     )
 
 

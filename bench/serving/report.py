@@ -93,13 +93,15 @@ def model_table(model: str, results: list[CellResult], servers: list[str], cells
 
 
 def cpu_note(result: CellResult) -> str:
-    """The server's CPU a request, with the Kafka broker's after a plus when it wrote the prediction log."""
+    """The server's CPU a request, with the Kafka broker's after a plus when it wrote the prediction log,
+    and the load generator's in brackets."""
     server, kafka = result.server_cpu_per_request_us, result.kafka_cpu_per_request_us
+    loadgen = result.load.cpu_per_request_us
     if server is None:
         return "-"
-    if result.server != "flywheel" or kafka is None:
-        return f"{server:,.0f}"
-    return f"{server:,.0f} + {kafka:,.0f}"
+    broker = "" if result.server != "flywheel" or kafka is None else f" + {kafka:,.0f}"
+    note = f"{server:,.0f}{broker}"
+    return note if loadgen is None else f"{note} (oha {loadgen:,.0f})"
 
 
 def workers_note(result: CellResult) -> str:
@@ -244,6 +246,7 @@ def as_json(
                 "warm_up_failed": result.warm_up.failed,
                 "server_cpu_us_per_request": result.server_cpu_per_request_us,
                 "kafka_cpu_us_per_request": result.kafka_cpu_per_request_us,
+                "loadgen_cpu_us_per_request": result.load.cpu_per_request_us,
                 "worker_cores": list(result.worker_cores),
                 "vs_handbuilt": ratio(result, handbuilt),
                 "vs_mlflow": ratio(result, mlflow),
