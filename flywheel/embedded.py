@@ -47,7 +47,7 @@ from services.trainer.app import create_app as create_trainer_app
 from services.trainer.settings import TrainerSettings
 from shared.auth import new_token
 from shared.bus import InMemoryBus
-from shared.http_protocol import CoalescingHttpToolsProtocol
+from shared.http_protocol import ServiceHttpProtocol
 from shared.service import ServiceSettings
 from shared.settings import FlywheelSettings
 from shared.telemetry import logging_config
@@ -177,7 +177,7 @@ async def serve(
                 port=service.settings.port,
                 log_config=None,  # configured once for the process
                 access_log=False,
-                http=CoalescingHttpToolsProtocol,
+                http=ServiceHttpProtocol,
                 lifespan="on",
             )
         )

@@ -8,19 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import gc
-import itertools
 import json
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Annotated, Any
+from typing import Annotated, Any
 
 import asyncpg
 import httpx
@@ -37,11 +34,17 @@ from shared.artifacts import ArtifactStore, create_artifact_store
 from shared.auth import Authenticator, Permission, Principal, TokenVerifier, registry_lookup, require
 from shared.bus import EventBus, create_bus
 from shared.db import create_pool
-from shared.http_protocol import CoalescingHttpToolsProtocol
+from shared.http_protocol import ServiceHttpProtocol, this_workers_connection_counts
 from shared.migrations import migrate
 from shared.request_limits import RequestSizeLimit
 from shared.settings import FlywheelSettings
 from shared.telemetry import PrometheusMiddleware, hide_secrets, logging_config, metrics_exposition, redact
+from shared.workers import (
+    CONNECTION_COUNTS_FILE,
+    WORKER_SLOTS_VARIABLE,
+    ConnectionCounts,
+    remove_orphaned_worker_directories,
+)
 
 READINESS_CHECK_TIMEOUT_SECONDS = 2.0
 
@@ -255,11 +258,11 @@ def create_service_app(
                 stack.push_async_callback(http.aclose)
                 verifier = TokenVerifier(registry_lookup(http), settings.auth_cache_seconds)
                 app.state.authenticator = Authenticator(verifier)
-            if service_lifespan is None:
-                yield
-            else:
-                async with service_lifespan(app, runtime):
-                    yield
+            if service_lifespan is not None:
+                await stack.enter_async_context(service_lifespan(app, runtime))
+            # Counted among the workers only now, as it starts accepting: the others hand it connections.
+            this_workers_connection_counts()
+            yield
 
     app = app_class(title=f"Flywheel {service}", description=description, version="0.1.0", lifespan=lifespan)
     if not settings.auth_enabled:
@@ -287,7 +290,7 @@ def run_service(
     """Serve `app` with uvicorn, logging JSON lines. Several `workers` share the port, each a process
     with the whole service; they need the app as the import string of a factory (`module:function`,
     called with no arguments), count their metrics in one directory so that /metrics sums them, and
-    number themselves with `claim_worker_slot`."""
+    number themselves with `claim_worker_slot` and keep their connections even (`shared.http_protocol`)."""
     if workers > 1 and not isinstance(app, str):
         raise ValueError("several workers need the app as a factory's import string, 'module:function'")
     made: list[str] = []  # directories this call made for its workers, removed at the end
@@ -297,6 +300,7 @@ def run_service(
             if variable not in os.environ:
                 made.append(tempfile.mkdtemp(prefix=f"flywheel-{service}-{kind}-{os.getpid()}-"))
                 os.environ[variable] = made[-1]  # inherited by the workers
+        ConnectionCounts.create(Path(os.environ[WORKER_SLOTS_VARIABLE]) / CONNECTION_COUNTS_FILE, workers)
     try:
         uvicorn.run(
             app,
@@ -306,71 +310,11 @@ def run_service(
             workers=workers,
             log_config=logging_config(service, log_level),
             access_log=False,
-            http=CoalescingHttpToolsProtocol,  # a response in one write, not two
+            http=ServiceHttpProtocol,  # a response in one write; connections even across the workers
         )
     finally:
         for directory in made:
             shutil.rmtree(directory, ignore_errors=True)
-
-
-WORKER_SLOTS_VARIABLE = "FLYWHEEL_WORKER_SLOTS_DIR"
-
-
-def remove_orphaned_worker_directories(parent: Path | None = None) -> list[Path]:
-    """Remove the workers' directories (`flywheel-<service>-<metrics|slots>-<pid>-*`) that `run_service`
-    made in processes no longer alive (killed, so it could not remove them itself); return them."""
-    removed = []
-    for directory in (parent or Path(tempfile.gettempdir())).glob("flywheel-*-*-*-*"):
-        match = _WORKER_DIRECTORY.fullmatch(directory.name)
-        if match is None or _process_alive(int(match["pid"])):
-            continue
-        shutil.rmtree(directory, ignore_errors=True)
-        removed.append(directory)
-    return removed
-
-
-_WORKER_DIRECTORY = re.compile(r"flywheel-[a-z]+-(?:metrics|slots)-(?P<pid>[0-9]+)-.+")
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's
-        return True
-    return True
-
-
-@dataclass
-class WorkerSlot:
-    """A worker process's number among its service's workers, held (a file lock) while it lives."""
-
-    number: int
-    lock: IO[bytes] | None = None
-
-    def release(self) -> None:
-        if self.lock is not None:
-            self.lock.close()  # closing the file drops its lock
-            self.lock = None
-
-
-def claim_worker_slot() -> WorkerSlot:
-    """The lowest number no live worker of this service holds: 0 for a service in a process of its own.
-    The kernel drops a dead worker's lock, so uvicorn's replacement for it takes its number, and whatever a
-    worker keys by its number (the batch stream's Kafka transactional id) passes to the replacement."""
-    directory = os.environ.get(WORKER_SLOTS_VARIABLE)
-    if directory is None:
-        return WorkerSlot(0)
-    for number in itertools.count():
-        lock = (Path(directory) / f"worker-{number}.lock").open("ab")
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock.close()  # a live worker holds it
-            continue
-        return WorkerSlot(number, lock)
-    raise AssertionError("unreachable")
 
 
 async def _database_answers(pool: asyncpg.Pool) -> bool:

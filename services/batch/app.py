@@ -21,8 +21,9 @@ from services.batch.worker import BatchWorker
 from shared.auth import Permission, guarded, service_token
 from shared.bus import EventBus, KafkaBus
 from shared.model_versions import RegistryClient, default_intra_op_threads
-from shared.service import Runtime, claim_worker_slot, create_service_app, garbage_collector_for_throughput
+from shared.service import Runtime, create_service_app, garbage_collector_for_throughput
 from shared.settings import FlywheelSettings
+from shared.workers import claim_worker_slot
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 log = logging.getLogger(__name__)

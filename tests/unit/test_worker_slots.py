@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from services.batch.settings import BatchSettings
-from shared.service import WORKER_SLOTS_VARIABLE, claim_worker_slot, remove_orphaned_worker_directories
+from shared.workers import WORKER_SLOTS_VARIABLE, claim_worker_slot, remove_orphaned_worker_directories
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -43,7 +43,7 @@ def test_a_dead_workers_number_goes_to_the_next_worker(
         [
             sys.executable,
             "-c",
-            "import time; from shared.service import claim_worker_slot; "
+            "import time; from shared.workers import claim_worker_slot; "
             "slot = claim_worker_slot(); print(slot.number, flush=True); time.sleep(60)",
         ],
         cwd=REPO_ROOT,
@@ -90,3 +90,11 @@ def test_the_worker_directories_of_a_killed_service_are_removed_by_the_next_one(
     removed = remove_orphaned_worker_directories(tmp_path)
     assert sorted(path.name for path in removed) == sorted(names[:2])
     assert sorted(path.name for path in tmp_path.iterdir()) == sorted(names[2:])
+
+
+def test_each_purpose_numbers_the_workers_on_its_own(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A worker claiming a slot for its connection counts keeps the number the batch stream keys by."""
+    monkeypatch.setenv(WORKER_SLOTS_VARIABLE, str(tmp_path))
+    stream, connections = claim_worker_slot(), claim_worker_slot("connections")
+    assert (stream.number, connections.number) == (0, 0)
+    assert claim_worker_slot().number == 1
