@@ -3,11 +3,12 @@ what it scores, both at rates where building a record per row would cost more th
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
 import numpy as np
+import orjson
 
 from shared.bus import MAX_RECORD_BYTES
 from shared.events import CloudEvent, PredictionLogged
@@ -37,14 +38,19 @@ def prediction_logged_json(
     source: str,
     alias: str | None = None,
     shadow: bool = False,
+    rows_json: Sequence[bytes | memoryview] | None = None,
 ) -> bytes:
     """One columnar `PredictionLogged` event (JSON) for the rows of `requests`, in order, whose model
     inputs and outputs are `inputs` and `outputs` (rows first). The arrays are written by orjson in C.
     One input per feature (each of shape [rows, 1]) gives named feature columns; otherwise the first
-    input's rows, flattened, are the features."""
+    input's rows, flattened, are the features. `rows_json`: for a model of one input, each request's rows
+    as its JSON sent them (`[..],[..]`), written as they are instead of formatting every number of the
+    input again (the numbers as the caller wrote them, rather than as the model's datatype holds them)."""
     features: dict[str, Any] | Any
     if all(array.ndim == 2 and array.shape[1] == 1 for array in inputs.values()):
         features = {name: _json_ready(array[:, 0]) for name, array in inputs.items()}
+    elif rows_json is not None and len(inputs) == 1:
+        features = orjson.Fragment(b"[" + b",".join(rows_json) + b"]")
     else:
         first = next(iter(inputs.values()))
         features = _json_ready(first.reshape(len(first), -1))

@@ -72,6 +72,7 @@ class AnsweredRequest:
     alias: str | None = None
     shadow: bool = False
     first_row: int = 0
+    rows_json: memoryview | None = None  # the inputs' rows as the request's JSON sent them (v1), if read so
 
     @property
     def rows(self) -> int:
@@ -91,6 +92,7 @@ class AnsweredRequest:
                 self.alias,
                 self.shadow,
                 self.first_row + start,
+                self.rows_json if rows >= self.rows else None,  # a part's rows are not found in the text
             )
             for start in range(0, self.rows, rows)
         ]
@@ -123,7 +125,14 @@ def encode_batch(group: list[AnsweredRequest], source: str) -> bytes:
         inputs={name: _concatenated(group, "inputs", name) for name in first.inputs},
         outputs={name: _concatenated(group, "outputs", name) for name in first.outputs},
         source=source,
+        rows_json=_rows_json(group),
     )
+
+
+def _rows_json(group: list[AnsweredRequest]) -> list[memoryview] | None:
+    """The requests' rows as their JSON sent them, if every one has them."""
+    texts = [answered.rows_json for answered in group if answered.rows_json is not None]
+    return texts if len(texts) == len(group) else None
 
 
 def _concatenated(group: list[AnsweredRequest], side: str, name: str) -> np.ndarray:

@@ -9,6 +9,7 @@ point into.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -265,19 +266,29 @@ def _parameters(parameters: Any, owner: str) -> dict[str, Any]:
 # ---------------------------------------------------------------- v1 JSON
 
 
+@dataclass(frozen=True, slots=True)
+class V1Instances:
+    """A v1 request's inputs, and, when its rows were read straight from the body, their JSON as sent
+    (`[..],[..]`, without the enclosing list): the prediction log writes that text as it is instead of
+    formatting every number again, which cost more than reading it."""
+
+    inputs: Tensors
+    rows_json: memoryview | None = None
+
+
 def parse_v1_instances(
     body: bytes | dict[str, Any], signature: ModelSignature, *, allow_non_finite: bool = False
-) -> Tensors:
+) -> V1Instances:
     """Turn `{"instances": [...]}` into the model's inputs (see `shared.tensors.instances_to_tensors`)."""
-    if isinstance(body, bytes) and (inputs := _number_rows(body, signature)) is not None:
-        return inputs
+    if isinstance(body, bytes) and (read := _number_rows(body, signature)) is not None:
+        return read
     instances = _json_object(body).get("instances")
     if not isinstance(instances, list) or not instances:
         raise InvalidInput("the request needs 'instances', a non-empty list")
-    return instances_to_tensors(instances, signature, allow_non_finite=allow_non_finite)
+    return V1Instances(instances_to_tensors(instances, signature, allow_non_finite=allow_non_finite))
 
 
-def _number_rows(body: bytes, signature: ModelSignature) -> Tensors | None:
+def _number_rows(body: bytes, signature: ModelSignature) -> V1Instances | None:
     """The common request read straight into an array: rows of numbers, of the width of the model's one
     2-D FP32 or FP64 input, and no other list in the body. simdjson reads the numbers into a buffer of
     doubles without a Python object per number (a 100-row, 20-feature body in half the time of orjson
@@ -312,7 +323,20 @@ def _number_rows(body: bytes, signature: ModelSignature) -> Tensors | None:
             return None
     except (ValueError, TypeError, RuntimeError):  # not JSON, or not numbers: the general path says what
         return None
-    return {spec.name: values.astype(dtype).reshape(rows, width)}
+    return V1Instances({spec.name: values.astype(dtype).reshape(rows, width)}, _rows_json(body))
+
+
+# The end of `instances`: its last row's "]" and its own. Its rows hold only numbers, so "]" then "]" (with
+# nothing but whitespace between) is found nowhere else in it; rows are separated by commas.
+_END_OF_ROWS = re.compile(rb"\]\s*\]")
+
+
+def _rows_json(body: bytes) -> memoryview | None:
+    """The text of the rows of a body `_number_rows` read: between the first "[" (every "[" of the body is
+    `instances`' or a row's) and the end of `instances`."""
+    start = body.index(b"[")
+    end = _END_OF_ROWS.search(body, start)
+    return None if end is None else memoryview(body)[start + 1 : end.start() + 1]
 
 
 def _exact_doubles(array: simdjson.Array) -> np.ndarray | None:

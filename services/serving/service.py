@@ -75,9 +75,9 @@ class InferenceService:
     ) -> Answer:
         """`{"instances": [...]}` in, predictions (labels and probabilities) out."""
         model, route = await self._resolve(name, None, request_id, workspace)
-        inputs = parse_v1_instances(body, model.signature)
+        instances = parse_v1_instances(body, model.signature)
         request_id = request_id or new_request_id()
-        outputs = await self._predict(model, inputs, request_id, "v1", route)
+        outputs = await self._predict(model, instances.inputs, request_id, "v1", route, instances.rows_json)
         response = encode_v1_predictions(outputs)
         response.update(model_name=model.name, model_version=str(model.version), id=request_id)
         return Answer(response, model, request_id)
@@ -96,14 +96,20 @@ class InferenceService:
         return model, route
 
     async def _predict(
-        self, model: LoadedModel, inputs: Tensors, request_id: str, protocol: Protocol, route: Route | None
+        self,
+        model: LoadedModel,
+        inputs: Tensors,
+        request_id: str,
+        protocol: Protocol,
+        route: Route | None,
+        rows_json: memoryview | None = None,
     ) -> Tensors:
         outputs = await self._infer_and_log(
-            model, inputs, request_id, protocol, route.alias if route else None
+            model, inputs, request_id, protocol, route.alias if route else None, rows_json=rows_json
         )
         if route is not None:
             for alias in route.shadows:
-                self._mirror(alias, model, inputs, request_id, protocol)
+                self._mirror(alias, model, inputs, request_id, protocol, rows_json)
         return outputs
 
     async def _infer_and_log(
@@ -115,6 +121,7 @@ class InferenceService:
         alias: str | None,
         *,
         shadow: bool = False,
+        rows_json: memoryview | None = None,
     ) -> Tensors:
         started = time.perf_counter()
         outputs = await model.predict(inputs)
@@ -132,23 +139,36 @@ class InferenceService:
                 time.time(),
                 alias,
                 shadow,
+                rows_json=rows_json,
             )
         )
         return outputs
 
     def _mirror(
-        self, alias: str, primary: LoadedModel, inputs: Tensors, request_id: str, protocol: Protocol
+        self,
+        alias: str,
+        primary: LoadedModel,
+        inputs: Tensors,
+        request_id: str,
+        protocol: Protocol,
+        rows_json: memoryview | None,
     ) -> None:
         """Answer the request with the shadow alias too, in the background; bounded, never waited for."""
         if len(self._shadows) >= self.max_shadows_in_flight:
             SHADOW_REQUESTS.labels(primary.name, alias, "dropped").inc()
             return
-        task = asyncio.create_task(self._shadow(alias, primary, inputs, request_id, protocol))
+        task = asyncio.create_task(self._shadow(alias, primary, inputs, request_id, protocol, rows_json))
         self._shadows.add(task)
         task.add_done_callback(self._shadows.discard)
 
     async def _shadow(
-        self, alias: str, primary: LoadedModel, inputs: Tensors, request_id: str, protocol: Protocol
+        self,
+        alias: str,
+        primary: LoadedModel,
+        inputs: Tensors,
+        request_id: str,
+        protocol: Protocol,
+        rows_json: memoryview | None,
     ) -> None:
         try:
             model = await self.models.resolve(primary.name, alias=alias)
@@ -157,7 +177,9 @@ class InferenceService:
                     f"{model.name} v{model.version} ({alias}) takes other inputs than v{primary.version}; "
                     "a shadow must take the same inputs"
                 )
-            await self._infer_and_log(model, inputs, request_id, protocol, alias, shadow=True)
+            await self._infer_and_log(
+                model, inputs, request_id, protocol, alias, shadow=True, rows_json=rows_json
+            )
         except Exception as error:  # a shadow's failure is logged and counted, never the caller's
             SHADOW_REQUESTS.labels(primary.name, alias, "failed").inc()
             log.warning(

@@ -161,6 +161,40 @@ async def test_every_answer_is_logged_to_prediction_logged_as_answered(serving: 
     assert record.outputs["probabilities"] == pytest.approx(answered["probabilities"][:2])
 
 
+async def test_v1_rows_are_logged_as_the_caller_wrote_them(serving: Serving) -> None:
+    """v1 rows of numbers are logged as the request's JSON wrote them (the unit tests show the text is
+    copied, not formatted again): written here as a JSON encoder would not (`1.234e+00`), they reach Kafka
+    as valid events with the numbers that were sent, beside the answers."""
+    request_id = f"logged-v1-{uuid.uuid4().hex[:8]}"
+    rows_text = ", ".join("[" + ", ".join(f"{value:.3e}" for value in row) + "]" for row in ROWS)
+    response = await serving.client.post(
+        "/v1/models/credit:predict",
+        content=f'{{"instances": [{rows_text}]}}'.encode(),
+        headers={"X-Request-Id": request_id, "Content-Type": "application/json"},
+    )
+    assert response.status_code == 200, response.text
+    answered = response.json()["predictions"]
+    logged: list[Any] = []
+
+    async def collect(event: CloudEvent) -> None:
+        logged.extend(
+            r for r in event.payload_as(PredictionLogged).records() if r.request_id.startswith(request_id)
+        )
+
+    subscription = await serving.bus.subscribe(
+        Topic.PREDICTION_LOGGED, f"observer-{uuid.uuid4().hex[:6]}", collect
+    )
+    try:
+        await eventually(lambda: len(logged) == len(ROWS), within=30, what="the three rows logged")
+    finally:
+        await subscription.close()
+    assert [record.request_id for record in logged] == [request_id, f"{request_id}:1", f"{request_id}:2"]
+    for record, row, answer in zip(logged, ROWS, answered, strict=True):
+        assert record.features == pytest.approx(row, rel=1e-3)
+        assert record.outputs["label"] == answer["label"]
+        assert record.outputs["probabilities"] == pytest.approx(answer["probabilities"])
+
+
 async def test_promoting_a_new_version_swaps_what_answers(serving: Serving) -> None:
     uploaded = await serving.registry.post("/models/credit/versions", files={"model": tiny_classifier_onnx()})
     version = uploaded.json()["version"]

@@ -302,3 +302,60 @@ async def test_a_prediction_that_can_never_be_published_is_dropped_and_the_rest_
     assert published_ids(bus) == ["request-0", "request-2"]
     assert metric("flywheel_serving_predictions_dropped_total", {"reason": "too_large"}) - dropped_before == 1
     assert prediction_log.fill == 0
+
+
+def sent_as(rows: np.ndarray) -> memoryview:
+    """Rows as a caller's JSON might write them (`[2.0e+00, ...], [...]`), never as the log would."""
+    return memoryview(b",".join(b"[" + b", ".join(b"%.1e" % value for value in row) + b"]" for row in rows))
+
+
+def answered_with_text(request_id: str, rows: np.ndarray, text: memoryview | None) -> AnsweredRequest:
+    return AnsweredRequest(
+        request_id, "m", 1, {"x": rows.astype(np.float32)}, {"y": rows[:, 0]}, 1.0, 0.0, rows_json=text
+    )
+
+
+def test_rows_sent_as_json_are_logged_as_sent_instead_of_formatted_again() -> None:
+    first, second = np.arange(6.0).reshape(3, 2), np.arange(6.0, 10.0).reshape(2, 2)
+    group = [answered_with_text("a", first, sent_as(first)), answered_with_text("b", second, sent_as(second))]
+
+    value = encode_batch(group, source="/s")
+
+    assert b"[0.0e+00, 1.0e+00],[2.0e+00, 3.0e+00]" in value
+    logged = CloudEvent.from_json(value).payload_as(PredictionLogged)
+    assert logged.features == np.concatenate([first, second]).tolist()
+    assert [record.request_id for record in logged.records()] == ["a", "a:1", "a:2", "b", "b:1"]
+
+
+def test_a_group_where_one_request_has_no_text_is_formatted_from_the_arrays() -> None:
+    first, second = np.arange(6.0).reshape(3, 2), np.arange(6.0, 10.0).reshape(2, 2)
+    group = [answered_with_text("a", first, sent_as(first)), answered_with_text("b", second, None)]
+
+    value = encode_batch(group, source="/s")
+
+    assert b"e+00" not in value
+    assert (
+        CloudEvent.from_json(value).payload_as(PredictionLogged).features
+        == np.concatenate([first, second]).tolist()
+    )
+
+
+def test_named_feature_columns_are_formatted_from_the_arrays_even_with_a_text() -> None:
+    column = np.arange(3.0).reshape(3, 1)
+    value = encode_batch([answered_with_text("a", column, sent_as(column))], source="/s")
+    assert b"e+00" not in value
+    assert CloudEvent.from_json(value).payload_as(PredictionLogged).features == {"x": [0.0, 1.0, 2.0]}
+
+
+async def test_the_parts_of_a_request_too_large_for_a_batch_are_formatted_from_the_arrays() -> None:
+    bus = InMemoryBus()
+    prediction_log = PredictionLog(bus, batch_size=4)
+    await prediction_log.start()
+    rows = np.arange(20.0).reshape(10, 2)
+    prediction_log.record(answered_with_text("big", rows, sent_as(rows)))
+    await prediction_log.stop()
+
+    values = [record.value for record in bus.records(Topic.PREDICTION_LOGGED)]
+    assert len(values) == 3
+    assert all(b"e+00" not in value for value in values)
+    assert [row for event in published(bus) for row in event.features] == rows.tolist()

@@ -251,7 +251,7 @@ def test_v2_non_finite_numbers_are_accepted_when_allowed():
 def test_v1_positional_instances_follow_the_signature_input_order():
     body = {"instances": [[50_000, 30, 0.25, "north"], [61_000, 41, 0.5, "south"]]}
 
-    inputs = parse_v1_instances(orjson.dumps(body), PER_COLUMN)
+    inputs = parse_v1_instances(orjson.dumps(body), PER_COLUMN).inputs
 
     assert inputs["income"].dtype == np.float32
     np.testing.assert_array_equal(inputs["age"], [[30.0], [41.0]])
@@ -262,15 +262,15 @@ def test_v1_named_instances_give_the_same_inputs_as_positional_ones():
     positional = {"instances": [[50_000, 30, 0.25, "north"]]}
     named = {"instances": [{"region": "north", "debt_ratio": 0.25, "age": 30, "income": 50_000}]}
 
-    from_positional = parse_v1_instances(positional, PER_COLUMN)
-    from_named = parse_v1_instances(named, PER_COLUMN)
+    from_positional = parse_v1_instances(positional, PER_COLUMN).inputs
+    from_named = parse_v1_instances(named, PER_COLUMN).inputs
 
     for name, array in from_positional.items():
         np.testing.assert_array_equal(from_named[name], array)
 
 
 def test_v1_instances_of_a_single_input_model_fill_its_rows():
-    inputs = parse_v1_instances({"instances": [[1, 2, 3, 4], [5, 6, 7, 8]]}, SINGLE_INPUT)
+    inputs = parse_v1_instances({"instances": [[1, 2, 3, 4], [5, 6, 7, 8]]}, SINGLE_INPUT).inputs
 
     assert inputs["X"].shape == (2, 4)
     assert inputs["X"].dtype == np.float32
@@ -316,7 +316,7 @@ def test_v1_nan_is_rejected_unless_allowed():
     body = {"instances": [[1, 2, 0.1, "n"], [1, 2, 0.1, "n"], ["NaN", 2, 0.1, "n"]]}
 
     assert invalid_v1(body) == "input 'income' row 2 is NaN; the model does not accept non-finite values"
-    assert np.isnan(parse_v1_instances(body, PER_COLUMN, allow_non_finite=True)["income"][2, 0])
+    assert np.isnan(parse_v1_instances(body, PER_COLUMN, allow_non_finite=True).inputs["income"][2, 0])
 
 
 def test_v1_body_without_instances_is_rejected():
@@ -368,12 +368,16 @@ V1_BODIES = [
 
 
 def read_either_way(body: bytes | dict[str, Any], signature: ModelSignature) -> dict[str, Any] | str:
-    """The arrays, as dtype, shape and exact values, or the refusal's message."""
+    """The arrays, as dtype, shape and exact values, or the refusal's message. Rows read with their JSON
+    text (for the prediction log) must be the body's rows, number for number."""
     try:
-        inputs = parse_v1_instances(body, signature)
+        read = parse_v1_instances(body, signature)
     except InvalidInput as error:
         return str(error)
-    return exact(inputs)
+    if read.rows_json is not None:
+        assert isinstance(body, bytes)
+        assert orjson.loads(b"[" + bytes(read.rows_json) + b"]") == orjson.loads(body)["instances"]
+    return exact(read.inputs)
 
 
 def exact(inputs: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -415,9 +419,35 @@ def test_v1_rows_of_numbers_are_read_without_the_general_path(monkeypatch: pytes
     monkeypatch.setattr("services.serving.protocol.instances_to_tensors", general_path)
     rows = [[round(row * 0.37 + column, 4) for column in range(4)] for row in range(100)]
 
-    inputs = parse_v1_instances(orjson.dumps({"instances": rows}), SINGLE_INPUT)
+    body = orjson.dumps({"instances": rows})
+    read = parse_v1_instances(body, SINGLE_INPUT)
 
-    np.testing.assert_array_equal(inputs["X"], np.array(rows, dtype=np.float32))
+    np.testing.assert_array_equal(read.inputs["X"], np.array(rows, dtype=np.float32))
+    assert read.rows_json is not None
+    assert b"[" + bytes(read.rows_json) + b"]" == orjson.dumps(rows)
+
+
+@pytest.mark.parametrize(
+    ("body", "rows_json"),
+    [
+        (b'{"instances": [[1, 2, 3, 4], [5, 6e0, 7.5, -8]]}', b"[1, 2, 3, 4], [5, 6e0, 7.5, -8]"),
+        (b'{ "instances" :\n [ [1,2,3,4]\n ,[5,6,7,8] \n] , "note": "]]" }', b" [1,2,3,4]\n ,[5,6,7,8]"),
+        (b'{"note": "] ]", "instances": [[1,2,3,4]]}', b"[1,2,3,4]"),
+    ],
+    ids=["spaced", "newlines-and-a-later-key", "an-earlier-key"],
+)
+def test_v1_rows_keep_their_json_text_as_sent(body: bytes, rows_json: bytes) -> None:
+    read = parse_v1_instances(body, SINGLE_INPUT)
+
+    assert read.rows_json is not None
+    assert bytes(read.rows_json) == rows_json
+
+
+def test_v1_rows_read_the_general_way_have_no_json_text() -> None:
+    named = {"instances": [{"region": "north", "debt_ratio": 0.25, "age": 30, "income": 50_000}]}
+    assert parse_v1_instances(orjson.dumps(named), PER_COLUMN).rows_json is None
+    positional = {"instances": [[50_000, 30, 0.25, "north"]]}
+    assert parse_v1_instances(orjson.dumps(positional), PER_COLUMN).rows_json is None
 
 
 def x_tensor(data: str, *, shape: str = "[2, 4]", datatype: str = "FP32", extra: str = "") -> bytes:
