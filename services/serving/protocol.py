@@ -303,7 +303,10 @@ def _number_rows(body: bytes, signature: ModelSignature) -> V1Instances | None:
         return None
     try:
         document = simdjson.Parser().parse(body)
-        if not isinstance(document, simdjson.Object) or list(document.keys()).count("instances") != 1:
+        if (
+            not isinstance(document, simdjson.Object)
+            or (keys := list(document.keys())).count("instances") != 1
+        ):
             return None  # of a repeated key the general path keeps the last
         instances = document["instances"]
         if not isinstance(instances, simdjson.Array) or not instances:
@@ -323,7 +326,8 @@ def _number_rows(body: bytes, signature: ModelSignature) -> V1Instances | None:
             return None
     except (ValueError, TypeError, RuntimeError):  # not JSON, or not numbers: the general path says what
         return None
-    return V1Instances({spec.name: values.astype(dtype).reshape(rows, width)}, _rows_json(body))
+    rows_json = _rows_json(body, instances_last=keys[-1] == "instances")
+    return V1Instances({spec.name: values.astype(dtype).reshape(rows, width)}, rows_json)
 
 
 # The end of `instances`: its last row's "]" and its own. Its rows hold only numbers, so "]" then "]" (with
@@ -331,10 +335,13 @@ def _number_rows(body: bytes, signature: ModelSignature) -> V1Instances | None:
 _END_OF_ROWS = re.compile(rb"\]\s*\]")
 
 
-def _rows_json(body: bytes) -> memoryview | None:
-    """The text of the rows of a body `_number_rows` read: between the first "[" (every "[" of the body is
-    `instances`' or a row's) and the end of `instances`."""
+def _rows_json(body: bytes, *, instances_last: bool) -> memoryview | None:
+    """The text of the rows of a body `_number_rows` read: from after the first "[" (every "[" of the body
+    is `instances`' or a row's) to the end of `instances`, which is the body's last "]" when `instances` is
+    its last member (the usual body, found from the end at once), else where `_END_OF_ROWS` finds it."""
     start = body.index(b"[")
+    if instances_last:
+        return memoryview(body)[start + 1 : body.rindex(b"]")]
     end = _END_OF_ROWS.search(body, start)
     return None if end is None else memoryview(body)[start + 1 : end.start() + 1]
 
