@@ -109,6 +109,8 @@ class ModelStore:
         self._loaded: OrderedDict[tuple[str, int], LoadedModel] = OrderedDict()
         self._aliases = AliasTable()
         self._loading: dict[tuple[str, int], asyncio.Task[LoadedModel]] = {}
+        # Deleted while their load was under way: the load is thrown away when it ends, not installed.
+        self._deleted_while_loading: set[tuple[str, int]] = set()
 
     async def resolve(
         self, name: str, *, version: int | None = None, alias: str = "production"
@@ -151,6 +153,9 @@ class ModelStore:
         aliases that pointed at them, so that the next request asks the registry."""
         self._aliases.forget_versions(name, versions)
         for version in versions:
+            loading = self._loading.get((name, version))
+            if loading is not None and not loading.done():
+                self._deleted_while_loading.add((name, version))
             loaded = self._loaded.pop((name, version), None)
             if loaded is not None:
                 await loaded.unload()
@@ -176,12 +181,20 @@ class ModelStore:
                 del self._loading[key]
 
     async def _load_now(self, record: VersionRecord) -> LoadedModel:
-        session = await load_session(record, self.artifacts, self.intra_op_threads, self.executor)
-        loop = asyncio.get_running_loop()
-        model = LoadedModel(record, session, self.batcher_settings, self.executor)
-        await loop.run_in_executor(self.executor, model.infer, model.warm_up_inputs())
-        await model.batcher.start()
-        self._loaded[(record.name, record.version)] = model
+        key = (record.name, record.version)
+        try:
+            session = await load_session(record, self.artifacts, self.intra_op_threads, self.executor)
+            loop = asyncio.get_running_loop()
+            model = LoadedModel(record, session, self.batcher_settings, self.executor)
+            await loop.run_in_executor(self.executor, model.infer, model.warm_up_inputs())
+            await model.batcher.start()
+        finally:
+            deleted = key in self._deleted_while_loading
+            self._deleted_while_loading.discard(key)
+        if deleted:
+            await model.unload()
+            raise ModelNotFound(f"model {record.name!r} version {record.version} was deleted as it loaded")
+        self._loaded[key] = model
         await self._evict_beyond_capacity()
         log.info("model loaded", extra={"model": record.name, "version": record.version})
         return model

@@ -169,3 +169,41 @@ async def test_deleting_the_version_an_alias_points_at_forgets_the_alias_and_ans
     assert models.aliases_of("credit") == {}
     assert models.loaded_versions() == []
     await models.close()
+
+
+class SlowStore(FilesystemArtifactStore):
+    """Holds every read until `release` is set: a load under way."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.reading = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def get_bytes(self, key: str) -> bytes:
+        self.reading.set()
+        await self.release.wait()
+        return await super().get_bytes(key)
+
+
+async def test_a_version_deleted_while_it_loads_is_not_kept(
+    setup: tuple[FilesystemArtifactStore, Registry], tmp_path: Path
+) -> None:
+    """A request started the load; the deletion arrived before it ended: the load is thrown away, the
+    request gets a 404 (ModelNotFound), and nothing of that version stays in memory."""
+    _, registry = setup
+    store = SlowStore(tmp_path)
+    await store.start()
+    models = ModelStore(registry.describe, store)
+    request = asyncio.ensure_future(models.resolve("credit", version=2))
+    await store.reading.wait()
+
+    await models.forget_versions("credit", [2])
+    store.release.set()
+
+    with pytest.raises(ModelNotFound, match="version 2 was deleted as it loaded"):
+        await request
+    assert models.loaded_versions() == []
+    # The mark is gone with that load: a later load of the version (recreated, say) is kept.
+    assert (await models.resolve("credit", version=2)).version == 2
+    assert models.loaded_versions() == [("credit", 2)]
+    await models.close()
