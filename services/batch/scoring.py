@@ -89,6 +89,8 @@ class ScoringModels:
         self._loaded: OrderedDict[tuple[str, int], ScoringVersion] = OrderedDict()
         self._aliases = AliasTable()
         self._lock = asyncio.Lock()  # one load at a time: a batch waits for its versions anyway
+        self._loading: tuple[str, int] | None = None  # the version whose load is under way
+        self._deleted_while_loading = False  # and whether a deletion named it meanwhile
 
     async def resolve(self, ref: ModelRef) -> ScoringVersion:
         """The version `ref` names, loaded; ModelNotFound, ModelUnavailable or RegistryUnavailable."""
@@ -120,13 +122,23 @@ class ScoringModels:
         keeps its version until it is done)."""
         self._aliases.forget_versions(name, versions)
         for version in versions:
+            if self._loading == (name, version):
+                self._deleted_while_loading = True
             if self._loaded.pop((name, version), None) is not None:
                 log.info("model unloaded: deleted", extra={"model": name, "version": version})
 
     async def _load(self, record: VersionRecord) -> ScoringVersion:
         key = (record.name, record.version)
         if key not in self._loaded:
-            session = await load_session(record, self.artifacts, self.intra_op_threads, self.executor)
+            self._loading, self._deleted_while_loading = key, False
+            try:
+                session = await load_session(record, self.artifacts, self.intra_op_threads, self.executor)
+            finally:
+                self._loading = None
+            if self._deleted_while_loading:  # thrown away, not kept for later batches
+                raise ModelNotFound(
+                    f"model {record.name!r} version {record.version} was deleted as it loaded"
+                )
             self._loaded[key] = ScoringVersion(record, session)
             pinned = self._aliases.pinned()
             for loaded in list(self._loaded):

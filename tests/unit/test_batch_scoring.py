@@ -3,6 +3,7 @@ at the next resolve, and a bad row rejected with its reason while the others are
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from services.batch.scoring import ModelRef, ScoringModels
 from shared.artifacts import FilesystemArtifactStore
 from shared.model_versions import ModelNotFound
 from tests.models import tiny_classifier_onnx
-from tests.unit.test_serving_models import Registry
+from tests.unit.test_serving_models import Registry, SlowStore
 
 
 @pytest.fixture
@@ -77,3 +78,24 @@ async def test_deleted_aliases_and_versions_are_asked_of_the_registry_again(
     with pytest.raises(ModelNotFound, match="credit@canary"):  # it pointed at v2
         await scoring.resolve(ModelRef("credit", alias="canary"))
     assert registry.lookups == lookups + 2
+
+
+async def test_a_version_deleted_while_it_loads_is_not_kept(tmp_path: Path) -> None:
+    """The batch that asked for it is refused it (its records are dead-lettered as for any deleted
+    version), and later batches do not find it loaded."""
+    store = SlowStore(tmp_path)
+    await store.start()
+    stored = await store.put_bytes("models/credit/model.onnx", tiny_classifier_onnx())
+    registry = Registry(stored.uri, hashlib.sha256(tiny_classifier_onnx()).hexdigest())
+    scoring = ScoringModels(registry.describe, store, intra_op_threads=1)
+    batch = asyncio.ensure_future(scoring.resolve(ModelRef("credit", version=2)))
+    await store.reading.wait()
+
+    scoring.forget_versions("credit", [2])
+    store.release.set()
+
+    with pytest.raises(ModelNotFound, match="version 2 was deleted as it loaded"):
+        await batch
+    lookups = registry.lookups
+    assert (await scoring.resolve(ModelRef("credit", version=2))).version == 2  # loaded again, not kept
+    assert registry.lookups == lookups + 1
