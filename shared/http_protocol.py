@@ -14,7 +14,8 @@ event loop is awake when connections arrive takes all it finds: a client opening
 at once was seen to put all 16 on one of two serving workers, leaving the other core idle (half the
 machine's rate) for as long as the connections lived. So each worker publishes how many connections it
 holds (`shared.workers.ConnectionCounts`), and a worker holding two or more than the least loaded one
-answers its next request with `Connection: close` and closes that connection after the answer. The client
+answers its next request with `Connection: close` and closes that connection after the answer (one every
+0.1 s at most: until the client's next request brings it back, no worker counts it). The client
 reconnects (as HTTP/1.1 clients do for servers that recycle connections, like nginx's
 `keepalive_requests`), most likely to the idle worker, which waits in accept while the busy one works; if
 it lands on the busy one again, the next request there does the same, until the counts are even.
@@ -108,7 +109,7 @@ class ServiceHttpProtocol(HttpToolsProtocol):
             and cycle is not None
             and cycle.keep_alive
             and not cycle.response_complete
-            and self.counts.more_than_my_share()
+            and self.counts.hand_over_one()
         ):
             # uvicorn then answers with `connection: close` and closes after the answer (as on shutdown).
             cycle.keep_alive = False

@@ -14,12 +14,17 @@ import os
 import re
 import shutil
 import tempfile
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 WORKER_SLOTS_VARIABLE = "FLYWHEEL_WORKER_SLOTS_DIR"
 CONNECTION_COUNTS_FILE = "connections"
+# A connection handed over comes back (to whichever worker accepts it) only with its client's next request:
+# until then neither worker counts it, and handing more over in the meantime would overshoot.
+HAND_OVER_INTERVAL_SECONDS = 0.1
 
 
 def remove_orphaned_worker_directories(parent: Path | None = None) -> list[Path]:
@@ -86,8 +91,16 @@ class ConnectionCounts:
     reading the others' is a few loads from shared memory (no system call), cheap enough for every request.
     """
 
-    def __init__(self, path: Path, slot: int, held: WorkerSlot | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        slot: int,
+        held: WorkerSlot | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.held = held  # the claim on `slot`, kept while the worker lives
+        self.clock = clock
+        self._last_hand_over = -HAND_OVER_INTERVAL_SECONDS
         with path.open("r+b") as file:
             self._map = mmap.mmap(file.fileno(), 0)
         self._ints = memoryview(self._map).cast("i")  # pid 0, count 0, pid 1, count 1, ...
@@ -135,3 +148,15 @@ class ConnectionCounts:
         # Rare (only while uneven): make sure the least loaded is alive, not a dead worker's stale slot.
         alive = [ints[2 * slot + 1] for slot in others if process_alive(ints[2 * slot])]
         return bool(alive) and mine - min(alive) >= 2
+
+    def hand_over_one(self) -> bool:
+        """Whether to hand a connection over now: this worker holds more than its share, and it handed none
+        over in the last `HAND_OVER_INTERVAL_SECONDS` (that one may still be on its way back). When so, the
+        caller hands one over and takes it off this worker's count."""
+        if not self.more_than_my_share():
+            return False
+        now = self.clock()
+        if now - self._last_hand_over < HAND_OVER_INTERVAL_SECONDS:
+            return False
+        self._last_hand_over = now
+        return True
