@@ -43,7 +43,7 @@ CONNECTIONS_HANDED_OVER = Counter(
 
 @functools.cache
 def this_workers_connection_counts() -> ConnectionCounts | None:
-    """Claimed once per worker process, at its first connection."""
+    """Claimed once per worker process: `create_service_app` does it as the worker starts accepting."""
     return ConnectionCounts.for_this_worker()
 
 

@@ -29,6 +29,17 @@ log = logging.getLogger(__name__)
 Protocol = Literal["v1", "v2"]
 
 
+@dataclass(frozen=True, slots=True)
+class Asked:
+    """What a request asks of a model, as it is passed on: to the version that answers, to shadows, to
+    the prediction log."""
+
+    inputs: Tensors
+    request_id: str
+    protocol: Protocol
+    rows_json: memoryview | None = None  # v1 rows as their JSON sent them (see `V1Instances`)
+
+
 @dataclass(frozen=True)
 class Answer:
     body: dict[str, Any]
@@ -64,7 +75,7 @@ class InferenceService:
         model, route = await self._resolve(name, version, request_id, workspace)
         inputs, meta = parse_v2_request(body, model.signature)
         request_id = request_id or meta.request_id or new_request_id()
-        outputs = await self._predict(model, inputs, request_id, "v2", route)
+        outputs = await self._predict(model, Asked(inputs, request_id, "v2"), route)
         response = encode_v2_response(
             model.name, str(model.version), outputs, model.signature, request_id, meta.requested_outputs
         )
@@ -77,7 +88,8 @@ class InferenceService:
         model, route = await self._resolve(name, None, request_id, workspace)
         instances = parse_v1_instances(body, model.signature)
         request_id = request_id or new_request_id()
-        outputs = await self._predict(model, instances.inputs, request_id, "v1", route, instances.rows_json)
+        asked = Asked(instances.inputs, request_id, "v1", instances.rows_json)
+        outputs = await self._predict(model, asked, route)
         response = encode_v1_predictions(outputs)
         response.update(model_name=model.name, model_version=str(model.version), id=request_id)
         return Answer(response, model, request_id)
@@ -95,81 +107,47 @@ class InferenceService:
         check_workspace(model, workspace)
         return model, route
 
-    async def _predict(
-        self,
-        model: LoadedModel,
-        inputs: Tensors,
-        request_id: str,
-        protocol: Protocol,
-        route: Route | None,
-        rows_json: memoryview | None = None,
-    ) -> Tensors:
-        outputs = await self._infer_and_log(
-            model, inputs, request_id, protocol, route.alias if route else None, rows_json=rows_json
-        )
+    async def _predict(self, model: LoadedModel, asked: Asked, route: Route | None) -> Tensors:
+        outputs = await self._infer_and_log(model, asked, route.alias if route else None)
         if route is not None:
             for alias in route.shadows:
-                self._mirror(alias, model, inputs, request_id, protocol, rows_json)
+                self._mirror(alias, model, asked)
         return outputs
 
     async def _infer_and_log(
-        self,
-        model: LoadedModel,
-        inputs: Tensors,
-        request_id: str,
-        protocol: Protocol,
-        alias: str | None,
-        *,
-        shadow: bool = False,
-        rows_json: memoryview | None = None,
+        self, model: LoadedModel, asked: Asked, alias: str | None, *, shadow: bool = False
     ) -> Tensors:
         started = time.perf_counter()
-        outputs = await model.predict(inputs)
+        outputs = await model.predict(asked.inputs)
         seconds = time.perf_counter() - started
         model.metrics.inference_seconds.observe(seconds)
-        model.metrics.predictions[protocol].inc(len(next(iter(inputs.values()))))
+        model.metrics.predictions[asked.protocol].inc(len(next(iter(asked.inputs.values()))))
         self.predictions.record(
             AnsweredRequest(
-                request_id,
+                asked.request_id,
                 model.name,
                 model.version,
-                inputs,
+                asked.inputs,
                 outputs,
                 seconds * 1000,
                 time.time(),
                 alias,
                 shadow,
-                rows_json=rows_json,
+                rows_json=asked.rows_json,
             )
         )
         return outputs
 
-    def _mirror(
-        self,
-        alias: str,
-        primary: LoadedModel,
-        inputs: Tensors,
-        request_id: str,
-        protocol: Protocol,
-        rows_json: memoryview | None,
-    ) -> None:
+    def _mirror(self, alias: str, primary: LoadedModel, asked: Asked) -> None:
         """Answer the request with the shadow alias too, in the background; bounded, never waited for."""
         if len(self._shadows) >= self.max_shadows_in_flight:
             SHADOW_REQUESTS.labels(primary.name, alias, "dropped").inc()
             return
-        task = asyncio.create_task(self._shadow(alias, primary, inputs, request_id, protocol, rows_json))
+        task = asyncio.create_task(self._shadow(alias, primary, asked))
         self._shadows.add(task)
         task.add_done_callback(self._shadows.discard)
 
-    async def _shadow(
-        self,
-        alias: str,
-        primary: LoadedModel,
-        inputs: Tensors,
-        request_id: str,
-        protocol: Protocol,
-        rows_json: memoryview | None,
-    ) -> None:
+    async def _shadow(self, alias: str, primary: LoadedModel, asked: Asked) -> None:
         try:
             model = await self.models.resolve(primary.name, alias=alias)
             if model.signature.inputs != primary.signature.inputs:
@@ -177,9 +155,7 @@ class InferenceService:
                     f"{model.name} v{model.version} ({alias}) takes other inputs than v{primary.version}; "
                     "a shadow must take the same inputs"
                 )
-            await self._infer_and_log(
-                model, inputs, request_id, protocol, alias, shadow=True, rows_json=rows_json
-            )
+            await self._infer_and_log(model, asked, alias, shadow=True)
         except Exception as error:  # a shadow's failure is logged and counted, never the caller's
             SHADOW_REQUESTS.labels(primary.name, alias, "failed").inc()
             log.warning(
