@@ -38,7 +38,7 @@ def prediction_logged_json(
     source: str,
     alias: str | None = None,
     shadow: bool = False,
-    rows_json: Sequence[bytes | memoryview] | None = None,
+    rows_json: Sequence[bytes] | None = None,
 ) -> bytes:
     """One columnar `PredictionLogged` event (JSON) for the rows of `requests`, in order, whose model
     inputs and outputs are `inputs` and `outputs` (rows first). The arrays are written by orjson in C.

@@ -72,7 +72,7 @@ class AnsweredRequest:
     alias: str | None = None
     shadow: bool = False
     first_row: int = 0
-    rows_json: memoryview | None = None  # the inputs' rows as the request's JSON sent them (v1), if read so
+    rows_json: bytes | None = None  # the inputs' rows as the request's JSON sent them (v1), if read so
 
     @property
     def rows(self) -> int:
@@ -129,7 +129,7 @@ def encode_batch(group: list[AnsweredRequest], source: str) -> bytes:
     )
 
 
-def _rows_json(group: list[AnsweredRequest]) -> list[memoryview] | None:
+def _rows_json(group: list[AnsweredRequest]) -> list[bytes] | None:
     """The requests' rows as their JSON sent them, if every one has them."""
     texts = [answered.rows_json for answered in group if answered.rows_json is not None]
     return texts if len(texts) == len(group) else None

@@ -273,7 +273,7 @@ class V1Instances:
     formatting every number again, which cost more than reading it."""
 
     inputs: Tensors
-    rows_json: memoryview | None = None
+    rows_json: bytes | None = None  # a copy: the log's buffer must not hold the whole body
 
 
 def parse_v1_instances(
@@ -327,23 +327,27 @@ def _number_rows(body: bytes, signature: ModelSignature) -> V1Instances | None:
     except (ValueError, TypeError, RuntimeError):  # not JSON, or not numbers: the general path says what
         return None
     rows_json = _rows_json(body, instances_last=keys[-1] == "instances")
+    if rows_json is not None and len(rows_json) > _MAX_TEXT_BYTES_PER_NUMBER * len(values):
+        rows_json = None  # mostly whitespace: held in the log's buffer it would cost more than the arrays
     return V1Instances({spec.name: values.astype(dtype).reshape(rows, width)}, rows_json)
 
 
 # The end of `instances`: its last row's "]" and its own. Its rows hold only numbers, so "]" then "]" (with
 # nothing but whitespace between) is found nowhere else in it; rows are separated by commas.
 _END_OF_ROWS = re.compile(rb"\]\s*\]")
+# A number written in full (17 digits, sign, point, exponent) and its separator fit in 32 bytes.
+_MAX_TEXT_BYTES_PER_NUMBER = 32
 
 
-def _rows_json(body: bytes, *, instances_last: bool) -> memoryview | None:
+def _rows_json(body: bytes, *, instances_last: bool) -> bytes | None:
     """The text of the rows of a body `_number_rows` read: from after the first "[" (every "[" of the body
     is `instances`' or a row's) to the end of `instances`, which is the body's last "]" when `instances` is
     its last member (the usual body, found from the end at once), else where `_END_OF_ROWS` finds it."""
     start = body.index(b"[")
     if instances_last:
-        return memoryview(body)[start + 1 : body.rindex(b"]")]
+        return body[start + 1 : body.rindex(b"]")]
     end = _END_OF_ROWS.search(body, start)
-    return None if end is None else memoryview(body)[start + 1 : end.start() + 1]
+    return None if end is None else body[start + 1 : end.start() + 1]
 
 
 def _exact_doubles(array: simdjson.Array) -> np.ndarray | None:

@@ -37,7 +37,7 @@ class Asked:
     inputs: Tensors
     request_id: str
     protocol: Protocol
-    rows_json: memoryview | None = None  # v1 rows as their JSON sent them (see `V1Instances`)
+    rows_json: bytes | None = None  # v1 rows as their JSON sent them (see `V1Instances`)
 
 
 @dataclass(frozen=True)

@@ -304,12 +304,12 @@ async def test_a_prediction_that_can_never_be_published_is_dropped_and_the_rest_
     assert prediction_log.fill == 0
 
 
-def sent_as(rows: np.ndarray) -> memoryview:
+def sent_as(rows: np.ndarray) -> bytes:
     """Rows as a caller's JSON might write them (`[2.0e+00, ...], [...]`), never as the log would."""
-    return memoryview(b",".join(b"[" + b", ".join(b"%.1e" % value for value in row) + b"]" for row in rows))
+    return b",".join(b"[" + b", ".join(b"%.1e" % value for value in row) + b"]" for row in rows)
 
 
-def answered_with_text(request_id: str, rows: np.ndarray, text: memoryview | None) -> AnsweredRequest:
+def answered_with_text(request_id: str, rows: np.ndarray, text: bytes | None) -> AnsweredRequest:
     return AnsweredRequest(
         request_id, "m", 1, {"x": rows.astype(np.float32)}, {"y": rows[:, 0]}, 1.0, 0.0, rows_json=text
     )
