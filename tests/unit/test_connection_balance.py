@@ -38,7 +38,8 @@ def test_a_worker_with_two_more_connections_than_another_hands_one_over(tmp_path
 
 def test_one_connection_is_handed_over_per_interval(tmp_path: Path) -> None:
     """Until a handed-over connection comes back with its client's next request nobody counts it: handing
-    more over meanwhile would overshoot (16/0 became 1/15 in one round of a test's requests)."""
+    more over meanwhile would overshoot (a worker holding 16 of 16 could hand 15 over in one round of a
+    test's sequential requests, before any came back)."""
     now = [100.0]
     path = counts_file(tmp_path, 2)
     busy, idle = ConnectionCounts(path, 0, clock=lambda: now[0]), ConnectionCounts(path, 1)
