@@ -195,7 +195,27 @@ def _checked_inputs(rows: list[Any], signature: ModelSignature) -> tuple[list[in
     scored = [index for index in range(len(rows)) if index not in rejected]
     if not scored:
         return [], {}, rejected
-    return scored, instances_to_tensors([rows[index] for index in scored], signature), rejected
+    # Rows that each fit may still not fit together: records are independent, so named and positional ones
+    # may mix (for a model with an input per feature: each form is converted apart, then joined), and rows
+    # for an input of any width (-1) may differ in length (one call takes one width: the first row's).
+    forms: dict[object, list[int]] = {}
+    for index in scored:
+        forms.setdefault("named" if isinstance(rows[index], dict) else len(rows[index]), []).append(index)
+    if not takes_feature_inputs(signature):
+        width = next(iter(forms))
+        for other in [form for form in forms if form != width]:
+            for index in forms.pop(other):
+                rejected[index] = (
+                    f"the record has {other} values and the first of its batch {width}; the model's input "
+                    "takes any number but one in all the rows scored together"
+                )
+    parts = [
+        instances_to_tensors([rows[index] for index in indexes], signature) for indexes in forms.values()
+    ]
+    joined = [index for indexes in forms.values() for index in indexes]
+    in_order = np.argsort(joined, kind="stable")  # results keep their records' order
+    inputs = {name: np.concatenate([part[name] for part in parts])[in_order] for name in parts[0]}
+    return sorted(joined), inputs, rejected
 
 
 def takes_feature_inputs(signature: ModelSignature) -> bool:

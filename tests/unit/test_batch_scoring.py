@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from services.batch.scoring import ModelRef, ScoringModels
+from services.batch.scoring import ModelRef, ScoringModels, _checked_inputs
 from shared.artifacts import FilesystemArtifactStore
+from shared.events import ModelSignature, TensorSpec
 from shared.model_versions import ModelNotFound
 from tests.models import tiny_classifier_onnx
 from tests.unit.test_serving_models import Registry, SlowStore
@@ -99,3 +100,33 @@ async def test_a_version_deleted_while_it_loads_is_not_kept(tmp_path: Path) -> N
     lookups = registry.lookups
     assert (await scoring.resolve(ModelRef("credit", version=2))).version == 2  # loaded again, not kept
     assert registry.lookups == lookups + 1
+
+
+def _signature(*inputs: TensorSpec) -> ModelSignature:
+    return ModelSignature(
+        inputs=list(inputs), outputs=[TensorSpec(name="label", datatype="INT64", shape=[-1])]
+    )
+
+
+def test_named_and_positional_records_are_scored_together_in_their_order() -> None:
+    """Each record is a request of its own: for a model with an input per feature, one may name its
+    features and the next list them (converting all at once refused the mix and stopped the stream)."""
+    signature = _signature(*(TensorSpec(name=name, datatype="FP32", shape=[-1, 1]) for name in "abc"))
+    rows = [{"a": 1, "b": 2, "c": 3}, [4, 5, 6], {"c": 9, "a": 7, "b": 8}, [1, 2], [10, 11, 12]]
+    scored, inputs, rejected = _checked_inputs(rows, signature)
+    assert scored == [0, 1, 2, 4]
+    assert list(rejected) == [3]
+    assert inputs["a"].ravel().tolist() == [1, 4, 7, 10]
+    assert inputs["c"].ravel().tolist() == [3, 6, 9, 12]
+
+
+def test_rows_of_another_width_than_the_first_are_refused_for_an_input_of_any_width() -> None:
+    """An input of any width (-1) takes one width in a call: the first row's; the others say why."""
+    signature = _signature(TensorSpec(name="x", datatype="FP32", shape=[-1, -1]))
+    rows = [[1, 2, 3], [1, 2], [4, 5, 6], "no row", [7, 8, 9, 10]]
+    scored, inputs, rejected = _checked_inputs(rows, signature)
+    assert scored == [0, 2]
+    assert inputs["x"].tolist() == [[1, 2, 3], [4, 5, 6]]
+    assert set(rejected) == {1, 3, 4}
+    assert "has 2 values and the first of its batch 3" in rejected[1]
+    assert "has 4 values and the first of its batch 3" in rejected[4]
