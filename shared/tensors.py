@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import orjson
+import simdjson
 
 from shared.events import ModelSignature
 
@@ -35,6 +36,11 @@ NUMPY_DTYPES: dict[str, type[np.generic]] = {
 }
 DATATYPES_BY_DTYPE = {np.dtype(dtype): name for name, dtype in NUMPY_DTYPES.items() if name != "BYTES"}
 _FLOAT_DATATYPES = {"FP16", "FP32", "FP64"}
+# The datatypes whose arrays come out the same from JSON numbers read straight into doubles (`exact_doubles`)
+# as from the Python numbers JSON gives: below 2**53 a whole number is exact as a double, and FP32's range
+# holds every such number, so no error message could differ either.
+READ_AS_DOUBLES: dict[str, type[np.floating]] = {"FP32": np.float32, "FP64": np.float64}
+_EXACT_IN_DOUBLE = 2.0**53
 _NON_FINITE_WORDS = {"nan", "inf", "infinity"}
 
 
@@ -169,6 +175,16 @@ def to_array(
     limits = np.iinfo(datatype.lower())  # INT8 -> int8, UINT64 -> uint64
     _check_in_range(name, (numbers < limits.min) | (numbers > limits.max), numbers, row_width, datatype)
     return numbers.astype(NUMPY_DTYPES[datatype]).reshape(shape)
+
+
+def exact_doubles(array: simdjson.Array) -> np.ndarray | None:
+    """A simdjson array's numbers, nested lists flattened, as doubles (TypeError when one is not a number);
+    None when one is a whole number of 2**53 or more, which JSON gives as an integer that rounds
+    differently."""
+    values = np.frombuffer(array.as_buffer(of_type="d"), dtype=np.float64)
+    if len(values) and np.abs(values).max() >= _EXACT_IN_DOUBLE:
+        return None
+    return values
 
 
 def _number_matrix(rows: list[Any]) -> np.ndarray | None:

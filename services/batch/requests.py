@@ -17,14 +17,18 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any
 
 import numpy as np
 import orjson
+import simdjson
 
+from services.batch.consumer import Record
 from services.batch.scoring import ModelRef
 from services.batch.settings import RequestTopic
-from shared.tensors import Tensors, json_values
+from shared.events import ModelSignature
+from shared.tensors import READ_AS_DOUBLES, Tensors, exact_doubles, json_values
 
 RESULT_EVENT_TYPE = b"io.flywheel.scoring.result.v1"
 RESULT_SOURCE = b"/flywheel/batch"
@@ -42,7 +46,8 @@ class ScoringRequest:
     key: bytes | None
     value: bytes  # as sent: a dead letter keeps it whole
     model: ModelRef
-    features: list[Any] | dict[str, Any]
+    # As JSON gives them, or a list of numbers read straight into doubles (`parse_requests`).
+    features: list[Any] | dict[str, Any] | np.ndarray
     request_id: str | None  # as the record names it; None: `<topic>-<partition>-<offset>` stands for it
 
     @property
@@ -63,6 +68,12 @@ def parse_request(
     features = envelope["features"]
     if not isinstance(features, list | dict):
         raise InvalidRequest("'features' must be a list of values or an object of named features")
+    model, request_id = _addressed(envelope, topic, defaults)
+    return ScoringRequest(topic, partition, offset, key, value or b"", model, features, request_id)
+
+
+def _addressed(envelope: dict[str, Any], topic: str, defaults: RequestTopic) -> tuple[ModelRef, str | None]:
+    """The model an envelope asks for and its request id, the topic's defaults filled in."""
     model = envelope.get("model", defaults.model)
     if not isinstance(model, str) or not model:
         raise InvalidRequest(f"the record names no model and topic {topic!r} has no default model")
@@ -77,16 +88,123 @@ def parse_request(
     request_id = envelope.get("request_id")
     if request_id is not None and (not isinstance(request_id, str) or not 0 < len(request_id) <= 256):
         raise InvalidRequest("'request_id' must be a string of 1 to 256 characters")
-    return ScoringRequest(
-        topic,
-        partition,
-        offset,
-        key,
-        value or b"",
-        _model_ref(model, version, alias or defaults.alias),
-        features,
-        request_id,
-    )
+    return _model_ref(model, version, alias or defaults.alias), request_id
+
+
+def parse_requests(
+    topic: str, partition: int, records: Sequence[Record], defaults: RequestTopic
+) -> list[ScoringRequest | InvalidRequest]:
+    """Each record's request, or what is wrong with it, as `parse_request` reads it. Records written alike,
+    the same JSON but for a list of numbers (`{"features": [20 numbers], "model": "m"}` from one producer),
+    are read together: their numbers in one simdjson call straight into doubles (a request's `features`
+    is then its row of them) and the rest of the JSON once. That saves about a microsecond a record, a
+    third of reading each with orjson and numpy reading its Python numbers again. Records of any other
+    kind are read one by one."""
+    alike = _written_alike([record.value or b"" for record in records])
+    address = None if alike is None else _template_address(alike[0], topic, defaults)
+    if alike is None or address is None:
+        return [_parsed(topic, partition, record, defaults) for record in records]
+    if isinstance(address, InvalidRequest):
+        return [address] * len(records)
+    model, request_id = address
+    return [
+        ScoringRequest(
+            topic, partition, record.offset, record.key, record.value or b"", model, row, request_id
+        )
+        for record, row in zip(records, alike[1], strict=True)
+    ]
+
+
+def _parsed(
+    topic: str, partition: int, record: Record, defaults: RequestTopic
+) -> ScoringRequest | InvalidRequest:
+    try:
+        return parse_request(topic, partition, record.offset, record.key, record.value, defaults)
+    except InvalidRequest as error:
+        return error
+
+
+# What a JSON list of numbers is written with, besides its brackets.
+_NUMBER_LIST_TEXT = b"0123456789+-.eE, \t\n\r"
+
+
+def _written_alike(values: list[bytes]) -> tuple[bytes, list[np.ndarray]] | None:
+    """The JSON every value shares around its first list, that list emptied (`{"features":[],"model":"m"}`),
+    and each value's list as a row of doubles; None unless every value is that JSON around a list of as
+    many numbers, which simdjson reads as JSON does (`exact_doubles`). Every step is one C call over all
+    the values."""
+    if not values:
+        return None
+    start = values[0].find(b"[")
+    end = values[0].find(b"]", start + 1)
+    if start < 0 or end < 0:
+        return None
+    before, after = values[0][: start + 1], values[0][end:]
+    if (
+        min(map(len, values)) < len(before) + len(after)
+        or not all(map(bytes.startswith, values, repeat(before)))
+        or not all(map(bytes.endswith, values, repeat(after)))
+    ):
+        return None
+    # The values' lists, each between `before` and `after`, as one JSON list of rows.
+    lists = b"".join(values)[len(before) : -len(after)].replace(after + before, b"],[")
+    text = b"[[" + lists + b"]]"
+    # Exactly the brackets of n rows, and only what numbers are written with in the rows: had `after`
+    # and `before` met anywhere but between two values, a bracket too many or too few would be left.
+    if text.translate(None, _NUMBER_LIST_TEXT) != b"[" + b"[]" * len(values) + b"]":
+        return None
+    try:
+        rows = simdjson.Parser().parse(text)
+        # A list of lists, as the text is (the types simdjson declares cannot say so).
+        widths: list[int] = list(map(len, rows))  # type: ignore[arg-type]
+        numbers = exact_doubles(rows)  # type: ignore[arg-type]
+    except (ValueError, TypeError, RuntimeError):  # not JSON: a number out of range, a comma too many
+        return None
+    if numbers is None or not widths[0] or widths.count(widths[0]) != len(widths):
+        return None  # lists of different lengths, or empty: each record is read (and refused) alone
+    return before + after, list(numbers.reshape(len(values), widths[0]))
+
+
+def _template_address(
+    template: bytes, topic: str, defaults: RequestTopic
+) -> tuple[ModelRef, str | None] | InvalidRequest | None:
+    """What records of this JSON around their list of numbers (the list emptied: `template`) ask for, when
+    that list is their features (bare, or the envelope's `features`); None when it is not (each record
+    is then read whole)."""
+    try:
+        body = orjson.loads(template)
+    except orjson.JSONDecodeError:
+        return None
+    if body == []:
+        envelope: dict[str, Any] = {}
+    elif isinstance(body, dict) and body.get("features") == [] and template.count(b"[") == 1:
+        envelope = body  # the only list in it is the emptied one, so that list is the features
+    else:
+        return None
+    try:
+        return _addressed(envelope, topic, defaults)
+    except InvalidRequest as error:
+        return error
+
+
+def features_for(requests: Sequence[ScoringRequest], signature: ModelSignature) -> list[Any]:
+    """The requests' features as `ScoringModels.score` takes them for a model. Rows read as doubles are
+    what JSON's numbers would give for a model with one 2-D FP32 or FP64 input; for any other model a
+    record's features are read again as JSON gives them (whole numbers as integers, which the checks of
+    an integer or boolean input tell apart)."""
+    features = [request.features for request in requests]
+    spec = signature.inputs[0] if len(signature.inputs) == 1 else None
+    if spec is not None and spec.datatype in READ_AS_DOUBLES and len(spec.shape) == 2:
+        return features
+    return [
+        _json_features(request.value) if isinstance(row, np.ndarray) else row
+        for request, row in zip(requests, features, strict=True)
+    ]
+
+
+def _json_features(value: bytes) -> Any:
+    body = orjson.loads(value)
+    return body["features"] if isinstance(body, dict) and "features" in body else body
 
 
 @functools.lru_cache(maxsize=4096)

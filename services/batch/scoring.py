@@ -151,7 +151,8 @@ class ScoringModels:
         return self._loaded[key]
 
     async def score(self, version: ScoringVersion, rows: list[Any]) -> ScoredRows:
-        """Score `rows` (each a list of feature values or an object of named features) in one call;
+        """Score `rows` (each a list of feature values, an object of named features, or a 1-D array of
+        doubles read from a list of numbers) in one call;
         rows that do not fit the signature are rejected with the reason, the others scored."""
         scored, inputs, rejected = _checked_inputs(rows, version.signature)
         if not scored:
@@ -186,6 +187,9 @@ def _checked_inputs(rows: list[Any], signature: ModelSignature) -> tuple[list[in
         return list(range(len(rows))), instances_to_tensors(rows, signature), {}
     except InvalidInput:
         pass
+    # Rows read straight into doubles (see `services.batch.requests.features_for`) as the lists they were,
+    # so that each reason reads as it does for any row.
+    rows = [row.tolist() if isinstance(row, np.ndarray) else row for row in rows]
     rejected: dict[int, str] = {}
     for index, row in enumerate(rows):
         try:

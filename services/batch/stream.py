@@ -44,7 +44,8 @@ from services.batch.requests import (
     InvalidRequest,
     ScoringRequest,
     batch_headers,
-    parse_request,
+    features_for,
+    parse_requests,
     result_values,
 )
 from services.batch.scoring import ModelRef, ScoredRows, ScoringModels, ScoringVersion
@@ -274,7 +275,7 @@ class ScoringStream:
         shared_headers = batch_headers(batch.at.isoformat().encode())
         for ref, version in versions.items():
             group = requests[ref]
-            scored = await self.models.score(version, [request.features for request in group])
+            scored = await self.models.score(version, features_for(group, version.signature))
             batch.dead += [DeadRecord.of(group[index], reason) for index, reason in scored.rejected.items()]
             await self._write_results(batch.results, version, group, scored, shared_headers)
             batch.samples.append((version, group, scored))
@@ -340,16 +341,15 @@ class ScoringStream:
             defaults = self.settings.request_topics[topic]
             for start in range(0, len(consumed), SLICE_RECORDS):
                 await asyncio.sleep(0)
-                for record in consumed[start : start + SLICE_RECORDS]:
-                    try:
-                        request = parse_request(
-                            topic, partition.partition, record.offset, record.key, record.value, defaults
-                        )
-                    except InvalidRequest as error:
+                sliced = consumed[start : start + SLICE_RECORDS]
+                for record, request in zip(
+                    sliced, parse_requests(topic, partition.partition, sliced, defaults), strict=True
+                ):
+                    if isinstance(request, InvalidRequest):
                         value = record.value or b""
                         dead.append(
                             DeadRecord(
-                                topic, partition.partition, record.offset, record.key, value, str(error)
+                                topic, partition.partition, record.offset, record.key, value, str(request)
                             )
                         )
                     else:

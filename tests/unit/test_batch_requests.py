@@ -7,16 +7,20 @@ import numpy as np
 import orjson
 import pytest
 
+from services.batch.consumer import Record
 from services.batch.requests import (
     InvalidRequest,
     ScoringRequest,
     batch_headers,
+    features_for,
     json_rows,
     parse_request,
+    parse_requests,
     result_values,
 )
-from services.batch.scoring import ModelRef
+from services.batch.scoring import ModelRef, _checked_inputs
 from services.batch.settings import RequestTopic
+from shared.events import ModelSignature, TensorSpec
 from shared.tensors import json_values
 
 DEFAULTS = RequestTopic(model="credit", alias="production", version=None)
@@ -135,3 +139,139 @@ def test_results_are_byte_for_byte_what_orjson_writes_for_their_objects() -> Non
 )
 def test_json_rows_writes_each_row_as_orjson_does(array: np.ndarray) -> None:
     assert json_rows(array) == [orjson.dumps(value) for value in json_values(array)]
+
+
+# ------------------------------------------------ records written alike, read together (parse_requests)
+
+
+def _signature(*inputs: TensorSpec) -> ModelSignature:
+    return ModelSignature(
+        inputs=list(inputs), outputs=[TensorSpec(name="label", datatype="INT64", shape=[-1])]
+    )
+
+
+SIGNATURES = [
+    _signature(TensorSpec(name="x", datatype="FP32", shape=[-1, -1])),
+    _signature(TensorSpec(name="x", datatype="FP64", shape=[-1, 3])),
+    _signature(TensorSpec(name="x", datatype="FP16", shape=[-1, 3])),
+    _signature(TensorSpec(name="x", datatype="INT64", shape=[-1, 3])),
+    _signature(TensorSpec(name="x", datatype="INT8", shape=[-1, 3])),
+    _signature(TensorSpec(name="x", datatype="BOOL", shape=[-1, 3])),
+    _signature(*(TensorSpec(name=name, datatype="FP32", shape=[-1, 1]) for name in ("a", "b", "c"))),
+]
+
+
+def _alike(template: str, rows: list[str]) -> list[bytes | None]:
+    return [template.replace("ROW", row).encode() for row in rows]
+
+
+# Each a slice of record values, as a producer would send them: most read together, the rest one by one.
+SLICES: dict[str, list[bytes | None]] = {
+    "orjson's envelope": _alike(
+        '{"features":[ROW],"model":"fraud"}', ["1.5,-2,3e-3", "0.1,0.2,0.3", "7,8,9"]
+    ),
+    "json.dumps' envelope": _alike('{"features": [ROW], "model": "fraud"}', ["1.5, -2, 3", "4, 5.25, 6"]),
+    "spaces and newlines": _alike(
+        '\n{ "model" : "fraud" ,\t"features" : [ ROW ] }\r\n', ["1 , 2,3", " 4,5 ,6 "]
+    ),
+    "bare lists": _alike("[ROW]", ["1,2,3", "4.5,5,6.25", "-0,0.0,-0.0"]),
+    "whole numbers only": _alike("[ROW]", ["1,2,3", "300,-129,0", "9007199254740991,1,1"]),
+    "a version, an alias and a request id": _alike(
+        '{"version": 4, "features": [ROW], "alias": "canary", "request_id": "same"}', ["1,2,3", "4,5,6"]
+    ),
+    "the topic's pinned default": _alike('{"features":[ROW]}', ["1,2,3"]),
+    "a number beyond FP32 and FP16": _alike("[ROW]", ["1e39,1,2", "70000.5,1,2", "1,2,3"]),
+    "numbers as JSON allows them": _alike("[ROW]", ["1E5,1e+5,0.1e-2", "1e-400,-1.0E-7,12345.678901234567"]),
+    "a model that is no name": _alike('{"features":[ROW],"model":""}', ["1,2,3", "4,5,6"]),
+    "a version that is no number": _alike('{"features":[ROW],"version":"2"}', ["1,2,3"]),
+    "one row too short": _alike("[ROW]", ["1,2,3", "1,2", "4,5,6"]),
+    "a short row and a long one": _alike("[ROW]", ["1,2,3,4", "1,2", "1,2,3"]),
+    "empty lists": _alike('{"features":[ROW]}', ["", " "]),
+    "another model": [b'{"features":[1,2,3],"model":"fraud"}', b'{"features":[4,5,6],"model":"churn"}'],
+    "a request id each": _alike('{"features":[1,2,3],"request_id":"ROW"}', ["a", "b"]),
+    "2**53": _alike("[ROW]", ["1,2,3", "9007199254740993,1,2"]),
+    "2**60 + 2**36 + 1": _alike("[ROW]", ["1152921573326323713,1,1"]),
+    "a number beyond a double": _alike("[ROW]", ["1,2,3", "1e400,1,2"]),
+    "a huge whole number": _alike("[ROW]", ["123456789012345678901234567890,1,2"]),
+    "NaN as a string": _alike("[ROW]", ['1,"NaN",3', "1,2,3"]),
+    "true and null": _alike("[ROW]", ["true,null,3", "1,2,3"]),
+    "numbers JSON does not allow": _alike("[ROW]", ["+1,2,3", "1.,2,3", "01,2,3", "1,,3", ".5,1,2"]),
+    "named features": [b'{"features":{"a":1,"b":2,"c":3}}', b'{"a":1,"b":2,"c":3}'],
+    "rows in rows": _alike('{"features":[ROW]}', ["[1,2,3]", "[4,5,6]"]),
+    "a bracket in a string": [b'{"model":"a[1]","features":[1,2,3]}', b'{"model":"a[1]","features":[1,2,3]}'],
+    "the list is not the features": _alike('{"data":[ROW]}', ["1,2,3"]),
+    "another list besides": _alike('{"features":[ROW],"tags":[]}', ["1,2,3", "4,5,6"]),
+    "features twice": _alike('{"features":[ROW],"features":[9,9,9]}', ["1,2,3"]),
+    "features twice, the last a number": _alike('{"features":[ROW],"features":5}', ["1,2,3"]),
+    "features twice, the last empty": _alike('{"features":[ROW],"features":[]}', ["1,2,3"]),
+    "empty features after the list": _alike('{"tags":[ROW],"features":[]}', ["1,2,3"]),
+    "not JSON after the list": _alike('{"features":[ROW],"model":"fraud"}x', ["1,2,3", "4,5,6"]),
+    "a tombstone": [None, b"[1,2,3]"],
+    "nothing": [],
+}
+
+
+def _general(values: list[bytes | None], defaults: RequestTopic) -> list[ScoringRequest | InvalidRequest]:
+    parsed: list[ScoringRequest | InvalidRequest] = []
+    for offset, value in enumerate(values):
+        try:
+            parsed.append(parse_request("scoring-requests", 1, offset, b"k", value, defaults))
+        except InvalidRequest as error:
+            parsed.append(error)
+    return parsed
+
+
+Converted = tuple[list[int], dict[str, tuple[str, tuple[int, ...], bytes]], dict[int, str]]
+
+
+def _scored(rows: list[object], signature: ModelSignature) -> Converted:
+    scored, inputs, rejected = _checked_inputs(rows, signature)
+    return (
+        scored,
+        {name: (array.dtype.str, array.shape, array.tobytes()) for name, array in inputs.items()},
+        rejected,
+    )
+
+
+@pytest.mark.parametrize(
+    "defaults", [DEFAULTS, RequestTopic(model="credit", version=9)], ids=["alias", "pinned"]
+)
+@pytest.mark.parametrize("name", list(SLICES))
+def test_records_read_together_are_read_as_one_by_one(name: str, defaults: RequestTopic) -> None:
+    """Requests, refusals and, for every kind of model input, the scored rows' inputs and the reasons
+    rows are refused: the same whether the slice was read together or one record at a time."""
+    values = SLICES[name]
+    records = [Record(offset, b"k", value) for offset, value in enumerate(values)]
+    together = parse_requests("scoring-requests", 1, records, defaults)
+    one_by_one = _general(values, defaults)
+    assert len(together) == len(one_by_one)
+    for fast, general in zip(together, one_by_one, strict=True):
+        assert type(fast) is type(general)
+        if isinstance(general, InvalidRequest):
+            assert str(fast) == str(general)
+            continue
+        assert isinstance(fast, ScoringRequest)
+        for field in ("topic", "partition", "offset", "key", "value", "model", "request_id"):
+            assert getattr(fast, field) == getattr(general, field)
+    requests = [request for request in one_by_one if isinstance(request, ScoringRequest)]
+    if not requests:
+        return
+    read = [request for request in together if isinstance(request, ScoringRequest)]
+    for signature in SIGNATURES:
+        assert _scored(features_for(read, signature), signature) == _scored(
+            features_for(requests, signature), signature
+        )
+
+
+def test_the_usual_records_are_read_together_into_rows_of_doubles() -> None:
+    """The cases above would pass if nothing were ever read together: these must be."""
+    for name in ("orjson's envelope", "json.dumps' envelope", "spaces and newlines", "bare lists"):
+        records = [Record(offset, None, value) for offset, value in enumerate(SLICES[name])]
+        for request in parse_requests("scoring-requests", 0, records, DEFAULTS):
+            assert isinstance(request, ScoringRequest)
+            assert isinstance(request.features, np.ndarray), name
+    records = [Record(0, None, value) for value in SLICES["a request id each"]]
+    assert all(
+        isinstance(r, ScoringRequest) and isinstance(r.features, list)
+        for r in parse_requests("scoring-requests", 0, records, DEFAULTS)
+    )
