@@ -152,13 +152,22 @@ class ScoringModels:
 
     async def score(self, version: ScoringVersion, rows: list[Any]) -> ScoredRows:
         """Score `rows` (each a list of feature values, an object of named features, or a 1-D array of
-        doubles read from a list of numbers) in one call;
-        rows that do not fit the signature are rejected with the reason, the others scored."""
+        doubles read from a list of numbers) in one call; rows that do not fit the signature are rejected
+        with the reason, and so are rows the model itself fails on (onnxruntime's error), the others
+        scored."""
         scored, inputs, rejected = _checked_inputs(rows, version.signature)
         if not scored:
             return ScoredRows([], {}, {}, rejected)
         loop = asyncio.get_running_loop()
-        outputs = await loop.run_in_executor(self.executor, version.infer, inputs)
+        try:
+            outputs = await loop.run_in_executor(self.executor, version.infer, inputs)
+        except Exception:  # onnxruntime's errors are plain Exceptions; one row may be at fault
+            kept, outputs, failed = await loop.run_in_executor(
+                self.executor, _infer_row_by_row, version, inputs
+            )
+            rejected.update({scored[position]: reason for position, reason in failed.items()})
+            inputs = {name: array[kept] for name, array in inputs.items()}
+            scored = [scored[position] for position in kept]
         return ScoredRows(scored, inputs, outputs, rejected)
 
     async def score_columns(
@@ -178,6 +187,26 @@ class ScoringModels:
         loop = asyncio.get_running_loop()
         outputs = await loop.run_in_executor(self.executor, version.infer, inputs)
         return ScoredRows(scored, inputs, outputs, rejected)
+
+
+def _infer_row_by_row(version: ScoringVersion, inputs: Tensors) -> tuple[list[int], Tensors, dict[int, str]]:
+    """After a call on all the rows failed: each row alone (blocking), so that only the rows the model
+    fails on are refused. The positions of the rows scored, their outputs, and why each other failed."""
+    kept: list[int] = []
+    outputs: list[Tensors] = []
+    failed: dict[int, str] = {}
+    for position in range(len(next(iter(inputs.values())))):
+        try:
+            outputs.append(
+                version.infer({name: array[position : position + 1] for name, array in inputs.items()})
+            )
+        except Exception as error:
+            failed[position] = f"the model failed on the record: {error}"
+        else:
+            kept.append(position)
+    if not outputs:
+        return kept, {}, failed
+    return kept, {name: np.concatenate([row[name] for row in outputs]) for name in outputs[0]}, failed
 
 
 def _checked_inputs(rows: list[Any], signature: ModelSignature) -> tuple[list[int], Tensors, dict[int, str]]:

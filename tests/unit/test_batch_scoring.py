@@ -6,8 +6,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
+from onnxruntime.capi.onnxruntime_pybind11_state import Fail
 
 from services.batch.scoring import ModelRef, ScoringModels, _checked_inputs
 from shared.artifacts import FilesystemArtifactStore
@@ -130,3 +133,37 @@ def test_rows_of_another_width_than_the_first_are_refused_for_an_input_of_any_wi
     assert set(rejected) == {1, 3, 4}
     assert "has 2 values and the first of its batch 3" in rejected[1]
     assert "has 4 values and the first of its batch 3" in rejected[4]
+
+
+class _FailsOnNegativeFirstFeature:
+    """An onnxruntime session that fails, as onnxruntime does, on any call holding a row whose first
+    feature is negative."""
+
+    def __init__(self, session: Any) -> None:
+        self.session = session
+
+    def run(self, output_names: list[str], inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+        if any((array[:, 0] < 0).any() for array in inputs.values()):
+            raise Fail("[ONNXRuntimeError] : 1 : FAIL : a node refused the input")
+        return self.session.run(output_names, inputs)  # type: ignore[no-any-return]
+
+
+async def test_rows_the_model_fails_on_are_refused_and_the_rest_scored(
+    models: tuple[ScoringModels, Registry],
+) -> None:
+    """One row onnxruntime fails on must not take its batch with it: each row is then scored alone."""
+    scoring, _ = models
+    version = await scoring.resolve(ModelRef("credit"))
+    version.session = _FailsOnNegativeFirstFeature(version.session)
+    rows = [[0.1, 0.2, 0.3, 0.4], [-1.0, 0.0, 0.0, 0.0], [1.0, 2.0], [0.5, 0.5, 0.5, 0.5]]
+    scored = await scoring.score(version, rows)
+    assert scored.scored == [0, 3]
+    assert set(scored.rejected) == {1, 2}
+    assert scored.rejected[1] == (
+        "the model failed on the record: [ONNXRuntimeError] : 1 : FAIL : a node refused the input"
+    )
+    (features,) = scored.inputs.values()
+    assert np.allclose(features, [[0.1, 0.2, 0.3, 0.4], [0.5, 0.5, 0.5, 0.5]])
+    assert len(scored.outputs["label"]) == 2
+    alone = await scoring.score(version, [[-1.0, 0.0, 0.0, 0.0]])
+    assert (alone.scored, alone.outputs, list(alone.rejected)) == ([], {}, [0])
