@@ -4,6 +4,7 @@ the scoring models, the Kafka-fed scoring stream, the consumer of alias moves, a
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -27,6 +28,19 @@ from shared.workers import claim_worker_slot
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 log = logging.getLogger(__name__)
+
+
+# EX_SOFTWARE: the process ended itself on an internal error.
+STREAM_FAILED_EXIT_CODE = 70
+
+
+def exit_to_be_replaced(error: BaseException) -> None:
+    """End this worker process at once, so that uvicorn (or the orchestrator) starts another: a stream
+    that stopped would leave the worker up and its partitions unscored. Nothing is lost: an open
+    transaction is aborted (the replacement fences it) and its records are consumed again, and file jobs
+    are resumed by the next worker (see `job_runner`)."""
+    logging.shutdown()  # flush the log line that said why
+    os._exit(STREAM_FAILED_EXIT_CODE)
 
 
 def create_app(
@@ -54,7 +68,9 @@ def create_app(
         stream = None
         slot = claim_worker_slot()  # the stream's transactional id passes to this worker's replacement
         if isinstance(runtime.bus, KafkaBus):
-            stream = ScoringStream(runtime.bus, models, batch, worker=slot.number)
+            stream = ScoringStream(
+                runtime.bus, models, batch, worker=slot.number, on_failure=exit_to_be_replaced
+            )
             await stream.start()
         else:
             log.warning("no Kafka: scoring requests are not consumed (file jobs still run)")

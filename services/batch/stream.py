@@ -12,7 +12,9 @@ read_committed consumers and its records are consumed again, so every input gets
 restarted replica (same `replica_id`) fences its dead self's open transaction at once.
 
 Transient failures (the registry or Kafka not answering) abort the batch and retry it from its first
-offset after a pause, with the batches scored ahead of it; records are never skipped. Replicas share the
+offset after a pause, with the batches scored ahead of it; records are never skipped. Any other error
+stops the stream, which says so at once and calls `on_failure` (the service ends the worker, to be
+replaced). Replicas share the
 request topics' partitions through the consumer group; on a rebalance, a replica finishes its batch in
 flight and drops those scored ahead (never committing them) before giving partitions up. A sample of the
 scored rows is reported to `prediction-logged` after each commit (best effort).
@@ -30,6 +32,7 @@ import contextlib
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -110,13 +113,22 @@ class ScoredBatch:
 
 class ScoringStream:
     def __init__(
-        self, bus: KafkaBus, models: ScoringModels, settings: BatchSettings, *, worker: int = 0
+        self,
+        bus: KafkaBus,
+        models: ScoringModels,
+        settings: BatchSettings,
+        *,
+        worker: int = 0,
+        on_failure: Callable[[BaseException], None] | None = None,
     ) -> None:
-        """`worker`: this process's number among the replica's workers (its transactional id's suffix)."""
+        """`worker`: this process's number among the replica's workers (its transactional id's suffix).
+        `on_failure`: called (after the failure is logged) when the stream stops on an error it cannot
+        retry (a fenced producer, a bug): the service ends the process, so that it is replaced."""
         self.bus = bus
         self.models = models
         self.settings = settings
         self.worker = worker
+        self.on_failure = on_failure
         self.group = bus.cluster_name(settings.consumer_group)
         # Topics as the cluster names them (namespaced) -> their plain names and defaults.
         self.request_topics = {bus.cluster_name(name): name for name in settings.request_topics}
@@ -162,12 +174,24 @@ class ScoringStream:
             revoked=self._partitions_revoked,
         )
         await self._consumer.start()
+        self._run_in_background()
+
+    def _run_in_background(self) -> None:
         self._task = asyncio.create_task(self._run(), name="scoring-stream")
+        self._task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        """A stream that stops on its own stopped on an error: said at once, not at shutdown."""
+        if task.cancelled() or (error := task.exception()) is None:
+            return
+        log.critical("the scoring stream stopped", exc_info=error)
+        if self.on_failure is not None:
+            self.on_failure(error)
 
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(Exception, asyncio.CancelledError):  # a failure was logged as it came
                 await self._task
             self._task = None
         if self._consumer is not None:

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, cast
@@ -14,10 +16,11 @@ from typing import Any, cast
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.errors import KafkaConnectionError
+from aiokafka.errors import KafkaConnectionError, ProducerFenced
 from aiokafka.producer.message_accumulator import BatchBuilder
 
 from services.batch import stream as stream_module
+from services.batch.app import STREAM_FAILED_EXIT_CODE
 from services.batch.scoring import ScoredRows, ScoringModels, ScoringVersion
 from services.batch.settings import BatchSettings, RequestTopic
 from services.batch.stream import ScoringStream
@@ -80,6 +83,9 @@ class FakeConsumer:
     def seek(self, partition: TopicPartition, offset: int) -> None:
         self.positions[partition] = offset
 
+    async def stop(self) -> None:
+        pass
+
     async def drained(self) -> None:
         """Every record consumed and the last batch's commit over: the stream polls twice in vain (the
         second poll starts only once the batch before the first is committed)."""
@@ -128,6 +134,9 @@ class FakeProducer:
 
     async def send_offsets_to_transaction(self, offsets: dict[TopicPartition, int], group: str) -> None:
         self._offsets = {partition.partition: offset for partition, offset in offsets.items()}
+
+    async def stop(self) -> None:
+        pass
 
 
 class CountingModels(ScoringModels):
@@ -257,3 +266,41 @@ async def test_the_batch_after_next_is_consumed_while_the_next_is_scored_and_bot
         running.cancel()
     assert producer.committed == [{0: n * BATCH_RECORDS} for n in range(1, 4)]
     assert producer.results == 3 * BATCH_RECORDS
+
+
+class FencedProducer(FakeProducer):
+    """Another replica took this one's transactional id: nothing it sends can commit."""
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[None]:
+        yield
+        raise ProducerFenced()
+
+
+async def test_a_stream_that_cannot_go_on_says_so_at_once_and_hands_over(
+    models: CountingModels, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An error the stream does not retry stops it: logged as it happens, and `on_failure` called (the
+    service then ends its worker process, so that a new one takes the partitions), not left to stop()."""
+    failures: list[BaseException] = []
+    stream = streaming(models, FakeConsumer(BATCH_RECORDS), FencedProducer())
+    stream.on_failure = failures.append
+    stream._run_in_background()
+    await eventually(lambda: bool(failures), what="the failure reported")
+    assert isinstance(failures[0], ProducerFenced)
+    assert "the scoring stream stopped" in [r.message for r in caplog.records if r.levelname == "CRITICAL"]
+    await stream.stop()  # already reported: stopping does not raise it again
+
+
+def test_the_service_ends_a_worker_whose_stream_failed_with_its_log_written() -> None:
+    """What the service passes as `on_failure`: the process ends at once (uvicorn or the orchestrator
+    starts another), with a code that says it failed and the log line that said why."""
+    script = (
+        "import logging, sys; logging.basicConfig(stream=sys.stderr);"
+        "from services.batch.app import exit_to_be_replaced;"
+        "logging.getLogger('stream').critical('the scoring stream stopped');"
+        "exit_to_be_replaced(RuntimeError('fenced'))"
+    )
+    ended = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert ended.returncode == STREAM_FAILED_EXIT_CODE == 70
+    assert "the scoring stream stopped" in ended.stderr
