@@ -14,10 +14,10 @@ restarted replica (same `replica_id`) fences its dead self's open transaction at
 Transient failures (the registry or Kafka not answering) abort the batch and retry it from its first
 offset after a pause, with the batches scored ahead of it; records are never skipped. Any other error
 stops the stream, which says so at once and calls `on_failure` (the service ends the worker, to be
-replaced). Replicas share the
-request topics' partitions through the consumer group; on a rebalance, a replica finishes its batch in
-flight and drops those scored ahead (never committing them) before giving partitions up. A sample of the
-scored rows is reported to `prediction-logged` after each commit (best effort).
+replaced). Replicas share the request topics' partitions through the consumer group; on a rebalance, a
+replica finishes its batch in flight and drops those scored ahead (never committing them) before giving
+partitions up. A sample of the scored rows is reported to `prediction-logged` after each commit (best
+effort).
 
 Records are consumed with confluent-kafka (`services.batch.consumer`: librdkafka fetches and decodes in
 its own threads) and the transactions are aiokafka's, their results appended into whole record batches
