@@ -15,7 +15,7 @@ import numpy as np
 import orjson
 import simdjson
 
-from shared.events import ModelSignature
+from shared.events import ModelSignature, TensorSpec
 
 Tensors = dict[str, np.ndarray]
 
@@ -175,6 +175,15 @@ def to_array(
     limits = np.iinfo(datatype.lower())  # INT8 -> int8, UINT64 -> uint64
     _check_in_range(name, (numbers < limits.min) | (numbers > limits.max), numbers, row_width, datatype)
     return numbers.astype(NUMPY_DTYPES[datatype]).reshape(shape)
+
+
+def rows_of_doubles_input(signature: ModelSignature) -> TensorSpec | None:
+    """The model's input when it is its only one, 2-D and FP32 or FP64: rows of JSON numbers read straight
+    into doubles (`exact_doubles`) feed it exactly as the numbers JSON gives would."""
+    spec = signature.inputs[0] if len(signature.inputs) == 1 else None
+    if spec is None or spec.datatype not in READ_AS_DOUBLES or len(spec.shape) != 2:
+        return None
+    return spec
 
 
 def exact_doubles(array: simdjson.Array) -> np.ndarray | None:

@@ -28,7 +28,7 @@ from services.batch.consumer import Record
 from services.batch.scoring import ModelRef
 from services.batch.settings import RequestTopic
 from shared.events import ModelSignature
-from shared.tensors import READ_AS_DOUBLES, Tensors, exact_doubles, json_values
+from shared.tensors import Tensors, exact_doubles, json_values, rows_of_doubles_input
 
 RESULT_EVENT_TYPE = b"io.flywheel.scoring.result.v1"
 RESULT_SOURCE = b"/flywheel/batch"
@@ -193,8 +193,7 @@ def features_for(requests: Sequence[ScoringRequest], signature: ModelSignature) 
     record's features are read again as JSON gives them (whole numbers as integers, which the checks of
     an integer or boolean input tell apart)."""
     features = [request.features for request in requests]
-    spec = signature.inputs[0] if len(signature.inputs) == 1 else None
-    if spec is not None and spec.datatype in READ_AS_DOUBLES and len(spec.shape) == 2:
+    if rows_of_doubles_input(signature) is not None:
         return features
     return [
         _json_features(request.value) if isinstance(row, np.ndarray) else row

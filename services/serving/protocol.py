@@ -28,6 +28,7 @@ from shared.tensors import (
     instances_to_tensors,
     json_value,
     json_values,
+    rows_of_doubles_input,
     to_array,
 )
 
@@ -293,11 +294,8 @@ def _number_rows(body: bytes, signature: ModelSignature) -> V1Instances | None:
     plus numpy). None for anything else, and for anything this reading could get wrong (a nested or
     ragged row, a repeated key, a huge integer, a value beyond the datatype's range): the general path
     then reads it, and accepts the same or names the problem."""
-    if len(signature.inputs) != 1:
-        return None
-    spec = signature.inputs[0]
-    dtype = READ_AS_DOUBLES.get(spec.datatype)
-    if dtype is None or len(spec.shape) != 2:
+    spec = rows_of_doubles_input(signature)
+    if spec is None:
         return None
     try:
         document = simdjson.Parser().parse(body)
@@ -327,7 +325,9 @@ def _number_rows(body: bytes, signature: ModelSignature) -> V1Instances | None:
     rows_json = _rows_json(body, instances_last=keys[-1] == "instances")
     if rows_json is not None and len(rows_json) > _MAX_TEXT_BYTES_PER_NUMBER * len(values):
         rows_json = None  # mostly whitespace: held in the log's buffer it would cost more than the arrays
-    return V1Instances({spec.name: values.astype(dtype).reshape(rows, width)}, rows_json)
+    return V1Instances(
+        {spec.name: values.astype(READ_AS_DOUBLES[spec.datatype]).reshape(rows, width)}, rows_json
+    )
 
 
 # The end of `instances`: its last row's "]" and its own. Its rows hold only numbers, so "]" then "]" (with
