@@ -1,6 +1,6 @@
-"""The in-process ceiling: onnxruntime's `session.run` in a loop on the same ONNX file, with the session
-settings of Flywheel's serving in one process (intra-op threads = min(4, cores), one inter-op thread, all
-graph optimisations), and no HTTP at all.
+"""The in-process ceiling: onnxruntime's `session.run` in a loop on the same ONNX file and the same distinct
+rows as the load (`workload.load_rows`), with the session settings of Flywheel's serving in one process
+(intra-op threads = min(4, cores), one inter-op thread, all graph optimisations), and no HTTP at all.
 
 Sampled at the start and again before every cell, so that a quiet moment is found even on a shared
 machine: the best sample is the ceiling, and the spread between best and worst shows what others' work on
@@ -40,9 +40,11 @@ def intra_op_threads() -> int:
 
 
 class InProcessCeiling:
-    def __init__(self, models: list[BenchModel], seconds: float) -> None:
+    """`rows`: the distinct rows the load sends, called in consecutive slices as its bodies hold them."""
+
+    def __init__(self, models: list[BenchModel], rows: np.ndarray, seconds: float) -> None:
         self.seconds = seconds
-        self.models = {model.name: model for model in models}
+        self.rows = np.ascontiguousarray(rows, dtype=np.float32)
         self.samples: dict[tuple[str, int], list[InProcessFigure]] = {}
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = intra_op_threads()
@@ -56,17 +58,18 @@ class InProcessCeiling:
         }
 
     def sample(self, model: str, rows: int) -> InProcessFigure:
-        """Call the model on `rows` of its request rows (one batch) over and over for `seconds`."""
+        """Call the model on the load's rows, `rows` at a time, one slice after the other for `seconds`."""
         session = self.sessions[model]
-        batch = np.ascontiguousarray(self.models[model].rows[:rows], dtype=np.float32)
-        feed = {session.get_inputs()[0].name: batch}
-        for _ in range(WARM_UP_CALLS):
+        name = session.get_inputs()[0].name
+        starts = range(0, len(self.rows) - rows + 1, rows)
+        feeds = [{name: self.rows[start : start + rows]} for start in starts]
+        for feed in feeds[:WARM_UP_CALLS]:
             session.run(None, feed)
         calls = 0
         started = time.perf_counter()
         deadline = started + self.seconds
         while time.perf_counter() < deadline:
-            session.run(None, feed)
+            session.run(None, feeds[calls % len(feeds)])
             calls += 1
         figure = InProcessFigure(rows, calls, time.perf_counter() - started)
         self.samples.setdefault((model, rows), []).append(figure)

@@ -1,6 +1,6 @@
 """The load generator every server gets: oha (a Rust HTTP load generator), installed once with cargo into
-the user's cache and run for a fixed time at a fixed number of keep-alive connections, each sending the
-same POST body as soon as its previous answer arrived."""
+the user's cache and run for a fixed time at a fixed number of keep-alive connections, each sending a POST
+body (a line of the cell's file, at random) as soon as its previous answer arrived."""
 
 from __future__ import annotations
 
@@ -84,9 +84,9 @@ def ensure_oha() -> Path:
     return OHA
 
 
-def run_load(url: str, body: Path, concurrency: int, seconds: float) -> LoadResult:
-    """POST `body` to `url` from `concurrency` keep-alive connections for `seconds`; answers still in
-    flight at the end are waited for and counted."""
+def run_load(url: str, bodies: Path, concurrency: int, seconds: float) -> LoadResult:
+    """POST bodies to `url` from `concurrency` keep-alive connections for `seconds`, each a line of
+    `bodies` picked at random; answers still in flight at the end are waited for and counted."""
     command = [
         str(OHA),
         "--no-tui",
@@ -100,8 +100,8 @@ def run_load(url: str, body: Path, concurrency: int, seconds: float) -> LoadResu
         "POST",
         "-T",
         "application/json",
-        "-D",
-        str(body),
+        "-Z",
+        str(bodies),
         "-t",
         f"{REQUEST_TIMEOUT_SECONDS}s",
         "-w",  # wait for the answers in flight at the deadline instead of counting them as errors

@@ -107,11 +107,11 @@ def run_cells(
             before_cell(model, cell)
             for server in servers[turn % len(servers) :] + servers[: turn % len(servers)]:
                 endpoint = endpoints[server, model]
-                body = endpoint.bodies[cell.rows]
-                warm_up = run_load(endpoint.url, body, cell.concurrency, warm_up_seconds)
+                bodies = endpoint.bodies[cell.rows]
+                warm_up = run_load(endpoint.url, bodies, cell.concurrency, warm_up_seconds)
                 server_before = _process_cpu_seconds(endpoint.process_group)
                 kafka_before = _broker_cpu_seconds(broker)
-                load = run_load(endpoint.url, body, cell.concurrency, seconds)
+                load = run_load(endpoint.url, bodies, cell.concurrency, seconds)
                 kafka_after = _broker_cpu_seconds(broker)
                 server_used = _used_by_process(server_before, _process_cpu_seconds(endpoint.process_group))
                 kafka_used = _used(kafka_before, kafka_after)
@@ -156,7 +156,7 @@ def label_agreement(server: str, endpoint: Endpoint, model: BenchModel, rows: in
         return None
     response = httpx.post(
         endpoint.url,
-        content=endpoint.bodies[rows].read_bytes(),
+        content=endpoint.bodies[rows].read_bytes().split(b"\n", 1)[0],  # the held-out rows
         headers={"content-type": "application/json"},
         timeout=60.0,
     )

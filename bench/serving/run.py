@@ -30,6 +30,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(REPO_ROOT) not in sys.path:  # run as a script: make `bench` importable
     sys.path.insert(0, str(REPO_ROOT))
 
+import numpy as np  # noqa: E402
 import onnxruntime  # noqa: E402
 import sklearn  # noqa: E402
 
@@ -65,6 +66,7 @@ from bench.serving.workload import (  # noqa: E402
     BenchModel,
     build_models,
     instances_body,
+    load_rows,
     mlflow_inputs_body,
 )
 
@@ -192,14 +194,19 @@ def stop_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, interrupt)
 
 
-def write_bodies(models: list[BenchModel], row_counts: list[int], directory: Path) -> Bodies:
-    """The request bodies as files for the load generator, by format and rows per request."""
-    rows = models[0].rows  # every model gets the same held-out rows
+def write_bodies(
+    models: list[BenchModel], row_counts: list[int], rows: np.ndarray, directory: Path
+) -> Bodies:
+    """The request bodies as files for the load generator, by format and rows per request: one body a
+    line (the load picks a line at random for each request), the first of the held-out rows (the
+    agreement check reads it), then `rows` in consecutive slices."""
+    held_out = models[0].rows  # every model gets the same held-out rows
     bodies: Bodies = {"instances": {}, "inputs": {}}
     for count in row_counts:
+        slices = [held_out[:count]] + [rows[start : start + count] for start in range(0, len(rows), count)]
         for form, encode in (("instances", instances_body), ("inputs", mlflow_inputs_body)):
-            path = directory / f"{form}-{count}.json"
-            path.write_bytes(encode(rows[:count]))
+            path = directory / f"{form}-{count}.jsonl"
+            path.write_bytes(b"\n".join(encode(part) for part in slices if len(part) == count) + b"\n")
             bodies[form][count] = path
     return bodies
 
@@ -210,8 +217,9 @@ def measure(settings: Settings, infra: dict[str, str], work_dir: Path, cleanup: 
     model_dir.mkdir()
     print(f"training {', '.join(settings.models)} and converting to ONNX", flush=True)
     models = build_models(settings.models, settings.batch_rows, model_dir)
-    bodies = write_bodies(models, sorted({cell.rows for cell in settings.cells}), work_dir)
-    ceiling = InProcessCeiling(models, settings.in_process_seconds)
+    distinct_rows = load_rows()
+    bodies = write_bodies(models, sorted({cell.rows for cell in settings.cells}), distinct_rows, work_dir)
+    ceiling = InProcessCeiling(models, distinct_rows, settings.in_process_seconds)
     for model in models:
         for rows in (1, settings.batch_rows):
             ceiling.sample(model.name, rows)
