@@ -1,4 +1,5 @@
-"""The bus on Apache Kafka (aiokafka): acks=all idempotent producer, commit-after-handle consumers."""
+"""The bus on Apache Kafka: an acks=all idempotent producer (librdkafka, `shared.bus.producer`) and
+commit-after-handle consumers (aiokafka)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,12 @@ import contextlib
 import logging
 from collections.abc import Iterable
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
 from shared.bus.base import EventBus, Handler, RawRecord, StartAt, Subscription
+from shared.bus.producer import KafkaProducer
 from shared.events import Topic, dead_letter_topic
 
 log = logging.getLogger(__name__)
@@ -70,19 +72,13 @@ class KafkaBus(EventBus):
         self.topics = [*platform_topics(), *extra_topics]
         self.poll_max_records = poll_max_records
         self.prefix = f"{namespace}." if namespace else ""
-        self._producer: AIOKafkaProducer | None = None
+        self._producer: KafkaProducer | None = None
         self._subscriptions: list[KafkaSubscription] = []
 
     async def start(self) -> None:
         await self.ensure_topics(self.topics)
-        producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap_servers,
-            client_id=self.client_id,
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=5,
-        )
-        await producer.start()
+        producer = KafkaProducer(self.bootstrap_servers, client_id=self.client_id)
+        producer.start()
         self._producer = producer
 
     async def stop(self) -> None:
@@ -117,9 +113,7 @@ class KafkaBus(EventBus):
     async def publish_raw(self, topic: str, value: bytes, key: bytes | None = None) -> None:
         if self._producer is None:
             raise RuntimeError("KafkaBus.publish before start()")
-        await self._producer.send_and_wait(
-            self.cluster_name(topic), value=value, key=key, headers=[CONTENT_TYPE_HEADER]
-        )
+        await self._producer.send(self.cluster_name(topic), value, key, [CONTENT_TYPE_HEADER])
 
     async def subscribe(
         self, topic: str, group: str, handler: Handler, *, new_group_starts_at: StartAt = "earliest"
@@ -144,13 +138,7 @@ class KafkaBus(EventBus):
 
     async def ready(self) -> bool:
         """The producer is started and a broker answers a metadata request now."""
-        if self._producer is None:
-            return False
-        try:
-            await self._producer.client.fetch_all_metadata()
-        except KafkaError:
-            return False
-        return True
+        return self._producer is not None and await self._producer.cluster_answers()
 
     async def _consume(self, consumer: AIOKafkaConsumer, group: str, handler: Handler) -> None:
         while True:
