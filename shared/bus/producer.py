@@ -10,6 +10,11 @@ librdkafka calls back with each message's delivery report only from `poll`, so o
 own polls, and each report settles the sender's future on its event loop. The producer is idempotent with
 acks=all, as aiokafka's was: librdkafka retries a failed request itself, keeping order, and reports a failure
 only once `message.timeout.ms` has passed without success.
+
+No linger (aiokafka's was 5 ms): the bus's publishers wait for each message before the next (the prediction
+log, the outbox), so a linger only delayed every message. A 433 KB prediction-log event took 6.96 ms to
+deliver with 5 ms and 0.89 ms without, and 831 against 328 µs of CPU. Messages produced while a request is
+in flight still go out together in the next one.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ class KafkaProducer:
         bootstrap_servers: str,
         *,
         client_id: str,
-        linger_ms: int = 5,
+        linger_ms: int = 0,
         delivery_timeout_ms: int = DELIVERY_TIMEOUT_MS,
     ) -> None:
         self._producer = Producer(
