@@ -38,7 +38,14 @@ from shared.http_protocol import ServiceHttpProtocol, this_workers_connection_co
 from shared.migrations import migrate
 from shared.request_limits import RequestSizeLimit
 from shared.settings import FlywheelSettings
-from shared.telemetry import PrometheusMiddleware, hide_secrets, logging_config, metrics_exposition, redact
+from shared.telemetry import (
+    PrometheusMiddleware,
+    flush_pending_metrics_forever,
+    hide_secrets,
+    logging_config,
+    metrics_exposition,
+    redact,
+)
 from shared.workers import (
     CONNECTION_COUNTS_FILE,
     WORKER_SLOTS_VARIABLE,
@@ -253,6 +260,9 @@ def create_service_app(
             AsyncExitStack() as stack,
         ):
             app.state.runtime = runtime
+            # Stopped last (the stack unwinds in reverse), so that it flushes what the service counted.
+            metrics_flusher = asyncio.create_task(flush_pending_metrics_forever(), name="metrics-flush")
+            stack.push_async_callback(_cancel_and_wait, metrics_flusher)
             if settings.auth_enabled and registry_url is not None:
                 http = httpx.AsyncClient(base_url=registry_url, timeout=5.0)
                 stack.push_async_callback(http.aclose)
@@ -282,6 +292,12 @@ def create_service_app(
     for router in routers:
         app.include_router(router)
     return app
+
+
+async def _cancel_and_wait(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def run_service(

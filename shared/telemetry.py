@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import bisect
 import json
 import logging
 import os
@@ -92,9 +94,86 @@ def logging_config(service: str, level: str = "INFO") -> dict[str, Any]:
     }
 
 
+class PendingCounter:
+    """A counter child's increments summed here and added to it by `flush_pending_metrics`.
+
+    For what the hot routes count on every request: with several workers each write to a child locks and
+    packs into a shared mmap, 1.2 µs a counter and 2.3 µs a histogram observation here, about 7 µs of a
+    1-row request's 130-150 on the event loop. Summed in plain floats they cost 0.1 µs, and reach the
+    children at most a second late (at once for a scrape of this process's /metrics). Used from the event
+    loop's thread only, as is the flush."""
+
+    __slots__ = ("child", "pending")
+
+    def __init__(self, child: Counter) -> None:
+        self.child = child
+        self.pending = 0.0
+        _PENDING.append(self)
+
+    def inc(self, amount: float = 1.0) -> None:
+        self.pending += amount
+
+    def flush(self) -> None:
+        if self.pending:
+            self.child.inc(self.pending)
+            self.pending = 0.0
+
+
+class PendingHistogram:
+    """A histogram child's observations counted here, per bucket, and added to it by
+    `flush_pending_metrics` (see `PendingCounter`)."""
+
+    __slots__ = ("child", "counts", "sum", "upper_bounds")
+
+    def __init__(self, child: Histogram) -> None:
+        self.child = child
+        # prometheus_client keeps these private; tests/unit/test_telemetry.py checks that flushed
+        # observations expose exactly as observed ones.
+        self.upper_bounds: list[float] = list(child._upper_bounds)
+        self.counts = [0] * len(self.upper_bounds)
+        self.sum = 0.0
+        _PENDING.append(self)
+
+    def observe(self, amount: float) -> None:
+        self.sum += amount
+        # The first bucket whose bound is >= amount, as Histogram.observe picks it (the last is +Inf).
+        self.counts[bisect.bisect_left(self.upper_bounds, amount)] += 1
+
+    def flush(self) -> None:
+        if not any(self.counts):
+            return
+        self.child._sum.inc(self.sum)
+        for bucket, count in zip(self.child._buckets, self.counts, strict=True):
+            if count:
+                bucket.inc(count)
+        self.counts = [0] * len(self.upper_bounds)
+        self.sum = 0.0
+
+
+_PENDING: list[PendingCounter | PendingHistogram] = []
+PENDING_FLUSH_SECONDS = 1.0
+
+
+def flush_pending_metrics() -> None:
+    """Add what every `PendingCounter` and `PendingHistogram` of this process holds to its child."""
+    for metric in _PENDING:
+        metric.flush()
+
+
+async def flush_pending_metrics_forever() -> None:
+    """Flush every `PENDING_FLUSH_SECONDS` until cancelled, and once more then (a service's lifespan)."""
+    try:
+        while True:
+            await asyncio.sleep(PENDING_FLUSH_SECONDS)
+            flush_pending_metrics()
+    finally:
+        flush_pending_metrics()
+
+
 def metrics_exposition() -> bytes:
     """Every metric in Prometheus' text format; summed over the worker processes when several serve the
     same port (they write to PROMETHEUS_MULTIPROC_DIR, see shared.service.run_service)."""
+    flush_pending_metrics()  # this process's, at least, are exact
     if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         return generate_latest()
     registry = CollectorRegistry()
@@ -138,15 +217,15 @@ class RouteMetrics:
 
     def __init__(self, service: str) -> None:
         self.service = service
-        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._children: dict[tuple[str, str, int], tuple[PendingCounter, PendingHistogram]] = {}
 
     def observe(self, method: str, template: str, status: int, started: float) -> None:
         """Count one request to `template` answered with `status`, begun at `started` (perf_counter)."""
         children = self._children.get((method, template, status))
         if children is None:
             children = (
-                HTTP_REQUESTS.labels(self.service, method, template, str(status)),
-                HTTP_LATENCY.labels(self.service, method, template),
+                PendingCounter(HTTP_REQUESTS.labels(self.service, method, template, str(status))),
+                PendingHistogram(HTTP_LATENCY.labels(self.service, method, template)),
             )
             self._children[(method, template, status)] = children
         requests, latency = children

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from shared.telemetry import PendingCounter, PendingHistogram
+
 PREDICTIONS = Counter("flywheel_serving_predictions_total", "Rows answered", ["model", "version", "protocol"])
 REQUEST_ERRORS = Counter(
     "flywheel_serving_request_errors_total", "Inference requests refused or failed", ["model", "status"]
@@ -38,10 +40,11 @@ SHADOW_REQUESTS = Counter(
 
 @dataclass(frozen=True)
 class VersionMetrics:
-    """One version's metric children, looked up once when it loads rather than on every request."""
+    """One version's metric children, looked up once when it loads rather than on every request; those
+    counted on every request are summed in the process first (`shared.telemetry.PendingCounter`)."""
 
-    inference_seconds: Histogram
-    predictions: dict[str, Counter]
+    inference_seconds: PendingHistogram
+    predictions: dict[str, PendingCounter]
     batch_rows: Histogram
     queue_depth: Gauge
 
@@ -49,8 +52,10 @@ class VersionMetrics:
     def of(cls, model: str, version: int) -> VersionMetrics:
         labels = (model, str(version))
         return cls(
-            inference_seconds=INFERENCE_LATENCY.labels(*labels),
-            predictions={protocol: PREDICTIONS.labels(*labels, protocol) for protocol in ("v1", "v2")},
+            inference_seconds=PendingHistogram(INFERENCE_LATENCY.labels(*labels)),
+            predictions={
+                protocol: PendingCounter(PREDICTIONS.labels(*labels, protocol)) for protocol in ("v1", "v2")
+            },
             batch_rows=BATCH_ROWS.labels(*labels),
             queue_depth=QUEUE_DEPTH.labels(*labels),
         )

@@ -78,14 +78,20 @@ async def test_every_worker_swaps_and_metrics_sum_over_workers(services: tuple[s
             what="every worker answering with v2",
         )
 
-        metrics = (await registry.get(f"{serving_url}/metrics")).text
-    answered = sum(
-        float(value)
-        for value in re.findall(
-            r'^flywheel_serving_predictions_total\{model="credit".*\} (\S+)$', metrics, re.M
-        )
-    )
-    http_counted = re.findall(
-        r'^flywheel_http_requests_total\{.*route="/v1/models/\{name\}:predict".*\} (\S+)$', metrics, re.M
-    )
-    assert answered == sum(float(value) for value in http_counted) >= 80
+        # A worker writes what its hot route counted at most a second later (shared.telemetry.PendingCounter).
+        async def counts_summed_over_workers() -> bool:
+            metrics = (await registry.get(f"{serving_url}/metrics")).text
+            answered = sum(
+                float(value)
+                for value in re.findall(
+                    r'^flywheel_serving_predictions_total\{model="credit".*\} (\S+)$', metrics, re.M
+                )
+            )
+            http_counted = re.findall(
+                r'^flywheel_http_requests_total\{.*route="/v1/models/\{name\}:predict".*\} (\S+)$',
+                metrics,
+                re.M,
+            )
+            return answered == sum(float(value) for value in http_counted) >= 80
+
+        await eventually_true(counts_summed_over_workers, what="both workers' counts in /metrics")

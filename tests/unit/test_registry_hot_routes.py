@@ -21,6 +21,7 @@ from services.registry.search import compile_search
 from shared.auth import Authenticator, Principal, Role, TokenVerifier
 from shared.pagination import decode_page_token, encode_page_token
 from shared.settings import FlywheelSettings
+from shared.telemetry import flush_pending_metrics
 
 MAX_BODY_BYTES = 2_000
 STARTED = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -160,6 +161,8 @@ def json_headers(body: bytes, **more: str) -> dict[str, str]:
 
 
 def requests_counted(method: str, route: str, status: int) -> float:
+    """As a scrape of /metrics reads it (which first flushes what the hot routes counted)."""
+    flush_pending_metrics()
     labels = {"service": "registry", "method": method, "route": route, "status": str(status)}
     return REGISTRY.get_sample_value("flywheel_http_requests_total", labels) or 0.0
 

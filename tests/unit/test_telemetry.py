@@ -1,8 +1,10 @@
 """Logs are one JSON object per line, with the fields passed in `extra`; multiprocess metrics update
-without a system call."""
+without a system call; what the hot routes count is summed in the process and written on a flush."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -10,7 +12,19 @@ import subprocess
 import sys
 from pathlib import Path
 
-from shared.telemetry import JsonFormatter
+import pytest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+from shared import telemetry
+from shared.telemetry import (
+    JsonFormatter,
+    PendingCounter,
+    PendingHistogram,
+    flush_pending_metrics,
+    flush_pending_metrics_forever,
+    metrics_exposition,
+)
+from tests.waiting import eventually
 
 
 def test_log_line_is_json_with_service_and_extra_fields() -> None:
@@ -71,3 +85,53 @@ def test_multiprocess_metrics_update_without_a_getpid_system_call(tmp_path: Path
 
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"
+
+
+BUCKETS = (0.001, 0.01, 0.1, 1.0)
+# On the bounds, between them, beyond the last, negative and zero: where bucket choice could differ.
+AMOUNTS = [0.0, 0.001, 0.0010001, 0.005, 0.01, 0.1, 0.5, 1.0, 7.5, -0.2, 0.001, 1e-9]
+
+
+def test_pending_histogram_exposes_as_the_observed_one_once_flushed() -> None:
+    registry = CollectorRegistry()
+    observed = Histogram("observed_seconds", "x", ["route"], buckets=BUCKETS, registry=registry)
+    pending_child = Histogram("pending_seconds", "x", ["route"], buckets=BUCKETS, registry=registry)
+    pending = PendingHistogram(pending_child.labels("/a"))
+    for amount in AMOUNTS:
+        observed.labels("/a").observe(amount)
+        pending.observe(amount)
+
+    def exposed(name: str) -> list[str]:
+        text = generate_latest(registry).decode()
+        lines = [line.replace(name, "metric") for line in text.splitlines() if line.startswith(name + "_")]
+        return [line for line in lines if not line.startswith("metric_created")]  # when each was made
+
+    assert exposed("pending_seconds") != exposed("observed_seconds")  # nothing written before the flush
+    flush_pending_metrics()
+    assert exposed("pending_seconds") == exposed("observed_seconds")
+    flush_pending_metrics()  # flushed counts are not added twice
+    assert exposed("pending_seconds") == exposed("observed_seconds")
+
+
+def test_pending_counter_adds_its_sum_on_flush_and_the_exposition_flushes() -> None:
+    counted = Counter("pending_requests", "x", ["route"])  # the default registry, as the services' metrics
+    pending = PendingCounter(counted.labels("/b"))
+    for _ in range(5):
+        pending.inc()
+    pending.inc(2.5)
+    assert counted.labels("/b")._value.get() == 0
+    assert 'pending_requests_total{route="/b"} 7.5' in metrics_exposition().decode()
+
+
+async def test_the_flusher_flushes_every_interval_and_when_cancelled(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(telemetry, "PENDING_FLUSH_SECONDS", 0.01)
+    counted = Counter("flushed_requests", "x", registry=CollectorRegistry())
+    pending = PendingCounter(counted)
+    flusher = asyncio.create_task(flush_pending_metrics_forever())
+    pending.inc()
+    await eventually(lambda: counted._value.get() == 1)
+    pending.inc()
+    flusher.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await flusher
+    assert counted._value.get() == 2
