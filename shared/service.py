@@ -34,13 +34,15 @@ from shared.artifacts import ArtifactStore, create_artifact_store
 from shared.auth import Authenticator, Permission, Principal, TokenVerifier, registry_lookup, require
 from shared.bus import EventBus, create_bus
 from shared.db import create_pool
+from shared.heartbeat import heartbeat
 from shared.http_protocol import ServiceHttpProtocol, this_workers_connection_counts
 from shared.migrations import migrate
 from shared.request_limits import RequestSizeLimit
 from shared.settings import FlywheelSettings
 from shared.telemetry import (
+    PENDING_FLUSH_SECONDS,
     PrometheusMiddleware,
-    flush_pending_metrics_forever,
+    flush_pending_metrics,
     hide_secrets,
     logging_config,
     metrics_exposition,
@@ -260,9 +262,10 @@ def create_service_app(
             AsyncExitStack() as stack,
         ):
             app.state.runtime = runtime
-            # Stopped last (the stack unwinds in reverse), so that it flushes what the service counted.
-            metrics_flusher = asyncio.create_task(flush_pending_metrics_forever(), name="metrics-flush")
-            stack.push_async_callback(_cancel_and_wait, metrics_flusher)
+            # What the hot routes count reaches Prometheus every second, and once more after the service
+            # has stopped (the stack unwinds in reverse).
+            stack.callback(flush_pending_metrics)
+            await stack.enter_async_context(heartbeat(_flush_metrics, PENDING_FLUSH_SECONDS, "metrics-flush"))
             if settings.auth_enabled and registry_url is not None:
                 http = httpx.AsyncClient(base_url=registry_url, timeout=5.0)
                 stack.push_async_callback(http.aclose)
@@ -294,10 +297,8 @@ def create_service_app(
     return app
 
 
-async def _cancel_and_wait(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+async def _flush_metrics() -> None:
+    flush_pending_metrics()
 
 
 def run_service(

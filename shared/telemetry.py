@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import bisect
 import json
 import logging
@@ -151,23 +150,13 @@ class PendingHistogram:
 
 
 _PENDING: list[PendingCounter | PendingHistogram] = []
-PENDING_FLUSH_SECONDS = 1.0
+PENDING_FLUSH_SECONDS = 1.0  # each service's lifespan flushes this often (shared.service)
 
 
 def flush_pending_metrics() -> None:
     """Add what every `PendingCounter` and `PendingHistogram` of this process holds to its child."""
     for metric in _PENDING:
         metric.flush()
-
-
-async def flush_pending_metrics_forever() -> None:
-    """Flush every `PENDING_FLUSH_SECONDS` until cancelled, and once more then (a service's lifespan)."""
-    try:
-        while True:
-            await asyncio.sleep(PENDING_FLUSH_SECONDS)
-            flush_pending_metrics()
-    finally:
-        flush_pending_metrics()
 
 
 def metrics_exposition() -> bytes:

@@ -3,8 +3,6 @@ without a system call; what the hot routes count is summed in the process and wr
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -12,19 +10,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-from shared import telemetry
 from shared.telemetry import (
     JsonFormatter,
     PendingCounter,
     PendingHistogram,
     flush_pending_metrics,
-    flush_pending_metrics_forever,
     metrics_exposition,
 )
-from tests.waiting import eventually
 
 
 def test_log_line_is_json_with_service_and_extra_fields() -> None:
@@ -121,17 +115,3 @@ def test_pending_counter_adds_its_sum_on_flush_and_the_exposition_flushes() -> N
     pending.inc(2.5)
     assert counted.labels("/b")._value.get() == 0
     assert 'pending_requests_total{route="/b"} 7.5' in metrics_exposition().decode()
-
-
-async def test_the_flusher_flushes_every_interval_and_when_cancelled(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(telemetry, "PENDING_FLUSH_SECONDS", 0.01)
-    counted = Counter("flushed_requests", "x", registry=CollectorRegistry())
-    pending = PendingCounter(counted)
-    flusher = asyncio.create_task(flush_pending_metrics_forever())
-    pending.inc()
-    await eventually(lambda: counted._value.get() == 1)
-    pending.inc()
-    flusher.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await flusher
-    assert counted._value.get() == 2
