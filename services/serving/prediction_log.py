@@ -4,10 +4,9 @@
 absent Kafka never slows an answer, and the request path pays nothing per row. A flusher task wakes every
 `flush_interval_seconds`, or as soon as `batch_size` rows are buffered, and publishes them in batches of at
 most `batch_size` rows and `MAX_REQUESTS_PER_EVENT` requests: one columnar `PredictionLogged` event per model
-version in the batch, keyed by the model name, so one model's predictions stay in order on one partition
-(up to `MAX_EVENTS_IN_FLIGHT` events are sent, in order, before the first is acknowledged). An event larger
-than a Kafka record may be (`shared.bus.MAX_RECORD_BYTES`: a wide model's rows) is published in halves
-instead; one prediction too large alone, or one that cannot be encoded, is dropped (counted, logged):
+version in the batch, keyed by the model name, so one model's predictions stay in order on one partition. An
+event larger than a Kafka record may be (`shared.bus.MAX_RECORD_BYTES`: a wide model's rows) is published in
+halves instead; one prediction too large alone, or one that cannot be encoded, is dropped (counted, logged):
 retrying either would stop all logging. A failed publish puts its requests back at the front of the buffer
 and the flusher retries with exponential backoff. Rows that do not fit in `capacity` (counting those being
 published) are dropped and counted; `stop` flushes what is left, within its timeout.
@@ -51,10 +50,6 @@ BUFFERED = Gauge(
 # held every answer up for 4.5 ms, a visible share of the p99 at 64 concurrent callers. So an event holds at
 # most this many requests (0.6 ms); many-row requests still fill events of `batch_size` rows.
 MAX_REQUESTS_PER_EVENT = 250
-# Events waiting for Kafka's acknowledgement at once. One at a time, a worker's log published an event (2,000
-# rows, 433 KB) per round trip, which under load took long enough that the log fell behind at 447,712 rows a
-# second of 100-row requests (1,002,300 rows dropped in bench/serving; none at 410,282).
-MAX_EVENTS_IN_FLIGHT = 4
 
 BACKOFF_BASE_SECONDS = 0.1
 BACKOFF_CAP_SECONDS = 5.0
@@ -261,82 +256,46 @@ class PredictionLog:
                 return
 
     async def _drain(self) -> None:
-        """Publish batches until the buffer is empty or a publish fails, with up to
-        `MAX_EVENTS_IN_FLIGHT` events waiting for Kafka's acknowledgement at once, sent in order.
-
-        On a failure the window's failed events go back to the front of the buffer, in order, and the
-        flusher backs off. An event after the failed one that Kafka did take stays published, so the
-        retried one then arrives after it; librdkafka's idempotent producer fails one partition's messages
-        in order, so with Kafka the failed ones are the window's last."""
-        window: deque[tuple[list[AnsweredRequest], asyncio.Task[bool]]] = deque()
-        try:
-            while self._buffer or window:
-                if self._buffer and len(window) < MAX_EVENTS_IN_FLIGHT:
-                    for group, value in self._events(self._take_batch()):
-                        window.append((group, asyncio.create_task(self._publish(group, value))))
-                    await asyncio.sleep(0)  # answers go out between two events' encoding
-                    continue
-                group, publish = window[0]
-                if await publish:
-                    window.popleft()
-                    self._in_flight -= _rows(group)
-                    self._failures = 0
-                    continue
-                await asyncio.wait([task for _, task in window])
-                failed = [group for group, task in window if not task.result()]
-                self._in_flight -= sum(_rows(group) for group, task in window if task.result())
-                window.clear()
-                self._put_back(failed)
-                self._failures += 1
+        """Publish batches until the buffer is empty or a publish fails."""
+        while self._buffer:
+            batch = [self._buffer.popleft()]  # each part is at most batch_size rows (see record)
+            rows = batch[0].rows
+            while (
+                self._buffer
+                and rows + self._buffer[0].rows <= self.batch_size
+                and len(batch) < MAX_REQUESTS_PER_EVENT
+            ):
+                rows += self._buffer[0].rows
+                batch.append(self._buffer.popleft())
+            self._buffered_rows -= rows
+            unpublished = _by_batch_key(batch)
+            self._in_flight = rows
+            try:
+                while unpublished:
+                    group = unpublished[0]
+                    value = self._encode(group)
+                    if value is not None and len(value) > self.max_event_bytes:
+                        if len(group) > 1 or group[0].rows > 1:
+                            # Kafka would refuse it however often it were retried: publish it in halves.
+                            unpublished[0:1] = _halves(group)
+                            continue
+                        self._drop_unpublishable(group, "too_large", f"{len(value)} bytes for one prediction")
+                        value = None
+                    if value is None:
+                        self._in_flight -= sum(answered.rows for answered in unpublished.pop(0))
+                        continue
+                    if not await self._publish(group, value):
+                        break
+                    self._in_flight -= sum(answered.rows for answered in unpublished.pop(0))
+            finally:
+                # After a failure, or when stop() cancels a hung publish: back at the front, in order.
+                for group in reversed(unpublished):
+                    self._buffer.extendleft(reversed(group))
+                    self._buffered_rows += sum(answered.rows for answered in group)
+                self._in_flight = 0
+            if unpublished:
                 return
-        finally:
-            # stop() cancelled this drain at its timeout: what was in flight counts as not published.
-            for _, task in window:
-                task.cancel()
-            self._put_back([group for group, _ in window])
-
-    def _take_batch(self) -> list[AnsweredRequest]:
-        """The buffer's next requests, up to `batch_size` rows (each part is at most that, see record) and
-        `MAX_REQUESTS_PER_EVENT` requests; they count as in flight until published or put back."""
-        batch = [self._buffer.popleft()]
-        rows = batch[0].rows
-        while (
-            self._buffer
-            and rows + self._buffer[0].rows <= self.batch_size
-            and len(batch) < MAX_REQUESTS_PER_EVENT
-        ):
-            rows += self._buffer[0].rows
-            batch.append(self._buffer.popleft())
-        self._buffered_rows -= rows
-        self._in_flight += rows
-        return batch
-
-    def _events(self, batch: list[AnsweredRequest]) -> list[tuple[list[AnsweredRequest], bytes]]:
-        """The batch's events, one per batch key, in halves while Kafka would refuse them as too large;
-        what no retry could publish is dropped (counted, logged)."""
-        events = []
-        groups = _by_batch_key(batch)
-        while groups:
-            group = groups.pop(0)
-            value = self._encode(group)
-            if value is not None and len(value) > self.max_event_bytes:
-                if len(group) > 1 or group[0].rows > 1:
-                    groups[0:0] = _halves(group)
-                    continue
-                self._drop_unpublishable(group, "too_large", f"{len(value)} bytes for one prediction")
-                value = None
-            if value is None:
-                self._in_flight -= _rows(group)
-                continue
-            events.append((group, value))
-        return events
-
-    def _put_back(self, groups: list[list[AnsweredRequest]]) -> None:
-        """Unpublished groups back at the front of the buffer, in order."""
-        for group in reversed(groups):
-            self._buffer.extendleft(reversed(group))
-            self._buffered_rows += _rows(group)
-            self._in_flight -= _rows(group)
+            self._failures = 0
 
     def _encode(self, group: list[AnsweredRequest]) -> bytes | None:
         """The group's event; None (its rows dropped, counted and logged) when it cannot be encoded."""
@@ -363,23 +322,20 @@ class PredictionLog:
         try:
             await self.bus.publish_raw(Topic.PREDICTION_LOGGED, value, key=model.encode())
         except Exception as error:
+            self._failures += 1
             PUBLISH_ERRORS.inc()
             log.warning(
                 "publishing predictions failed, will retry",
                 extra={
                     "model": model,
                     "records": rows,
-                    "failures": self._failures + 1,
+                    "failures": self._failures,
                     "error": repr(error),
                 },
             )
             return False
         PREDICTIONS_LOGGED.inc(rows)
         return True
-
-
-def _rows(group: list[AnsweredRequest]) -> int:
-    return sum(answered.rows for answered in group)
 
 
 def _halves(group: list[AnsweredRequest]) -> list[list[AnsweredRequest]]:

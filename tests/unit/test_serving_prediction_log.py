@@ -14,7 +14,6 @@ import numpy as np
 from prometheus_client import REGISTRY
 
 from services.serving.prediction_log import (
-    MAX_EVENTS_IN_FLIGHT,
     MAX_REQUESTS_PER_EVENT,
     AnsweredRequest,
     PredictionLog,
@@ -84,65 +83,6 @@ class HangingBus(InMemoryBus):
         self.entered.set()
         await self.release.wait()
         await super().publish_raw(topic, value, key)
-
-
-class GatedBus(InMemoryBus):
-    """Publishes wait until `release` is set; counts how many wait at once. `fail_on` publishes (by
-    number, from 1) raise instead, once released."""
-
-    def __init__(self, fail_on: frozenset[int] = frozenset()) -> None:
-        super().__init__()
-        self.release = asyncio.Event()
-        self.fail_on = fail_on
-        self.attempts = 0
-        self.waiting = 0
-        self.most_waiting = 0
-
-    async def publish_raw(self, topic: str, value: bytes, key: bytes | None = None) -> None:
-        self.attempts += 1
-        attempt = self.attempts
-        self.waiting += 1
-        self.most_waiting = max(self.most_waiting, self.waiting)
-        try:
-            await self.release.wait()
-        finally:
-            self.waiting -= 1
-        if attempt in self.fail_on:
-            raise ConnectionError("Kafka is down")
-        await super().publish_raw(topic, value, key)
-
-
-async def test_several_events_are_in_flight_at_once_and_published_in_order() -> None:
-    bus = GatedBus()
-    prediction_log = PredictionLog(bus, batch_size=10, flush_interval_seconds=0.01)
-    await prediction_log.start()
-    record_all(prediction_log, [prediction(number) for number in range(10 * (MAX_EVENTS_IN_FLIGHT + 2))])
-    await eventually(lambda: bus.waiting == MAX_EVENTS_IN_FLIGHT, within=5, what="a full window")
-    await asyncio.sleep(0.05)
-    assert bus.most_waiting == MAX_EVENTS_IN_FLIGHT  # no more than the window
-    bus.release.set()
-    await prediction_log.stop()
-    assert published_ids(bus) == [f"request-{number}" for number in range(10 * (MAX_EVENTS_IN_FLIGHT + 2))]
-
-
-async def test_a_failure_inside_the_window_retries_only_the_failed_event() -> None:
-    """The second of four events in flight fails: the other three stay published, the second is retried
-    (after them), and every prediction is in Kafka exactly once."""
-    bus = GatedBus(fail_on=frozenset({2}))
-    prediction_log = PredictionLog(bus, batch_size=10, flush_interval_seconds=0.01)
-    errors_before = metric("flywheel_serving_prediction_log_errors_total")
-    await prediction_log.start()
-    record_all(prediction_log, [prediction(number) for number in range(40)])
-    await eventually(lambda: bus.waiting == 4, within=5, what="four events in flight")
-    bus.release.set()
-    await eventually(lambda: len(published_ids(bus)) == 40, within=10, what="40 predictions published")
-    await prediction_log.stop()
-
-    ids = published_ids(bus)
-    assert Counter(ids) == Counter(f"request-{number}" for number in range(40))
-    assert ids == [f"request-{number}" for number in [*range(10), *range(20, 40), *range(10, 20)]]
-    assert metric("flywheel_serving_prediction_log_errors_total") - errors_before == 1
-    assert prediction_log.fill == 0
 
 
 async def test_record_is_a_plain_function_that_cannot_await() -> None:
