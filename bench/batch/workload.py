@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import numpy as np
 import orjson
 
-from bench.serving.workload import REQUEST_DECIMALS, training_data
+from bench.serving.workload import REQUEST_DECIMALS, load_rows
 
 # The serving benchmark holds out this many rows and trains on the rest: the same model here.
 HELD_OUT_ROWS = 100
@@ -24,8 +24,7 @@ class RequestPool:
     """Distinct feature rows, cycled over the request stream (every key is unique, rows repeat)."""
 
     def __init__(self) -> None:
-        features, _ = training_data()
-        self.rows = np.round(features, REQUEST_DECIMALS).astype(np.float32)
+        self.rows = load_rows()
         self._features = [
             orjson.dumps([round(float(value), REQUEST_DECIMALS) for value in row]) for row in self.rows
         ]
