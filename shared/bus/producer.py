@@ -43,7 +43,6 @@ class KafkaProducer:
         bootstrap_servers: str,
         *,
         client_id: str,
-        linger_ms: int = 0,
         delivery_timeout_ms: int = DELIVERY_TIMEOUT_MS,
     ) -> None:
         self._producer = Producer(
@@ -52,7 +51,7 @@ class KafkaProducer:
                 "client.id": client_id,
                 "acks": "all",
                 "enable.idempotence": True,
-                "linger.ms": linger_ms,
+                "linger.ms": 0,  # see the module's docstring
                 "message.max.bytes": MAX_MESSAGE_BYTES,
                 "message.timeout.ms": delivery_timeout_ms,
             }
