@@ -29,11 +29,11 @@ from aiokafka import AIOKafkaProducer, TopicPartition  # noqa: E402
 
 from bench.batch.workload import RequestPool  # noqa: E402
 from bench.serving.workload import build_models  # noqa: E402
-from services.batch.consumer import Batches, Record  # noqa: E402
-from services.batch.requests import batch_headers  # noqa: E402
+from services.batch.consumer import Batches, PartitionRecords  # noqa: E402
+from services.batch.requests import batch_headers, features_for  # noqa: E402
 from services.batch.scoring import ScoringModels, ScoringVersion  # noqa: E402
 from services.batch.settings import BatchSettings, RequestTopic  # noqa: E402
-from services.batch.stream import PartitionWriter, ScoringStream  # noqa: E402
+from services.batch.stream import PartitionWriter, ScoringStream, scored_parts  # noqa: E402
 from services.registry.onnx_inspection import inspect_model  # noqa: E402
 from shared.model_versions import VersionRecord, session_options  # noqa: E402
 from shared.service import garbage_collector_for_throughput  # noqa: E402
@@ -56,10 +56,13 @@ def consumed_batches(records: int, batches: int) -> list[Batches]:
     pool = RequestPool()
     stream = list(pool.records(records * batches, "rf"))
     partition = TopicPartition(TOPIC, 0)
-    return [
-        {partition: [Record(offset, *stream[offset]) for offset in range(start, start + records)]}
-        for start in range(0, records * batches, records)
-    ]
+    batched = []
+    for start in range(0, records * batches, records):
+        offsets = list(range(start, start + records))
+        keys: list[bytes | None] = [stream[offset][0] for offset in offsets]
+        values: list[bytes | None] = [stream[offset][1] for offset in offsets]
+        batched.append({partition: PartitionRecords(offsets, keys, values)})
+    return batched
 
 
 async def measure(args: argparse.Namespace) -> None:
@@ -93,16 +96,19 @@ async def _measure(args: argparse.Namespace) -> None:
             before = Usage.now()
             requests, dead = await stream._parse(batch)
             assert not dead
-            (group,) = requests.values()
+            (parts,) = requests.values()
             parsed = Usage.now()
-            scored = await models.score(version, [request.features for request in group])
+            scored = await models.score(version, features_for(parts, version.signature))
             done_scoring = Usage.now()
-            await stream._write_results(PartitionWriter(producer), version, group, scored, headers)
+            writer = PartitionWriter(producer, 0)
+            for part, outputs, rejected in scored_parts(parts, scored):
+                assert not rejected
+                stream._write_results(writer, version, part, outputs, headers)
             written = Usage.now()
             round_usage["parse"] += parsed - before
             round_usage["score"] += done_scoring - parsed
             round_usage["write"] += written - done_scoring
-            del requests, group, scored
+            del requests, parts, scored, writer
         for name, usage in round_usage.items():
             figures[name].append(usage)
     records = args.records * args.batches

@@ -15,6 +15,7 @@ source topic, partition and offset, so a consumer can spot a duplicate if it eve
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import repeat
@@ -24,7 +25,8 @@ import numpy as np
 import orjson
 import simdjson
 
-from services.batch.consumer import Record
+from services.batch.consumer import PartitionRecords
+from services.batch.record_batches import Parts
 from services.batch.scoring import ModelRef
 from services.batch.settings import RequestTopic
 from shared.events import ModelSignature
@@ -54,6 +56,69 @@ class ScoringRequest:
     def source_id(self) -> str:
         """Where the record came from: its result's id, and its request id when it names none."""
         return f"{self.topic}-{self.partition}-{self.offset}"
+
+
+@dataclass(slots=True)
+class PartitionRequests:
+    """Requests from one partition for one model, in offset order, as columns (an entry a record): a slice
+    of them is parsed, scored and written without an object per record."""
+
+    topic: str  # the request topic's plain name
+    partition: int
+    model: ModelRef
+    offsets: list[int]
+    keys: list[bytes | None]
+    values: list[bytes]  # as sent: a dead letter keeps it whole
+    # As each record names it; None: `<topic>-<partition>-<offset>` stands for it.
+    request_ids: list[str | None]
+    # Rows of doubles read together (`parse_requests`: a matrix, a row a record), or each record's features
+    # as JSON gives them.
+    features: np.ndarray | list[Any]
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def request(self, index: int) -> ScoringRequest:
+        """One record's request."""
+        return ScoringRequest(
+            self.topic,
+            self.partition,
+            self.offsets[index],
+            self.keys[index],
+            self.values[index],
+            self.model,
+            self.features[index],
+            self.request_ids[index],
+        )
+
+    def take(self, indexes: list[int]) -> PartitionRequests:
+        """Only these records (indexes in order)."""
+        features = self.features[indexes] if isinstance(self.features, np.ndarray) else None
+        return PartitionRequests(
+            self.topic,
+            self.partition,
+            self.model,
+            [self.offsets[index] for index in indexes],
+            [self.keys[index] for index in indexes],
+            [self.values[index] for index in indexes],
+            [self.request_ids[index] for index in indexes],
+            features if features is not None else [self.features[index] for index in indexes],
+        )
+
+    @classmethod
+    def of(cls, requests: Sequence[ScoringRequest]) -> PartitionRequests:
+        """Requests read one by one (of one partition and model, in order) as columns."""
+        first = requests[0]
+        return cls(
+            first.topic,
+            first.partition,
+            first.model,
+            [request.offset for request in requests],
+            [request.key for request in requests],
+            [request.value for request in requests],
+            [request.request_id for request in requests],
+            [request.features for request in requests],
+        )
 
 
 def parse_request(
@@ -92,47 +157,55 @@ def _addressed(envelope: dict[str, Any], topic: str, defaults: RequestTopic) -> 
 
 
 def parse_requests(
-    topic: str, partition: int, records: Sequence[Record], defaults: RequestTopic
-) -> list[ScoringRequest | InvalidRequest]:
-    """Each record's request, or what is wrong with it, as `parse_request` reads it. Records written alike,
-    the same JSON but for a list of numbers (`{"features": [20 numbers], "model": "m"}` from one producer),
-    are read together: their numbers in one simdjson call straight into doubles (a request's `features`
-    is then its row of them) and the rest of the JSON once. That saves about a microsecond a record, a
-    third of reading each with orjson and numpy reading its Python numbers again. Records of any other
-    kind are read one by one."""
-    alike = _written_alike([record.value or b"" for record in records])
+    topic: str, partition: int, records: PartitionRecords, defaults: RequestTopic
+) -> tuple[list[PartitionRequests], dict[int, InvalidRequest]]:
+    """The records' requests, as columns by the model they ask for, and what is wrong with each record that
+    is no request (by its index in `records`), as `parse_request` reads them. Records written alike, the
+    same JSON but for a list of numbers (`{"features": [20 numbers], "model": "m"}` from one producer), are
+    read together: their numbers in one simdjson call straight into a matrix of doubles (a row a record)
+    and the rest of the JSON once. That saves about a microsecond a record, a third of reading each with
+    orjson and numpy reading its Python numbers again. Records of any other kind are read one by one."""
+    values = [value or b"" for value in records.values]
+    alike = _written_alike(values)
     address = None if alike is None else _template_address(alike[0], topic, defaults)
     if alike is None or address is None:
-        return [_parsed(topic, partition, record, defaults) for record in records]
+        return _parsed_one_by_one(topic, partition, records, defaults)
     if isinstance(address, InvalidRequest):
-        return [address] * len(records)
+        return [], dict.fromkeys(range(len(records)), address)
     model, request_id = address
+    count = len(records)
     return [
-        ScoringRequest(
-            topic, partition, record.offset, record.key, record.value or b"", model, row, request_id
+        PartitionRequests(
+            topic, partition, model, records.offsets, records.keys, values, [request_id] * count, alike[1]
         )
-        for record, row in zip(records, alike[1], strict=True)
-    ]
+    ], {}
 
 
-def _parsed(
-    topic: str, partition: int, record: Record, defaults: RequestTopic
-) -> ScoringRequest | InvalidRequest:
-    try:
-        return parse_request(topic, partition, record.offset, record.key, record.value, defaults)
-    except InvalidRequest as error:
-        return error
+def _parsed_one_by_one(
+    topic: str, partition: int, records: PartitionRecords, defaults: RequestTopic
+) -> tuple[list[PartitionRequests], dict[int, InvalidRequest]]:
+    by_model: dict[ModelRef, list[ScoringRequest]] = {}
+    invalid: dict[int, InvalidRequest] = {}
+    columns = zip(records.offsets, records.keys, records.values, strict=True)
+    for index, (offset, key, value) in enumerate(columns):
+        try:
+            request = parse_request(topic, partition, offset, key, value, defaults)
+        except InvalidRequest as error:
+            invalid[index] = error
+        else:
+            by_model.setdefault(request.model, []).append(request)
+    return [PartitionRequests.of(requests) for requests in by_model.values()], invalid
 
 
 # What a JSON list of numbers is written with, besides its brackets.
 _NUMBER_LIST_TEXT = b"0123456789+-.eE, \t\n\r"
 
 
-def _written_alike(values: list[bytes]) -> tuple[bytes, list[np.ndarray]] | None:
+def _written_alike(values: list[bytes]) -> tuple[bytes, np.ndarray] | None:
     """The JSON every value shares around its first list, that list emptied (`{"features":[],"model":"m"}`),
-    and each value's list as a row of doubles; None unless every value is that JSON around a list of as
-    many numbers, which simdjson reads as JSON does (`exact_doubles`). Every step is one C call over all
-    the values."""
+    and the values' lists as the rows of a matrix of doubles; None unless every value is that JSON around
+    a list of as many numbers, which simdjson reads as JSON does (`exact_doubles`). Every step is one C
+    call over all the values."""
     if not values:
         return None
     start = values[0].find(b"[")
@@ -162,7 +235,7 @@ def _written_alike(values: list[bytes]) -> tuple[bytes, list[np.ndarray]] | None
         return None
     if numbers is None or not widths[0] or widths.count(widths[0]) != len(widths):
         return None  # lists of different lengths, or empty: each record is read (and refused) alone
-    return before + after, list(numbers.reshape(len(values), widths[0]))
+    return before + after, numbers.reshape(len(values), widths[0])
 
 
 def _template_address(
@@ -187,18 +260,20 @@ def _template_address(
         return error
 
 
-def features_for(requests: Sequence[ScoringRequest], signature: ModelSignature) -> list[Any]:
-    """The requests' features as `ScoringModels.score` takes them for a model. Rows read as doubles are
-    what JSON's numbers would give for a model with one 2-D FP32 or FP64 input; for any other model a
-    record's features are read again as JSON gives them (whole numbers as integers, which the checks of
-    an integer or boolean input tell apart)."""
-    features = [request.features for request in requests]
+def features_for(parts: Sequence[PartitionRequests], signature: ModelSignature) -> list[Any]:
+    """The requests' features, the parts' in turn, as `ScoringModels.score` takes them for a model. Rows
+    read as doubles are what JSON's numbers would give for a model with one 2-D FP32 or FP64 input; for any
+    other model a record's features are read again as JSON gives them (whole numbers as integers, which the
+    checks of an integer or boolean input tell apart)."""
     if rows_of_doubles_input(signature) is not None:
-        return features
-    return [
-        _json_features(request.value) if isinstance(row, np.ndarray) else row
-        for request, row in zip(requests, features, strict=True)
-    ]
+        return list(itertools.chain.from_iterable(part.features for part in parts))
+    features: list[Any] = []
+    for part in parts:
+        if isinstance(part.features, np.ndarray):
+            features += map(_json_features, part.values)
+        else:
+            features += part.features
+    return features
 
 
 def _json_features(value: bytes) -> Any:
@@ -212,52 +287,74 @@ def _model_ref(name: str, version: int | None, alias: str) -> ModelRef:
     return ModelRef(name, version, alias)
 
 
-def result_values(
-    model: str, version: int, requests: Sequence[ScoringRequest], outputs: Tensors
-) -> list[tuple[bytes, bytes]]:
-    """Each request's result value and its id (`ce_id`: the source's topic, partition and offset, also the
-    request id of a record that names none), in order; `outputs` has a row per request.
+def result_records(
+    model: str, version: int, requests: PartitionRequests, outputs: Tensors
+) -> tuple[list[bytes | None], Parts, Parts]:
+    """The requests' results as `encode_records` takes them: their keys, their values' parts and the parts
+    of their `ce_id` (the source's topic, partition and offset, also the request id of a record that names
+    none); `outputs` has a row per request.
 
-    The value is `orjson.dumps` of `{"key", "request_id", "model", "version", "outputs", "source": {"topic",
-    "partition", "offset"}}`, byte for byte, but joined from pieces: the parts every result of the call
-    shares encoded once, each output column in one call (`json_rows`). A dict and an `orjson.dumps` per
-    result cost more than scoring the row."""
-    names = [orjson.dumps(name).replace(b"%", b"%%") for name in outputs]
-    outputs_template = b"{" + b",".join(name + b":%b" for name in names) + b"}"
-    rows = zip(*(json_rows(array) for array in outputs.values()), strict=True)
-    shared = b',"model":%b,"version":%d,"outputs":' % (orjson.dumps(model), version)
+    Each value is `orjson.dumps` of `{"key", "request_id", "model", "version", "outputs", "source": {"topic",
+    "partition", "offset"}}`, byte for byte, but written as parts: what every result shares encoded once,
+    each column (the offsets, each output) in one call over the requests."""
     # Kafka's topic names are letters, digits, '.', '_' and '-': nothing JSON escapes.
-    topics = {topic: topic.encode() for topic in {request.topic for request in requests}}
-    dumps = orjson.dumps
-    results = []
-    for request, row in zip(requests, rows, strict=True):
-        topic = topics[request.topic]
-        source = b"%b-%d-%d" % (topic, request.partition, request.offset)
-        key = b"null" if request.key is None else dumps(request.key.decode("utf-8", "replace"))
-        request_id = b'"%b"' % source if request.request_id is None else dumps(request.request_id)
-        value = b'{"key":%b,"request_id":%b%b%b,"source":{"topic":"%b","partition":%d,"offset":%d}}' % (
-            key,
-            request_id,
-            shared,
-            outputs_template % row,
-            topic,
-            request.partition,
-            request.offset,
-        )
-        results.append((value, source))
-    return results
+    topic = requests.topic.encode()
+    offsets = orjson.dumps(requests.offsets)[1:-1].split(b",")
+    prefix = b"%b-%d-" % (topic, requests.partition)
+    source: Parts = [prefix, offsets]
+    if _plain_strings(requests.keys):
+        key: Parts = [b'"', requests.keys, b'"']  # type: ignore[list-item]  # no None among them
+    else:
+        key = [[b"null" if key is None else _json_string(key) for key in requests.keys]]
+    if not any(requests.request_ids):
+        request_id: Parts = [b'"', *source, b'"']
+    else:
+        request_id = [
+            [
+                orjson.dumps(named) if named else b'"%b%b"' % (prefix, offset)
+                for named, offset in zip(requests.request_ids, offsets, strict=True)
+            ]
+        ]
+    output_parts: list[bytes | Sequence[bytes]] = []
+    for position, (name, array) in enumerate(outputs.items()):
+        output_parts += [b"," if position else b"", orjson.dumps(name) + b":", *json_rows(array)]
+    value: Parts = [
+        b'{"key":',
+        *key,
+        b',"request_id":',
+        *request_id,
+        b',"model":%b,"version":%d,"outputs":{' % (orjson.dumps(model), version),
+        *output_parts,
+        b'},"source":{"topic":"%b","partition":%d,"offset":' % (topic, requests.partition),
+        offsets,
+        b"}}",
+    ]
+    return requests.keys, value, source
 
 
-def json_rows(array: np.ndarray) -> list[bytes]:
-    """Each row of `array` as JSON, as `orjson.dumps(json_values(array)[row])` writes it. Numbers and
-    booleans in one or two dimensions are encoded in one call and cut apart (their JSON holds no brackets
-    or commas of its own); anything else row by row."""
+# What JSON writes as it is inside a string: printable ASCII but the quote and the backslash.
+_PLAIN_STRING_BYTES = bytes(range(0x20, 0x7F)).replace(b'"', b"").replace(b"\\", b"")
+
+
+def _plain_strings(values: list[bytes | None]) -> bool:
+    """Whether every value is there and JSON writes it as it is between quotes."""
+    return None not in values and not b"".join(values).translate(None, _PLAIN_STRING_BYTES)  # type: ignore[arg-type]
+
+
+def _json_string(value: bytes) -> bytes:
+    return orjson.dumps(value.decode("utf-8", "replace"))
+
+
+def json_rows(array: np.ndarray) -> Parts:
+    """Each row of `array` as JSON, as `orjson.dumps(json_values(array)[row])` writes it, in parts. Numbers
+    and booleans in one or two dimensions are encoded in one call and cut apart (their JSON holds no
+    brackets or commas of its own); anything else row by row."""
     if array.dtype.kind in "biuf" and len(array):
         if array.ndim == 1:
-            return orjson.dumps(array.tolist())[1:-1].split(b",")
+            return [orjson.dumps(array.tolist())[1:-1].split(b",")]
         if array.ndim == 2 and array.shape[1]:
-            return [b"[%b]" % row for row in orjson.dumps(array.tolist())[2:-2].split(b"],[")]
-    return [orjson.dumps(value) for value in json_values(array)]
+            return [b"[", orjson.dumps(array.tolist())[2:-2].split(b"],["), b"]"]
+    return [[orjson.dumps(value) for value in json_values(array)]]
 
 
 def batch_headers(time: bytes) -> list[tuple[str, bytes]]:

@@ -27,29 +27,30 @@ its own threads) and the transactions are aiokafka's, their results appended int
 from __future__ import annotations
 
 import asyncio
+import bisect
 import collections
 import contextlib
+import itertools
 import logging
-import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import numpy as np
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, ProducerFenced
-from aiokafka.producer.message_accumulator import BatchBuilder
 from prometheus_client import Counter, Histogram
 
-from services.batch.consumer import Batches, ThreadedConsumer
+from services.batch.consumer import Batches, PartitionRecords, ThreadedConsumer
+from services.batch.record_batches import Parts, ResultBatch, encode_records
 from services.batch.requests import (
-    InvalidRequest,
+    PartitionRequests,
     ScoringRequest,
     batch_headers,
     features_for,
     parse_requests,
-    result_values,
+    result_records,
 )
 from services.batch.scoring import ModelRef, ScoredRows, ScoringModels, ScoringVersion
 from services.batch.settings import BatchSettings
@@ -69,12 +70,15 @@ BATCH_SECONDS = Histogram(
 RETRIES = Counter("flywheel_batch_retries_total", "Batches aborted and retried after a transient failure")
 
 RETRY_PAUSE_SECONDS = 1.0
+_random = np.random.default_rng()  # which scored rows are reported to prediction-logged
 # Batches consumed and not committing yet: the one to commit next, and the one after it, consumed and parsed
 # while the first is still scored (onnxruntime) and written.
 BATCHES_IN_FLIGHT = 2
 # A batch scored ahead is parsed and written in slices of this many records, the event loop free in
 # between: each round trip of the committing batch's transaction would otherwise wait for a whole stage.
 SLICE_RECORDS = 1000
+# The most a record batch of results holds (the broker's default `message.max.bytes` is 1 MiB and a bit).
+MAX_RECORD_BATCH_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,8 +93,15 @@ class DeadRecord:
     reason: str
 
     @classmethod
-    def of(cls, request: ScoringRequest, reason: str) -> DeadRecord:
-        return cls(request.topic, request.partition, request.offset, request.key, request.value, reason)
+    def of(cls, requests: PartitionRequests, index: int, reason: str) -> DeadRecord:
+        return cls(
+            requests.topic,
+            requests.partition,
+            requests.offsets[index],
+            requests.keys[index],
+            requests.values[index],
+            reason,
+        )
 
 
 SOURCE = "/flywheel/batch"
@@ -107,7 +118,7 @@ class ScoredBatch:
     started: float
     at: datetime
     dead: list[DeadRecord] = field(default_factory=list)
-    samples: list[tuple[ScoringVersion, list[ScoringRequest], ScoredRows]] = field(default_factory=list)
+    samples: list[tuple[ScoringVersion, list[PartitionRequests], ScoredRows]] = field(default_factory=list)
     error: Exception | None = None  # a transient failure while scoring it: the batch is retried
 
 
@@ -260,7 +271,7 @@ class ScoringStream:
         """Consume these records again from their first (their transaction was aborted)."""
         assert self._consumer is not None
         for partition, records in batches.items():
-            self._consumer.seek(partition, records[0].offset)
+            self._consumer.seek(partition, records.offsets[0])
 
     async def _score_next(self, after: asyncio.Event | None, parsed: asyncio.Event) -> ScoredBatch:
         """The next batch consumed (once the batch before it is parsed: `after`) and scored, with nothing
@@ -277,7 +288,7 @@ class ScoringStream:
             batch = ScoredBatch(
                 records,
                 self._generation,  # after getmany: a rebalance during it has moved the generation on
-                PartitionWriter(self._producer),
+                PartitionWriter(self._producer, int(time.time() * 1000)),
                 time.perf_counter(),
                 datetime.now(UTC),
             )
@@ -295,14 +306,20 @@ class ScoringStream:
         parsed.set()  # the next batch may be consumed and parsed while this one is scored
         versions, unresolved = await self._resolve(set(requests))
         for ref, reason in unresolved.items():
-            batch.dead += [DeadRecord.of(request, reason) for request in requests[ref]]
+            batch.dead += [
+                DeadRecord.of(part, index, reason) for part in requests[ref] for index in range(len(part))
+            ]
         shared_headers = batch_headers(batch.at.isoformat().encode())
         for ref, version in versions.items():
-            group = requests[ref]
-            scored = await self.models.score(version, features_for(group, version.signature))
-            batch.dead += [DeadRecord.of(group[index], reason) for index, reason in scored.rejected.items()]
-            await self._write_results(batch.results, version, group, scored, shared_headers)
-            batch.samples.append((version, group, scored))
+            parts = requests[ref]
+            scored = await self.models.score(version, features_for(parts, version.signature))
+            for part, outputs, rejected in scored_parts(parts, scored):
+                batch.dead += [DeadRecord.of(part, index, reason) for index, reason in rejected.items()]
+                if rejected:
+                    part = part.take([index for index in range(len(part)) if index not in rejected])
+                await asyncio.sleep(0)
+                self._write_results(batch.results, version, part, outputs, shared_headers)
+            batch.samples.append((version, parts, scored))
 
     async def _commit(self, batch: ScoredBatch) -> None:
         """The batch's results, dead letters and consumer offsets in one transaction."""
@@ -314,7 +331,7 @@ class ScoringStream:
             for record in batch.dead:
                 await self._send_dead_letter(record)
             await self._producer.send_offsets_to_transaction(
-                {partition: records[-1].offset + 1 for partition, records in batch.records.items()},
+                {partition: records.offsets[-1] + 1 for partition, records in batch.records.items()},
                 self.group,
             )
         self._count(batch)
@@ -322,28 +339,20 @@ class ScoringStream:
         BATCH_SECONDS.observe(seconds)
         await self._report_sample(batch.samples, batch.at, seconds)
 
-    async def _write_results(
+    def _write_results(
         self,
         writer: PartitionWriter,
         version: ScoringVersion,
-        group: list[ScoringRequest],
-        scored: ScoredRows,
+        requests: PartitionRequests,
+        outputs: dict[str, np.ndarray],
         shared_headers: list[tuple[str, bytes]],
     ) -> None:
-        requests = [group[row] for row in scored.scored]
-        results = result_values(version.name, version.version, requests, scored.outputs)
-        for start in range(0, len(requests), SLICE_RECORDS):
-            await asyncio.sleep(0)
-            for request, (value, source) in zip(
-                requests[start : start + SLICE_RECORDS], results[start : start + SLICE_RECORDS], strict=True
-            ):
-                writer.append(
-                    self.result_topics[request.topic],
-                    request.partition,
-                    request.key,
-                    value,
-                    [("ce_id", source), *shared_headers],
-                )
+        """The requests' results (`outputs` has a row each) into their partition's record batches."""
+        if not len(requests):
+            return
+        keys, value, source = result_records(version.name, version.version, requests, outputs)
+        headers = [("ce_id", source), *((name, [header]) for name, header in shared_headers)]
+        writer.add(self.result_topics[requests.topic], requests.partition, keys, value, headers)
 
     def _count(self, batch: ScoredBatch) -> None:
         """Every consumed record was either scored or dead-lettered."""
@@ -356,9 +365,11 @@ class ScoringStream:
         for topic, count in scored.items():
             RECORDS.labels(topic, "scored").inc(count)
 
-    async def _parse(self, records: Batches) -> tuple[dict[ModelRef, list[ScoringRequest]], list[DeadRecord]]:
+    async def _parse(
+        self, records: Batches
+    ) -> tuple[dict[ModelRef, list[PartitionRequests]], list[DeadRecord]]:
         """The records' requests by the model they name, and those that are no request."""
-        requests: dict[ModelRef, list[ScoringRequest]] = {}
+        requests: dict[ModelRef, list[PartitionRequests]] = {}
         dead: list[DeadRecord] = []
         for partition, consumed in records.items():
             topic = self.request_topics[partition.topic]
@@ -366,18 +377,13 @@ class ScoringStream:
             for start in range(0, len(consumed), SLICE_RECORDS):
                 await asyncio.sleep(0)
                 sliced = consumed[start : start + SLICE_RECORDS]
-                for record, request in zip(
-                    sliced, parse_requests(topic, partition.partition, sliced, defaults), strict=True
-                ):
-                    if isinstance(request, InvalidRequest):
-                        value = record.value or b""
-                        dead.append(
-                            DeadRecord(
-                                topic, partition.partition, record.offset, record.key, value, str(request)
-                            )
-                        )
-                    else:
-                        requests.setdefault(request.model, []).append(request)
+                parts, invalid = parse_requests(topic, partition.partition, sliced, defaults)
+                for part in parts:
+                    requests.setdefault(part.model, []).append(part)
+                dead += [
+                    _dead_record(topic, partition.partition, sliced, index, str(reason))
+                    for index, reason in invalid.items()
+                ]
         return requests, dead
 
     async def _resolve(
@@ -414,7 +420,7 @@ class ScoringStream:
 
     async def _report_sample(
         self,
-        samples: list[tuple[ScoringVersion, list[ScoringRequest], ScoredRows]],
+        samples: list[tuple[ScoringVersion, list[PartitionRequests], ScoredRows]],
         at: datetime,
         seconds: float,
     ) -> None:
@@ -423,14 +429,17 @@ class ScoringStream:
         rate = self.settings.prediction_log_sample_rate
         if rate <= 0:
             return
-        for version, group, scored in samples:
-            chosen = [position for position in range(len(scored.scored)) if random.random() < rate]
-            if not chosen:
+        for version, parts, scored in samples:
+            chosen = np.flatnonzero(_random.random(len(scored.scored)) < rate)
+            if not len(chosen):
                 continue
-            requests = [group[scored.scored[position]] for position in chosen]
-            await self._report_rows(
-                version, requests, np.asarray(chosen), scored, seconds * 1000 / len(group), at
-            )
+            starts = list(itertools.accumulate(map(len, parts), initial=0))
+            requests = []
+            for position in chosen.tolist():
+                index = scored.scored[position]  # among the parts' requests, in turn
+                part = bisect.bisect_right(starts, index) - 1
+                requests.append(parts[part].request(index - starts[part]))
+            await self._report_rows(version, requests, chosen, scored, seconds * 1000 / starts[-1], at)
 
     async def _report_rows(
         self,
@@ -463,6 +472,35 @@ class ScoringStream:
             log.warning("reporting scored rows to prediction-logged failed", extra={"error": repr(error)})
 
 
+def _dead_record(
+    topic: str, partition: int, records: PartitionRecords, index: int, reason: str
+) -> DeadRecord:
+    return DeadRecord(
+        topic, partition, records.offsets[index], records.keys[index], records.values[index] or b"", reason
+    )
+
+
+def scored_parts(
+    parts: list[PartitionRequests], scored: ScoredRows
+) -> Iterator[tuple[PartitionRequests, dict[str, np.ndarray], dict[int, str]]]:
+    """`scored` (the outcome of scoring the parts' requests in turn, in one call) part by part: each part,
+    the outputs of its records that were scored (a row each, in order), and why each other was not (by
+    its index in the part)."""
+    kept = scored.scored  # in order: a part's records scored are a run of them, as are their outputs' rows
+    start = 0
+    for part in parts:
+        end = start + len(part)
+        first, last = bisect.bisect_left(kept, start), bisect.bisect_left(kept, end)
+        outputs = {name: array[first:last] for name, array in scored.outputs.items()}
+        rejected = {}
+        if last - first != len(part):
+            rejected = {
+                index - start: reason for index, reason in scored.rejected.items() if start <= index < end
+            }
+        yield part, outputs, rejected
+        start = end
+
+
 def service_consumer_config(bootstrap_servers: str, group: str, client_id: str) -> dict[str, object]:
     """The scoring stream's consumer settings (librdkafka's names)."""
     return {
@@ -481,41 +519,67 @@ def service_consumer_config(bootstrap_servers: str, group: str, client_id: str) 
 
 
 class PartitionWriter:
-    """Results appended straight into one record batch per partition, built before their transaction and
-    sent in it: aiokafka's per-message `send` (a future, a partitioner call and an accumulator lookup per
-    record) costs more than scoring the record. A result goes to the partition number of its request
-    (modulo the result topic's partitions), so one key's results stay in order on one partition without
-    hashing the key again."""
+    """Results written into record batches per partition, built before their transaction and sent in it
+    (`services.batch.record_batches`): aiokafka's per-message `send` (a future, a partitioner call and an
+    accumulator lookup per record) costs more than scoring the record. A result goes to the partition number
+    of its request (modulo the result topic's partitions), so one key's results stay in order on one
+    partition without hashing the key again."""
 
-    def __init__(self, producer: AIOKafkaProducer) -> None:
+    def __init__(
+        self, producer: AIOKafkaProducer, timestamp_ms: int, max_batch_bytes: int = MAX_RECORD_BATCH_BYTES
+    ) -> None:
         self.producer = producer
-        self._builders: dict[tuple[str, int], BatchBuilder] = {}  # by topic and source partition
-        self._full: list[tuple[str, int, BatchBuilder]] = []
+        self.timestamp_ms = timestamp_ms  # every result's
+        self.max_batch_bytes = max_batch_bytes
+        self._batches: dict[tuple[str, int], ResultBatch] = {}  # being filled, by topic and source partition
+        self._full: list[tuple[str, int, ResultBatch]] = []
 
-    def append(
+    def add(
         self,
         topic: str,
         source_partition: int,
-        key: bytes | None,
-        value: bytes,
-        headers: list[tuple[str, bytes]],
+        keys: list[bytes | None],
+        value: Parts,
+        headers: list[tuple[str, Parts]],
     ) -> None:
-        builder = self._builders.get((topic, source_partition))
-        if builder is None:
-            builder = self._builders[(topic, source_partition)] = self.producer.create_batch()
-        if builder.append(key=key, value=value, timestamp=None, headers=headers) is None:  # full
-            self._full.append((topic, source_partition, builder))
-            builder = self._builders[(topic, source_partition)] = self.producer.create_batch()
-            if builder.append(key=key, value=value, timestamp=None, headers=headers) is None:
-                raise ValueError(f"a result of {len(value)} bytes does not fit in a record batch")
+        """Records (a key each, their values and headers as `encode_records` takes them) to `topic`."""
+        batch = self._batches.get((topic, source_partition))
+        if batch is None:
+            batch = self._batches[(topic, source_partition)] = self._new_batch()
+        records, sizes = encode_records(batch.record_count(), keys, value, headers)
+        fits = batch.room(sizes)
+        if fits == len(keys):
+            batch.add(records, len(keys))
+            return
+        # The batch is full after the first `fits`: they are encoded again alone, the rest start a new batch.
+        if fits:
+            self.add(topic, source_partition, *_records(keys, value, headers, 0, fits))
+        self._full.append((topic, source_partition, batch))
+        self._batches[(topic, source_partition)] = self._new_batch()
+        self.add(topic, source_partition, *_records(keys, value, headers, fits, len(keys)))
+
+    def batches(self) -> list[tuple[str, int, ResultBatch]]:
+        """Every batch with its topic and source partition, in the order they were filled."""
+        return self._full + [(topic, source, batch) for (topic, source), batch in self._batches.items()]
 
     async def send(self) -> None:
         """Send every batch, in the order they were filled (the transaction's commit waits for them)."""
-        batches = self._full + [
-            (topic, source, builder) for (topic, source), builder in self._builders.items()
-        ]
         partitions: dict[str, int] = {}
-        for topic, source_partition, builder in batches:
+        for topic, source_partition, batch in self.batches():
             if topic not in partitions:
                 partitions[topic] = len(await self.producer.partitions_for(topic))
-            await self.producer.send_batch(builder, topic, partition=source_partition % partitions[topic])
+            await self.producer.send_batch(batch, topic, partition=source_partition % partitions[topic])
+
+    def _new_batch(self) -> ResultBatch:
+        return ResultBatch(self.max_batch_bytes, self.timestamp_ms)
+
+
+def _records(
+    keys: list[bytes | None], value: Parts, headers: list[tuple[str, Parts]], start: int, end: int
+) -> tuple[list[bytes | None], Parts, list[tuple[str, Parts]]]:
+    """Records `start` to `end` only, of those given as `PartitionWriter.add` takes them."""
+
+    def cut(parts: Parts) -> Parts:
+        return [part if isinstance(part, bytes) else part[start:end] for part in parts]
+
+    return keys[start:end], cut(value), [(name, cut(parts)) for name, parts in headers]

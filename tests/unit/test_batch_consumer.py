@@ -13,9 +13,13 @@ from aiokafka import TopicPartition
 from confluent_kafka import KafkaError, Message
 from confluent_kafka import TopicPartition as ConfluentPartition
 
-from services.batch.consumer import ConsumerFailed, Record, ThreadedConsumer, by_partition
+from services.batch.consumer import ConsumerFailed, PartitionRecords, ThreadedConsumer, by_partition
 
 TOPIC = "scoring-requests"
+
+
+def records(*offsets: int) -> PartitionRecords:
+    return PartitionRecords(list(offsets), [b"k%d" % offset for offset in offsets], [b"v"] * len(offsets))
 
 
 def message(partition: int, offset: int, error: KafkaError | None = None) -> Message:
@@ -27,15 +31,16 @@ def message(partition: int, offset: int, error: KafkaError | None = None) -> Mes
 def test_messages_become_records_by_partition_in_order() -> None:
     messages = [message(0, 5), message(0, 6), message(1, 3), message(0, 7), message(1, 4)]
     assert by_partition(messages) == {
-        TopicPartition(TOPIC, 0): [Record(5, b"k5", b"v"), Record(6, b"k6", b"v"), Record(7, b"k7", b"v")],
-        TopicPartition(TOPIC, 1): [Record(3, b"k3", b"v"), Record(4, b"k4", b"v")],
+        TopicPartition(TOPIC, 0): records(5, 6, 7),
+        TopicPartition(TOPIC, 1): records(3, 4),
     }
+    assert list(by_partition(messages)) == [TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)]
 
 
 def test_errors_librdkafka_recovers_from_are_left_out_and_a_fatal_one_raises() -> None:
     transient = message(0, 1, KafkaError(KafkaError._TRANSPORT, "broker down"))
     assert by_partition([message(0, 0), transient, message(0, 2)]) == {
-        TopicPartition(TOPIC, 0): [Record(0, b"k0", b"v"), Record(2, b"k2", b"v")]
+        TopicPartition(TOPIC, 0): records(0, 2)
     }
     fatal = message(0, 1, KafkaError(KafkaError._FENCED, "fenced", fatal=True))
     with pytest.raises(ConsumerFailed):
@@ -45,7 +50,7 @@ def test_errors_librdkafka_recovers_from_are_left_out_and_a_fatal_one_raises() -
 def test_messages_of_partitions_revoked_during_the_call_are_left_out() -> None:
     messages = [message(0, 5), message(1, 3), message(0, 6), message(1, 4)]
     assert by_partition(messages, assigned={TopicPartition(TOPIC, 1)}) == {
-        TopicPartition(TOPIC, 1): [Record(3, b"k3", b"v"), Record(4, b"k4", b"v")]
+        TopicPartition(TOPIC, 1): records(3, 4)
     }
 
 
@@ -91,7 +96,7 @@ async def test_a_getmany_cancelled_mid_consume_gives_its_records_back() -> None:
     with pytest.raises(asyncio.CancelledError):
         await getting
     again = await consumer.getmany(timeout_ms=500, max_records=4)
-    assert [record.offset for record in again[TopicPartition(TOPIC, 0)]] == [0, 1, 2, 3]
+    assert again[TopicPartition(TOPIC, 0)].offsets == [0, 1, 2, 3]
     assert fake.calls == ["consume 0-3", "seek 0", "consume 0-3"]
     consumer._thread.shutdown()
 
@@ -105,7 +110,7 @@ async def test_a_seek_made_while_a_consume_is_under_way_follows_it() -> None:
     fake.release.set()
     first = await getting
     second = await consumer.getmany(timeout_ms=500, max_records=2)
-    assert [record.offset for record in first[TopicPartition(TOPIC, 0)]] == [0, 1, 2, 3]
-    assert [record.offset for record in second[TopicPartition(TOPIC, 0)]] == [2, 3]
+    assert first[TopicPartition(TOPIC, 0)].offsets == [0, 1, 2, 3]
+    assert second[TopicPartition(TOPIC, 0)].offsets == [2, 3]
     assert fake.calls == ["consume 0-3", "seek 2", "consume 2-3"]
     consumer._thread.shutdown()

@@ -6,17 +6,20 @@ from __future__ import annotations
 import numpy as np
 import orjson
 import pytest
+from aiokafka.record.default_records import DefaultRecordBatch
 
-from services.batch.consumer import Record
+from services.batch.consumer import PartitionRecords
+from services.batch.record_batches import Parts, ResultBatch, encode_records
 from services.batch.requests import (
     InvalidRequest,
+    PartitionRequests,
     ScoringRequest,
     batch_headers,
     features_for,
     json_rows,
     parse_request,
     parse_requests,
-    result_values,
+    result_records,
 )
 from services.batch.scoring import ModelRef, _checked_inputs
 from services.batch.settings import RequestTopic
@@ -31,6 +34,21 @@ def parse(value: object, defaults: RequestTopic = DEFAULTS) -> ScoringRequest:
     return parse_request("scoring-requests", 2, 41, b"customer-7", raw, defaults)
 
 
+def written(
+    model: str, version: int, requests: PartitionRequests, outputs: dict[str, np.ndarray]
+) -> list[tuple[bytes | None, bytes, dict[str, bytes]]]:
+    """The results as Kafka reads them back from their record batch: key, value and headers each."""
+    keys, value, source = result_records(model, version, requests, outputs)
+    shared = [(name, [header]) for name, header in batch_headers(b"2026-01-01T00:00:00+00:00")]
+    records, _ = encode_records(0, keys, value, [("ce_id", source), *shared])
+    batch = ResultBatch(1 << 24, 0)
+    batch.add(records, len(keys))
+    batch._set_producer_state(1, 0, 0)
+    read = DefaultRecordBatch(batch._build())
+    assert read.validate_crc()
+    return [(record.key, record.value, dict(record.headers)) for record in read]
+
+
 def test_an_envelope_names_its_model_version_or_alias() -> None:
     request = parse({"features": [1, 2], "model": "fraud", "version": 3, "request_id": "r-1"})
     assert request.model == ModelRef("fraud", 3, "production")
@@ -42,7 +60,7 @@ def test_bare_features_take_the_topic_defaults_and_get_a_request_id_from_their_o
     pinned = RequestTopic(model="credit", version=5)
     request = parse([1.0, 2.0], pinned)
     assert request.model == ModelRef("credit", 5, "production")
-    ((value, _),) = result_values("credit", 5, [request], {"label": np.array([1])})
+    ((_, value, _),) = written("credit", 5, PartitionRequests.of([request]), {"label": np.array([1])})
     assert orjson.loads(value)["request_id"] == "scoring-requests-2-41"
     assert parse({"age": 41, "city": "Oslo"}).features == {"age": 41, "city": "Oslo"}
 
@@ -68,8 +86,9 @@ def test_what_cannot_be_a_request_says_why(value: object, reason: str) -> None:
 
 def test_a_result_echoes_the_key_and_points_at_its_source() -> None:
     request = parse({"features": [1, 2]})
-    ((value, source),) = result_values("credit", 4, [request], {"label": np.array([1])})
-    assert source == b"scoring-requests-2-41"
+    ((key, value, headers),) = written("credit", 4, PartitionRequests.of([request]), {"label": np.array([1])})
+    assert key == b"customer-7"
+    assert headers["ce_id"] == b"scoring-requests-2-41"
     assert orjson.loads(value) == {
         "key": "customer-7",
         "request_id": "scoring-requests-2-41",
@@ -78,8 +97,8 @@ def test_a_result_echoes_the_key_and_points_at_its_source() -> None:
         "outputs": {"label": 1},
         "source": {"topic": "scoring-requests", "partition": 2, "offset": 41},
     }
-    headers = dict(batch_headers(b"2026-01-01T00:00:00+00:00"))
     assert headers["ce_type"] == b"io.flywheel.scoring.result.v1"
+    assert headers["ce_time"] == b"2026-01-01T00:00:00+00:00"
 
 
 def _as_orjson_writes_it(
@@ -98,32 +117,54 @@ def _as_orjson_writes_it(
 
 
 def test_results_are_byte_for_byte_what_orjson_writes_for_their_objects() -> None:
-    requests = [
-        parse_request("scoring-requests", 0, 7, b"plain", b"[1]", DEFAULTS),
-        parse_request(
-            "scoring-requests",
-            3,
-            2**40,
-            None,
-            b'{"features": [1], "request_id": "id \\"q\\" \\u00e9"}',
-            DEFAULTS,
+    """Plain keys and no request ids (each written from parts shared by the records) as well as keys JSON
+    escapes, no key, and named request ids (each written alone)."""
+    parts = [
+        PartitionRequests.of(
+            [
+                parse_request("scoring-requests", 0, 7, b"plain", b"[1]", DEFAULTS),
+                parse_request("scoring-requests", 0, 9, b"also plain: ~!@#$%^&*()", b"[1]", DEFAULTS),
+            ]
         ),
-        parse_request("other.topic_x", 1, 0, b'quote " back \\ \xff\x01', b"[1]", DEFAULTS),
+        PartitionRequests.of(
+            [
+                parse_request(
+                    "scoring-requests",
+                    3,
+                    2**40,
+                    None,
+                    b'{"features": [1], "request_id": "id \\"q\\" \\u00e9"}',
+                    DEFAULTS,
+                ),
+                parse_request(
+                    "scoring-requests", 3, 2**40 + 1, b'quote " back \\ \xff\x01', b"[1]", DEFAULTS
+                ),
+            ]
+        ),
+        PartitionRequests.of([parse_request("other.topic_x", 1, 0, "é".encode(), b"[1]", DEFAULTS)]),
     ]
     outputs: dict[str, np.ndarray] = {
-        "label": np.array([1, 0, 1], dtype=np.int64),
-        "probabilities": np.array([[0.1, 0.9], [np.nan, np.inf], [1e-30, 3.4e38]], dtype=np.float32),
-        "flag": np.array([True, False, True]),
-        "names": np.array(["a", 'b"', "\u00e9"], dtype=object),
-        "cube": np.arange(12, dtype=np.float64).reshape(3, 2, 2),
-        "empty rows": np.zeros((3, 0)),
-        "per %d cent": np.array([0.5, -0.0, 2.0**60]),
+        "label": np.array([1, 0, 1, 1, 0], dtype=np.int64),
+        "probabilities": np.array(
+            [[0.1, 0.9], [np.nan, np.inf], [1e-30, 3.4e38], [0.5, 0.5], [-0.0, 1]], dtype=np.float32
+        ),
+        "flag": np.array([True, False, True, False, False]),
+        "names": np.array(["a", 'b"', "\u00e9", "", "x"], dtype=object),
+        "cube": np.arange(20, dtype=np.float64).reshape(5, 2, 2),
+        "empty rows": np.zeros((5, 0)),
+        "per %d cent": np.array([0.5, -0.0, 2.0**60, 1, 2]),
     }
-    values = result_values('fraud "v"', 12, requests, outputs)
-    for row, (request, (value, source)) in enumerate(zip(requests, values, strict=True)):
-        row_outputs = {name: json_values(array)[row] for name, array in outputs.items()}
-        assert value == _as_orjson_writes_it(request, 'fraud "v"', 12, row_outputs)
-        assert source == request.source_id.encode()
+    row = 0
+    for part in parts:
+        rows = slice(row, row + len(part))
+        results = written('fraud "v"', 12, part, {name: array[rows] for name, array in outputs.items()})
+        for index, (key, value, headers) in enumerate(results):
+            request = part.request(index)
+            row_outputs = {name: json_values(array)[row + index] for name, array in outputs.items()}
+            assert key == request.key
+            assert value == _as_orjson_writes_it(request, 'fraud "v"', 12, row_outputs)
+            assert headers["ce_id"] == request.source_id.encode()
+        row += len(part)
 
 
 @pytest.mark.parametrize(
@@ -138,7 +179,11 @@ def test_results_are_byte_for_byte_what_orjson_writes_for_their_objects() -> Non
     ],
 )
 def test_json_rows_writes_each_row_as_orjson_does(array: np.ndarray) -> None:
-    assert json_rows(array) == [orjson.dumps(value) for value in json_values(array)]
+    assert _joined(json_rows(array), len(array)) == [orjson.dumps(value) for value in json_values(array)]
+
+
+def _joined(parts: Parts, rows: int) -> list[bytes]:
+    return [b"".join(part if isinstance(part, bytes) else part[row] for part in parts) for row in range(rows)]
 
 
 # ------------------------------------------------ records written alike, read together (parse_requests)
@@ -241,11 +286,15 @@ def test_records_read_together_are_read_as_one_by_one(name: str, defaults: Reque
     """Requests, refusals and, for every kind of model input, the scored rows' inputs and the reasons
     rows are refused: the same whether the slice was read together or one record at a time."""
     values = SLICES[name]
-    records = [Record(offset, b"k", value) for offset, value in enumerate(values)]
-    together = parse_requests("scoring-requests", 1, records, defaults)
+    parts, invalid = parse_requests("scoring-requests", 1, _records(values, b"k"), defaults)
+    together: dict[int, ScoringRequest | InvalidRequest] = {
+        part.offsets[index]: part.request(index) for part in parts for index in range(len(part))
+    }
+    together.update(invalid)  # the offsets are the records' indexes here
     one_by_one = _general(values, defaults)
-    assert len(together) == len(one_by_one)
-    for fast, general in zip(together, one_by_one, strict=True):
+    assert sorted(together) == list(range(len(one_by_one)))
+    for offset, general in enumerate(one_by_one):
+        fast = together[offset]
         assert type(fast) is type(general)
         if isinstance(general, InvalidRequest):
             assert str(fast) == str(general)
@@ -254,24 +303,29 @@ def test_records_read_together_are_read_as_one_by_one(name: str, defaults: Reque
         for field in ("topic", "partition", "offset", "key", "value", "model", "request_id"):
             assert getattr(fast, field) == getattr(general, field)
     requests = [request for request in one_by_one if isinstance(request, ScoringRequest)]
-    if not requests:
-        return
-    read = [request for request in together if isinstance(request, ScoringRequest)]
-    for signature in SIGNATURES:
-        assert _scored(features_for(read, signature), signature) == _scored(
-            features_for(requests, signature), signature
-        )
+    for model in {request.model for request in requests}:
+        read = [part for part in parts if part.model == model]
+        alone = PartitionRequests.of([request for request in requests if request.model == model])
+        for signature in SIGNATURES:
+            assert _scored(features_for(read, signature), signature) == _scored(
+                features_for([alone], signature), signature
+            )
+
+
+def _records(values: list[bytes | None], key: bytes | None) -> PartitionRecords:
+    return PartitionRecords(list(range(len(values))), [key] * len(values), values)
 
 
 def test_the_usual_records_are_read_together_into_rows_of_doubles() -> None:
     """The cases above would pass if nothing were ever read together: these must be."""
     for name in ("orjson's envelope", "json.dumps' envelope", "spaces and newlines", "bare lists"):
-        records = [Record(offset, None, value) for offset, value in enumerate(SLICES[name])]
-        for request in parse_requests("scoring-requests", 0, records, DEFAULTS):
-            assert isinstance(request, ScoringRequest)
-            assert isinstance(request.features, np.ndarray), name
-    records = [Record(0, None, value) for value in SLICES["a request id each"]]
-    assert all(
-        isinstance(r, ScoringRequest) and isinstance(r.features, list)
-        for r in parse_requests("scoring-requests", 0, records, DEFAULTS)
+        parts, invalid = parse_requests("scoring-requests", 0, _records(SLICES[name], None), DEFAULTS)
+        assert not invalid
+        (part,) = parts
+        assert isinstance(part.features, np.ndarray), name
+        assert part.features.shape == (len(SLICES[name]), 3)
+    parts, invalid = parse_requests(
+        "scoring-requests", 0, _records(SLICES["a request id each"], None), DEFAULTS
     )
+    assert not invalid
+    assert all(isinstance(part.features, list) for part in parts)

@@ -15,12 +15,13 @@ from typing import Any, cast
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaConnectionError, ProducerFenced
-from aiokafka.producer.message_accumulator import BatchBuilder
 
 from services.batch import stream as stream_module
 from services.batch.app import STREAM_FAILED_EXIT_CODE
+from services.batch.consumer import PartitionRecords
+from services.batch.record_batches import ResultBatch
 from services.batch.scoring import ScoredRows, ScoringModels, ScoringVersion
 from services.batch.settings import BatchSettings, RequestTopic
 from services.batch.stream import ScoringStream
@@ -50,12 +51,11 @@ class FakeConsumer:
     def __init__(self, per_partition: int, partitions: int = 1) -> None:
         value = orjson.dumps({"features": [0.1, 0.2, 0.3, 0.4], "model": "credit"})
         self.records = {
-            TopicPartition(TOPIC, partition): [
-                ConsumerRecord(
-                    TOPIC, partition, offset, 0, 0, b"k%d" % offset, value, None, 3, len(value), ()
-                )
-                for offset in range(per_partition)
-            ]
+            TopicPartition(TOPIC, partition): PartitionRecords(
+                list(range(per_partition)),
+                [b"k%d" % offset for offset in range(per_partition)],
+                [value] * per_partition,
+            )
             for partition in range(partitions)
         }
         self.positions = dict.fromkeys(self.records, 0)
@@ -64,7 +64,7 @@ class FakeConsumer:
         self.assigned.set()
         self._turn = 0
 
-    async def getmany(self, timeout_ms: int, max_records: int) -> dict[TopicPartition, list[ConsumerRecord]]:
+    async def getmany(self, timeout_ms: int, max_records: int) -> dict[TopicPartition, PartitionRecords]:
         await self.assigned.wait()
         partitions = list(self.records)
         for step in range(len(partitions)):
@@ -123,11 +123,8 @@ class FakeProducer:
         self.committed.append(self._offsets)
         self.results += self._sent
 
-    def create_batch(self) -> BatchBuilder:
-        return BatchBuilder(1024 * 1024, 0, is_transactional=True)
-
-    async def send_batch(self, builder: BatchBuilder, topic: str, *, partition: int) -> None:
-        self._sent += builder.record_count()
+    async def send_batch(self, batch: ResultBatch, topic: str, *, partition: int) -> None:
+        self._sent += batch.record_count()
 
     async def partitions_for(self, topic: str) -> set[int]:
         return {0, 1, 2}
