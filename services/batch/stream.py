@@ -20,8 +20,10 @@ partitions up. A sample of the scored rows is reported to `prediction-logged` af
 effort).
 
 Records are consumed with confluent-kafka (`services.batch.consumer`: librdkafka fetches and decodes in
-its own threads) and the transactions are aiokafka's, their results appended into whole record batches
-(`PartitionWriter`): per record, either is cheaper in Python than the other client's way.
+its own threads) and the transactions are aiokafka's. From the consumer to the record batches sent,
+records are columns, never an object each: `PartitionRecords` as consumed, `PartitionRequests` by model
+as parsed, and results written straight into record batches (`PartitionWriter`,
+`services.batch.record_batches`).
 """
 
 from __future__ import annotations
@@ -551,12 +553,12 @@ class PartitionWriter:
         if fits == len(keys):
             batch.add(records, len(keys))
             return
-        # The batch is full after the first `fits`: they are encoded again alone, the rest start a new batch.
+        # The batch is full after the first `fits`; the rest start a new batch, their offset deltas from 0.
         if fits:
-            self.add(topic, source_partition, *_records(keys, value, headers, 0, fits))
+            batch.add(records[: int(sizes[:fits].sum())], fits)
         self._full.append((topic, source_partition, batch))
         self._batches[(topic, source_partition)] = self._new_batch()
-        self.add(topic, source_partition, *_records(keys, value, headers, fits, len(keys)))
+        self.add(topic, source_partition, *_records(keys, value, headers, fits))
 
     def batches(self) -> list[tuple[str, int, ResultBatch]]:
         """Every batch with its topic and source partition, in the order they were filled."""
@@ -575,11 +577,11 @@ class PartitionWriter:
 
 
 def _records(
-    keys: list[bytes | None], value: Parts, headers: list[tuple[str, Parts]], start: int, end: int
+    keys: list[bytes | None], value: Parts, headers: list[tuple[str, Parts]], start: int
 ) -> tuple[list[bytes | None], Parts, list[tuple[str, Parts]]]:
-    """Records `start` to `end` only, of those given as `PartitionWriter.add` takes them."""
+    """The records from `start` on, of those given as `PartitionWriter.add` takes them."""
 
-    def cut(parts: Parts) -> Parts:
-        return [part if isinstance(part, bytes) else part[start:end] for part in parts]
+    def rest(parts: Parts) -> Parts:
+        return [part if isinstance(part, bytes) else part[start:] for part in parts]
 
-    return keys[start:end], cut(value), [(name, cut(parts)) for name, parts in headers]
+    return keys[start:], rest(value), [(name, rest(parts)) for name, parts in headers]
