@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import repeat
@@ -220,10 +221,9 @@ def _written_alike(values: list[bytes]) -> tuple[bytes, np.ndarray] | None:
     ):
         return None
     # The values' lists, each between `before` and `after`, as one JSON list of rows.
-    lists = b"".join(values)[len(before) : -len(after)].replace(after + before, b"],[")
-    text = b"[[" + lists + b"]]"
-    # Exactly the brackets of n rows, and only what numbers are written with in the rows: had `after`
-    # and `before` met anywhere but between two values, a bracket too many or too few would be left.
+    text = b"[[" + b"],[".join(map(operator.itemgetter(slice(len(before), -len(after))), values)) + b"]]"
+    # Exactly the brackets of n rows, and only what numbers are written with in the rows: a list with a
+    # bracket of its own would leave one too many.
     if text.translate(None, _NUMBER_LIST_TEXT) != b"[" + b"[]" * len(values) + b"]":
         return None
     try:
