@@ -96,14 +96,21 @@ class DeadRecord:
 
     @classmethod
     def of(cls, requests: PartitionRequests, index: int, reason: str) -> DeadRecord:
-        return cls(
-            requests.topic,
-            requests.partition,
-            requests.offsets[index],
-            requests.keys[index],
-            requests.values[index],
-            reason,
-        )
+        """A request that cannot be scored after all."""
+        return cls.consumed(requests.topic, requests.partition, requests, index, reason)
+
+    @classmethod
+    def consumed(
+        cls,
+        topic: str,
+        partition: int,
+        records: PartitionRecords | PartitionRequests,
+        index: int,
+        reason: str,
+    ) -> DeadRecord:
+        """A consumed record (`topic`'s plain name) that is no request, or cannot be scored."""
+        value = records.values[index]
+        return cls(topic, partition, records.offsets[index], records.keys[index], value or b"", reason)
 
 
 SOURCE = "/flywheel/batch"
@@ -383,7 +390,7 @@ class ScoringStream:
                 for part in parts:
                     requests.setdefault(part.model, []).append(part)
                 dead += [
-                    _dead_record(topic, partition.partition, sliced, index, str(reason))
+                    DeadRecord.consumed(topic, partition.partition, sliced, index, str(reason))
                     for index, reason in invalid.items()
                 ]
         return requests, dead
@@ -472,14 +479,6 @@ class ScoringStream:
                 await self.bus.publish_raw(Topic.PREDICTION_LOGGED, value, key=version.name.encode())
         except Exception as error:
             log.warning("reporting scored rows to prediction-logged failed", extra={"error": repr(error)})
-
-
-def _dead_record(
-    topic: str, partition: int, records: PartitionRecords, index: int, reason: str
-) -> DeadRecord:
-    return DeadRecord(
-        topic, partition, records.offsets[index], records.keys[index], records.values[index] or b"", reason
-    )
 
 
 def scored_parts(
