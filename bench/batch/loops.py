@@ -9,8 +9,10 @@ the service's six headers, per record consumed:
 
 aiokafka produces in one of two ways: `send()` per record (its documented API: a future, the partitioner
 and the accumulator per record), or `batches`: records appended straight into one record batch per
-partition (`create_batch`, `send_batch`; a result goes to its request's partition number), as the batch
-service's PartitionWriter does. `confluent.py` has the same loops with confluent-kafka (librdkafka).
+partition (`create_batch`, `send_batch`; a result goes to its request's partition number). The batch
+service sends whole record batches too, but writes them itself (`services/batch/record_batches.py`); the
+ceiling stays aiokafka's own client, as the issue asks. `confluent.py` has the same loops with
+confluent-kafka (librdkafka).
 """
 
 from __future__ import annotations
