@@ -19,7 +19,6 @@ import itertools
 import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -94,7 +93,7 @@ class PartitionRequests:
 
     def take(self, indexes: list[int]) -> PartitionRequests:
         """Only these records (indexes in order)."""
-        features = self.features[indexes] if isinstance(self.features, np.ndarray) else None
+        features = self.features
         return PartitionRequests(
             self.topic,
             self.partition,
@@ -103,7 +102,7 @@ class PartitionRequests:
             [self.keys[index] for index in indexes],
             [self.values[index] for index in indexes],
             [self.request_ids[index] for index in indexes],
-            features if features is not None else [self.features[index] for index in indexes],
+            features[indexes] if isinstance(features, np.ndarray) else [features[index] for index in indexes],
         )
 
     @classmethod
@@ -216,8 +215,8 @@ def _written_alike(values: list[bytes]) -> tuple[bytes, np.ndarray] | None:
     before, after = values[0][: start + 1], values[0][end:]
     if (
         min(map(len, values)) < len(before) + len(after)
-        or not all(map(bytes.startswith, values, repeat(before)))
-        or not all(map(bytes.endswith, values, repeat(after)))
+        or not all(map(bytes.startswith, values, itertools.repeat(before)))
+        or not all(map(bytes.endswith, values, itertools.repeat(after)))
     ):
         return None
     # The values' lists, each between `before` and `after`, as one JSON list of rows.
