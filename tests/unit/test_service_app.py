@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 
 from services.serving.app import create_app
@@ -28,3 +30,13 @@ def test_health_readiness_and_metrics_on_the_embedded_stand_ins(tmp_path: Path) 
         metrics = client.get("/metrics").text
         assert 'route="/health/ready",service="serving",status="503"' in metrics
         assert 'route="/health/live"' in metrics
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="SCHED_BATCH is Linux's")
+def test_serving_infers_on_threads_the_scheduler_treats_as_batch_work(tmp_path: Path) -> None:
+    settings = FlywheelSettings(data_dir=tmp_path, kafka_bootstrap=None, s3_endpoint=None, database_url=None)
+    app = create_app(settings)
+    with TestClient(app):
+        inference_thread = app.state.models.executor.submit(os.sched_getscheduler, 0).result()
+    assert inference_thread == os.SCHED_BATCH
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER  # and other threads keep the default policy
