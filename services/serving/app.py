@@ -30,8 +30,8 @@ def schedule_as_batch_work() -> None:
     scheduler (SCHED_BATCH; onnxruntime's own threads, started from it, inherit that): a thread so marked
     never preempts another on waking, so an event loop woken by a request runs at once instead of waiting
     for the inference thread's time slice. With two workers on two cores the loops are what holds 1-row
-    requests back: 12 quick runs in turns with and without gave 1-row answers at c=64 about 11% more a
-    second (10 of 12 pairs) and the same 100-row rate (see bench/README.md). Elsewhere, a no-op."""
+    requests back: 18 pairs of quick runs in turns gave 1-row answers at c=64 about 8% more a second
+    (more in 13 of 18) and the same 100-row rate (see bench/README.md). Elsewhere, a no-op."""
     if hasattr(os, "SCHED_BATCH"):
         with suppress(OSError):  # a sandbox may refuse it: the default policy still works
             os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
