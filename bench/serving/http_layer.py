@@ -23,12 +23,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import random
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
@@ -39,7 +37,7 @@ from starlette.types import Receive, Scope, Send
 from uvicorn.config import Config
 from uvicorn.server import ServerState
 
-from bench.serving.in_process import requests_of
+from bench.serving.in_process import Connection, requests_of
 from shared.http_protocol import ServiceHttpProtocol
 
 WARM_UP_SECONDS = 0.5
@@ -102,52 +100,6 @@ class BareProtocol(asyncio.Protocol):
         self.transport.write(self.RESPONSE)
 
 
-class Connection(asyncio.Transport):
-    """A client without a socket: each whole answer written to it sends its next request."""
-
-    def __init__(
-        self, protocol: asyncio.Protocol, requests: list[bytes], answered: Callable[[], None]
-    ) -> None:
-        super().__init__()
-        self.protocol = protocol
-        self.requests = requests
-        self.answered = answered
-        self.received = bytearray()
-        protocol.connection_made(self)
-
-    def send_next(self) -> None:
-        self.protocol.data_received(random.choice(self.requests))
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        self.received += data
-        head, separator, body = bytes(self.received).partition(b"\r\n\r\n")
-        if not separator:
-            return
-        length = int(head.lower().split(b"content-length: ", 1)[1].split(b"\r\n", 1)[0])
-        if len(body) < length:
-            return
-        if not head.startswith(b"HTTP/1.1 200"):
-            raise SystemExit(f"answered {bytes(self.received[:300])!r}")
-        self.received.clear()
-        self.answered()
-        asyncio.get_running_loop().call_soon(self.send_next)
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return {"peername": ("127.0.0.1", 50000), "sockname": ("127.0.0.1", 8080)}.get(name, default)
-
-    def is_closing(self) -> bool:
-        return False
-
-    def close(self) -> None:
-        pass
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-
 def protocol_factory(layer: str) -> Callable[[], asyncio.Protocol]:
     if layer == "bare":
         return BareProtocol
@@ -173,8 +125,9 @@ async def measure(layer: str, requests: list[bytes], connections: int, seconds: 
     await asyncio.sleep(WARM_UP_SECONDS)
     first, started, cpu_started = answered, time.perf_counter(), time.thread_time()
     await asyncio.sleep(seconds)
-    count_, cpu, elapsed = answered - first, time.thread_time() - cpu_started, time.perf_counter() - started
-    return count_ / elapsed, cpu / count_ * 1e6
+    cpu, elapsed = time.thread_time() - cpu_started, time.perf_counter() - started
+    requests_answered = answered - first
+    return requests_answered / elapsed, cpu / requests_answered * 1e6
 
 
 def main() -> None:

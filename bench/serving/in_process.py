@@ -79,18 +79,16 @@ def requests_of(rows: int) -> list[bytes]:
 
 
 class Connection(asyncio.Transport):
-    """A client connection without a socket: the protocol writes its answers here, and once one is whole
-    (a 200: anything else stops the run) the next request is fed to the protocol."""
+    """A client connection without a socket: `protocol` writes its answers here, and once one is whole
+    (a 200: anything else stops the run) the next request is fed to it."""
 
-    def __init__(
-        self, config: Config, state: ServerState, requests: list[bytes], answered: Callable[[], None]
-    ):
+    def __init__(self, protocol: asyncio.Protocol, requests: list[bytes], answered: Callable[[], None]):
         super().__init__()
         self.requests = requests
         self.answered = answered
         self.received = bytearray()
         self.stopped = False
-        self.protocol = ServiceHttpProtocol(config=config, server_state=state, app_state={})
+        self.protocol = protocol
         self.protocol.connection_made(self)
 
     def send_next(self) -> None:
@@ -218,7 +216,12 @@ async def run_connections(arguments: argparse.Namespace, config: Config) -> None
         answered += 1
 
     bodies = requests_of(arguments.rows)
-    connections = [Connection(config, ServerState(), bodies, count) for _ in range(arguments.connections)]
+    connections = [
+        Connection(
+            ServiceHttpProtocol(config=config, server_state=ServerState(), app_state={}), bodies, count
+        )
+        for _ in range(arguments.connections)
+    ]
     spent: dict[str, float] = {}
     time_stages(spent)
     for connection in connections:
