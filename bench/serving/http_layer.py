@@ -1,5 +1,6 @@
-"""What uvicorn's HTTP layer costs a request on the event loop, against a bare httptools protocol: the most a
-leaner path than ASGI for serving's inference routes could save.
+"""What uvicorn's HTTP layer costs a request on the event loop, against a bare httptools protocol: the part of
+a request's cost that a path below ASGI for serving's inference routes would no longer pay (it would skip
+serving's own ASGI layer for them too: bench/README.md, fourteenth session).
 
     .venv/bin/python bench/serving/http_layer.py [--rows 1] [--connections 32] [--seconds 3] [--rounds 3]
 
@@ -16,7 +17,7 @@ on uvloop, fed by fake connections in a closed loop as in `in_process.py` (no so
 Prints requests/s and the event loop's CPU a request (its thread's CPU time over the answers), for each, in
 turns (`--rounds`), and the difference. The bare protocol is a floor, not a server: it lacks what uvicorn
 does for every request (pipelining, `Expect: 100-continue`, limits, timeouts, shutdown), so the difference
-is an upper bound of the saving.
+is more than a real server below ASGI would save of uvicorn's own cost.
 """
 
 from __future__ import annotations
