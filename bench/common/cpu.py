@@ -19,6 +19,17 @@ def cpu_seconds(pid: int) -> float | None:
     return None if fields is None else (int(fields[11]) + int(fields[12])) / _TICKS_PER_SECOND
 
 
+def thread_cpu_seconds() -> dict[int, float]:
+    """User plus system CPU seconds of each thread of this process so far, by thread id (threads that end
+    meanwhile are left out)."""
+    seconds = {}
+    for stat in Path("/proc/self/task").glob("*/stat"):
+        fields = stat_fields(stat)
+        if fields is not None:
+            seconds[int(stat.parent.name)] = (int(fields[11]) + int(fields[12])) / _TICKS_PER_SECOND
+    return seconds
+
+
 def process_group(group: int) -> list[int]:
     """The processes alive now in the process group (a server started in a session of its own, with
     every worker it forks)."""

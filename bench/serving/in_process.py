@@ -26,7 +26,6 @@ import argparse
 import asyncio
 import cProfile
 import hashlib
-import os
 import pstats
 import random
 import sys
@@ -46,6 +45,7 @@ from uvicorn.server import ServerState
 
 import services.serving.prediction_log as prediction_log
 import services.serving.service as service
+from bench.common.cpu import thread_cpu_seconds
 from bench.serving.workload import build_models, instances_body, load_rows
 from services.registry.onnx_inspection import inspect_model
 from services.serving.app import create_app
@@ -123,19 +123,6 @@ class Connection(asyncio.Transport):
 
     def resume_reading(self) -> None:
         pass
-
-
-def thread_cpu_seconds() -> dict[int, float]:
-    """CPU seconds (user and system) of each thread of this process, by thread id."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    seconds = {}
-    for thread_id in os.listdir("/proc/self/task"):
-        try:
-            fields = Path(f"/proc/self/task/{thread_id}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:  # ended meanwhile
-            continue
-        seconds[int(thread_id)] = (int(fields[11]) + int(fields[12])) / ticks
-    return seconds
 
 
 def time_stages(spent: dict[str, float]) -> None:
