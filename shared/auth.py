@@ -13,7 +13,7 @@ import asyncio
 import hashlib
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from enum import StrEnum
 
 import httpx
@@ -29,6 +29,7 @@ ALL_WORKSPACES = "*"  # only the service role: services act for every workspace
 WORKSPACE_PATTERN = r"^([a-z0-9][a-z0-9_-]{0,62}|\*)$"
 # A service token may name the workspace it acts for (a trainer job of workspace X creates X's runs).
 WORKSPACE_HEADER = "x-flywheel-workspace"
+WORKSPACE_HEADER_BYTES = WORKSPACE_HEADER.encode()
 # A browser cannot send a bearer header with a page it opens: the monitor's sign-in page keeps the token in
 # this cookie (HttpOnly, SameSite=Strict), which reads count as the header (never writes: no CSRF).
 SESSION_COOKIE = "flywheel_token"
@@ -291,15 +292,22 @@ def service_token(settings: FlywheelSettings) -> str | None:
 
 
 async def authorize_scope(scope: Scope, permission: Permission) -> Principal:
-    """The check of `require`, for raw ASGI routes (serving's hot routes): Refusal when refused."""
-    authenticator: Authenticator = scope["app"].state.authenticator
+    """The check of `require`, for raw ASGI routes (the hot routes): Refusal when refused."""
+    return await authorize_headers(scope["app"].state.authenticator, scope["headers"], permission)
+
+
+async def authorize_headers(
+    authenticator: Authenticator, headers: Iterable[tuple[bytes, bytes]], permission: Permission
+) -> Principal:
+    """The check of `require` on a request's raw headers (lower-case names, as ASGI and uvicorn give them),
+    for routes answered below FastAPI: Refusal when refused."""
     if not authenticator.enabled:
         return ANONYMOUS
     authorization = workspace = None
-    for key, value in scope["headers"]:
+    for key, value in headers:
         if key == b"authorization":
             authorization = value.decode("latin-1")
-        elif key == WORKSPACE_HEADER.encode():
+        elif key == WORKSPACE_HEADER_BYTES:
             workspace = value.decode("latin-1")
     return await authenticator.authorize(authorization, workspace, permission)
 

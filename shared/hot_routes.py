@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI
@@ -70,6 +71,24 @@ class ReadAhead:
         if self._read:
             return self._read.popleft()
         return await self._receive()
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A hot route's JSON answer, whichever layer writes it: ASGI messages (`send_reply`) or the HTTP
+    protocol's fast lane (`shared.http_protocol`)."""
+
+    status: int
+    body: bytes
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+
+
+class ClientGone(Exception):
+    """The caller disconnected before its body arrived: nobody to answer."""
+
+
+async def send_reply(send: Send, reply: Reply) -> None:
+    await send_json(send, reply.status, reply.body, reply.headers)
 
 
 async def send_json(

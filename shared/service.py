@@ -116,7 +116,9 @@ async def open_runtime(
         yield Runtime(service, settings, bus, artifacts, database)
 
 
-ServiceLifespan = Callable[[FastAPI, Runtime], AbstractAsyncContextManager[None]]
+# A service's part of its app's lifespan; what it yields, if anything, becomes the ASGI lifespan state (which
+# the server hands its HTTP protocol: how serving gives `shared.http_protocol` its fast routes).
+ServiceLifespan = Callable[[FastAPI, Runtime], AbstractAsyncContextManager[Mapping[str, Any] | None]]
 
 
 async def get_runtime(request: Request) -> Runtime:
@@ -256,7 +258,8 @@ def create_service_app(
     gives larger limits (path template -> bytes)."""
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    # Yields the service's lifespan state or None (typed Any: FastAPI's type admits one or the other).
+    async def lifespan(app: FastAPI) -> AsyncIterator[Any]:
         async with (
             open_runtime(service, settings, migrations=migrations, bus=bus) as runtime,
             AsyncExitStack() as stack,
@@ -271,11 +274,12 @@ def create_service_app(
                 stack.push_async_callback(http.aclose)
                 verifier = TokenVerifier(registry_lookup(http), settings.auth_cache_seconds)
                 app.state.authenticator = Authenticator(verifier)
+            state = None
             if service_lifespan is not None:
-                await stack.enter_async_context(service_lifespan(app, runtime))
+                state = await stack.enter_async_context(service_lifespan(app, runtime))
             # Counted among the workers only now, as it starts accepting: the others hand it connections.
             this_workers_connection_counts()
-            yield
+            yield state
 
     app = app_class(title=f"Flywheel {service}", description=description, version="0.1.0", lifespan=lifespan)
     if not settings.auth_enabled:

@@ -1,16 +1,18 @@
 """A service of two real uvicorn workers for the connection-balance test: each answers with its pid, and
 worker 1 starts accepting `LATE_START_SECONDS` after worker 0, so that the connections a client opens
-first all land on worker 0. Run it with `python -m tests.pid_app PORT`."""
+first all land on worker 0. `POST /pid` is answered by the protocol's fast lane (`PidRoutes`), any other
+request by the app. Run it with `python -m tests.pid_app PORT`."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from shared.http_protocol import this_workers_connection_counts
+from shared.hot_routes import Reply
+from shared.http_protocol import FAST_ROUTES, this_workers_connection_counts
 from shared.service import ServiceSettings, run_service
 from shared.workers import claim_worker_slot
 
@@ -18,6 +20,21 @@ LATE_START_SECONDS = 3.0
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class PidRoutes:
+    """Fast routes: `POST /pid` answered with this worker's pid, marked as the lane's."""
+
+    max_body_bytes = 1024
+
+    def match(self, method: bytes, path: str) -> str | None:
+        return path if (method, path) == (b"POST", "/pid") else None
+
+    async def answer(
+        self, route: str, headers: Iterable[tuple[bytes, bytes]], read_body: Callable[[], Awaitable[bytes]]
+    ) -> Reply:
+        await read_body()
+        return Reply(200, str(os.getpid()).encode(), ((b"x-answered-by", b"lane"),))
 
 
 def create_app() -> Callable[[dict[str, Any], Receive, Send], Awaitable[None]]:
@@ -29,6 +46,7 @@ def create_app() -> Callable[[dict[str, Any], Receive, Send], Awaitable[None]]:
             if slot.number == 1:
                 await asyncio.sleep(LATE_START_SECONDS)
             this_workers_connection_counts()  # as create_service_app does, once it accepts
+            scope["state"][FAST_ROUTES] = PidRoutes()
             await send({"type": "lifespan.startup.complete"})
             await receive()  # shutdown
             await send({"type": "lifespan.shutdown.complete"})

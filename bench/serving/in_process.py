@@ -1,7 +1,7 @@
 """Serving in one process without sockets: what a request costs the event loop and the inference thread.
 
     .venv/bin/python bench/serving/in_process.py [--rows 100] [--connections 8] [--seconds 5]
-                                                 [--fake-inference] [--profile]
+                                                 [--fake-inference] [--no-fast-lane] [--profile]
 
 Serving's own app (`create_app`, embedded: local artifacts, the in-memory bus, access control off) behind
 uvicorn's HTTP protocol as serving runs it (`shared.http_protocol.ServiceHttpProtocol`, uvloop), holding
@@ -12,6 +12,8 @@ broker share the cores, so what is printed is the service's own CPU a request: i
 v1 reading, the v1 answer and the prediction-logged events apart) and its other threads' (onnxruntime's
 inference), from /proc at the start and the end of the measured seconds.
 
+The inference routes are answered by the protocol's fast lane, as serving runs them; `--no-fast-lane`
+sends them through the ASGI app instead (`FLYWHEEL_SERVING_FAST_LANE=false`), to compare the two.
 `--fake-inference` answers every call from a cache of one real answer per call size: the event loop's cost
 with no onnxruntime working beside it. `--profile` prints cProfile's busiest functions of the event loop
 (cProfile about doubles the loop's CPU; read the shares, not the figures).
@@ -49,6 +51,7 @@ from bench.common.cpu import thread_cpu_seconds
 from bench.serving.workload import build_models, instances_body, load_rows
 from services.registry.onnx_inspection import inspect_model
 from services.serving.app import create_app
+from services.serving.settings import ServingSettings
 from shared.http_protocol import ServiceHttpProtocol
 from shared.model_versions import VersionRecord
 from shared.settings import FlywheelSettings
@@ -165,7 +168,7 @@ async def measure(arguments: argparse.Namespace, directory: Path) -> None:
         database_url=None,
         auth_enabled=False,
     )
-    app = create_app(settings)
+    app = create_app(settings, ServingSettings(fast_lane=not arguments.no_fast_lane))
     config = Config(app, lifespan="on", loop="none", http="httptools", access_log=False, log_level="warning")
     config.load()  # as uvicorn serves it: the app behind uvicorn's proxy-headers middleware
     lifespan = LifespanOn(config)
@@ -190,12 +193,12 @@ async def measure(arguments: argparse.Namespace, directory: Path) -> None:
         loaded = await models.resolve(MODEL)
         if arguments.fake_inference:
             loaded.batcher.infer = cached_inference(loaded.batcher.infer)
-        await run_connections(arguments, config)
+        await run_connections(arguments, config, lifespan.state)
     finally:
         await lifespan.shutdown()
 
 
-async def run_connections(arguments: argparse.Namespace, config: Config) -> None:
+async def run_connections(arguments: argparse.Namespace, config: Config, app_state: dict[str, Any]) -> None:
     answered = 0
 
     def count() -> None:
@@ -205,7 +208,7 @@ async def run_connections(arguments: argparse.Namespace, config: Config) -> None
     bodies = requests_of(arguments.rows)
     connections = [
         Connection(
-            ServiceHttpProtocol(config=config, server_state=ServerState(), app_state={}), bodies, count
+            ServiceHttpProtocol(config=config, server_state=ServerState(), app_state=app_state), bodies, count
         )
         for _ in range(arguments.connections)
     ]
@@ -256,6 +259,9 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=8, help="requests in flight (default 8)")
     parser.add_argument("--seconds", type=float, default=5.0, help="seconds measured (default 5)")
     parser.add_argument("--fake-inference", action="store_true", help="answer from a cache, not onnxruntime")
+    parser.add_argument(
+        "--no-fast-lane", action="store_true", help="the inference routes through ASGI, not the protocol"
+    )
     parser.add_argument(
         "--profile", action="store_true", help="print cProfile's busiest functions of the loop"
     )

@@ -2,15 +2,16 @@
 the prediction log and the consumer of alias moves."""
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, suppress
+from typing import Any
 
 from fastapi import FastAPI
 
 import services.serving
 from services.serving.endpoints import add_error_handlers, document_hot_routes, router
-from services.serving.hot_routes import HotInferenceRoutes
+from services.serving.hot_routes import HotInferenceRoutes, InferenceRoutes
 from services.serving.models import ModelStore
 from services.serving.prediction_log import PredictionLog
 from services.serving.service import InferenceService
@@ -20,6 +21,7 @@ from services.serving.worker import ServingWorker
 from shared.auth import service_token
 from shared.bus import EventBus
 from shared.hot_routes import HotRoutesApp
+from shared.http_protocol import FAST_ROUTES
 from shared.model_versions import RegistryClient, default_intra_op_threads
 from shared.service import Runtime, create_service_app, garbage_collector_for_throughput
 from shared.settings import FlywheelSettings
@@ -47,7 +49,7 @@ def create_app(
     serving = serving_settings or ServingSettings()
 
     @asynccontextmanager
-    async def serving_lifespan(app: FastAPI, runtime: Runtime) -> AsyncIterator[None]:
+    async def serving_lifespan(app: FastAPI, runtime: Runtime) -> AsyncIterator[Mapping[str, Any] | None]:
         registry = RegistryClient(serving.registry_url, token=service_token(runtime.settings))
         # onnxruntime releases the GIL: inference threads run beside the event loop, never on it.
         executor = ThreadPoolExecutor(
@@ -77,12 +79,16 @@ def create_app(
         inference = InferenceService(
             models, predictions, traffic, max_shadows_in_flight=serving.max_shadows_in_flight
         )
+        routes = InferenceRoutes(inference, app.state.authenticator, max_body_bytes=serving.max_request_bytes)
         app.state.models = models
         app.state.inference = inference
+        app.state.inference_routes = routes
         await ServingWorker(models, traffic).subscribe(runtime.bus)
         try:
             with garbage_collector_for_throughput():
-                yield
+                # Under uvicorn with ServiceHttpProtocol, the inference routes are then answered by the
+                # protocol itself (its fast lane); under any other server, by HotInferenceRoutes.
+                yield {FAST_ROUTES: routes} if serving.fast_lane else None
         finally:
             await inference.drain_shadows()
             await models.close()
@@ -103,7 +109,6 @@ def create_app(
     assert isinstance(app, HotRoutesApp)
     app.answer_first(HotInferenceRoutes)  # the inference routes, before FastAPI's per-request machinery
     app.state.default_alias = serving.default_alias
-    app.state.max_request_bytes = serving.max_request_bytes
     add_error_handlers(app)
     document_hot_routes(app)
     return app

@@ -1,16 +1,28 @@
-"""The inference routes as a lean ASGI layer in front of FastAPI's routing.
+"""The inference routes, answered before FastAPI's routing: by uvicorn's protocol itself (its fast lane), or
+by a lean ASGI layer in front of FastAPI.
 
 At thousands of requests a second, FastAPI's per-route machinery (dependency solving, Request and
 Response objects, exception middleware, the metrics middleware's wrapping) costs more than inferring a
-small model. So the three inference routes are matched here, first, and answered with raw ASGI
-messages; every other route goes on to FastAPI. Their OpenAPI description is written by hand
-(`openapi_paths`), and they count themselves in the same HTTP metrics as every other route.
+small model, and under serving's own processes even ASGI's request cycle costs a fifth of the event loop's
+time a 1-row request. So what the three inference routes do lives in one place, `InferenceRoutes`, which
+two layers call:
+
+- uvicorn's protocol (`shared.http_protocol.ServiceHttpProtocol`) finds it in the lifespan state and answers
+  the requests it can from the parsed request, writing the answer itself (the fast lane);
+- `HotInferenceRoutes`, an ASGI layer in front of FastAPI, answers the rest: under any other server
+  (the tests' ASGI transport), and the requests the lane leaves to uvicorn (HTTP/1.0, `Expect:
+  100-continue`, chunked or oversized bodies, or `FLYWHEEL_SERVING_FAST_LANE=false`).
+
+Their OpenAPI description is written by hand (`openapi_paths`), and they count themselves in the same
+HTTP metrics as every other route.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import orjson
@@ -19,8 +31,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from services.serving.batching import BatcherStopped
 from services.serving.metrics import REQUEST_ERRORS
 from services.serving.service import Answer, InferenceService
-from shared.auth import Permission, Refusal, authorize_scope
-from shared.hot_routes import send_json
+from shared.auth import Authenticator, Permission, Refusal, authorize_headers
+from shared.hot_routes import ClientGone, Reply, send_reply
 from shared.model_versions import ModelNotFound, ModelUnavailable, RegistryUnavailable
 from shared.telemetry import RouteMetrics, redact
 from shared.tensors import InvalidInput
@@ -33,13 +45,12 @@ V2_INFER = "/v2/models/{name}/infer"
 V2_VERSION_INFER = "/v2/models/{name}/versions/{version}/infer"
 V1_PREDICT = "/v1/models/{name}:predict"
 
+# (route template, model name, version as written or None)
+InferenceRoute = tuple[str, str, str | None]
+
 
 class RequestTooLarge(ValueError):
     pass
-
-
-class ClientGone(Exception):
-    """The caller disconnected before its body arrived: nobody to answer."""
 
 
 ERROR_STATUS: dict[type[Exception], int] = {
@@ -52,9 +63,9 @@ ERROR_STATUS: dict[type[Exception], int] = {
 }
 
 
-def match_inference_route(path: str) -> tuple[str, str, str | None] | None:
-    """(route template, model name, version as written or None) for an inference path, else None. A version
-    that is not a number is still this route's (answered 422), not an unknown path's bare 404."""
+def match_inference_route(path: str) -> InferenceRoute | None:
+    """The inference route a path is, else None. A version that is not a number is still this route's
+    (answered 422), not an unknown path's bare 404."""
     if path.startswith("/v2/models/") and path.endswith("/infer"):
         middle = path[len("/v2/models/") : -len("/infer")]
         if middle and "/" not in middle:
@@ -70,12 +81,68 @@ def match_inference_route(path: str) -> tuple[str, str, str | None] | None:
     return None
 
 
-class HotInferenceRoutes:
-    """ASGI middleware: answers POSTs to the inference routes, passes everything else to `app`."""
+class InferenceRoutes:
+    """What the inference routes do with a request, whichever layer carries it (see the module's
+    docstring): access control, the body limit, inference, and every error as a status with a JSON body
+    naming it. The fast routes of serving's HTTP protocol (`shared.http_protocol.FastRoutes`)."""
 
-    def __init__(self, app: ASGIApp, *, service: str = "serving") -> None:
+    def __init__(self, inference: InferenceService, authenticator: Authenticator, *, max_body_bytes: int):
+        self.inference = inference
+        self.authenticator = authenticator
+        self.max_body_bytes = max_body_bytes
+        self.metrics = RouteMetrics("serving")
+
+    def match(self, method: bytes, path: str) -> InferenceRoute | None:
+        return match_inference_route(path) if method == b"POST" else None
+
+    async def answer(
+        self,
+        route: InferenceRoute,
+        headers: Iterable[tuple[bytes, bytes]],
+        read_body: Callable[[], Awaitable[bytes]],
+    ) -> Reply | None:
+        """The reply to one request, or None when the caller left before its body arrived. `headers`: raw,
+        names in lower case; `read_body`: the whole body (RequestTooLarge past `max_body_bytes`, ClientGone
+        when the caller leaves)."""
+        started = time.perf_counter()
+        template, name, version_text = route
+        request_id, declared_length = _request_id_and_length(headers)
+        try:
+            principal = await authorize_headers(self.authenticator, headers, Permission.INFER)
+            version = None if version_text is None else _version_number(version_text)
+            limit = self.max_body_bytes
+            if declared_length is not None and declared_length > limit:
+                raise RequestTooLarge(f"the body is {declared_length} bytes; the limit is {limit}")
+            body = await read_body()
+            if template == V1_PREDICT:
+                answer = await self.inference.predict_v1(name, body, request_id, principal.scope)
+            else:
+                answer = await self.inference.infer_v2(name, body, version, request_id, principal.scope)
+            reply = _answer_reply(answer)
+        except ClientGone:
+            return None
+        except Refusal as refusal:
+            challenge = ((b"www-authenticate", b"Bearer"),) if refusal.status_code == 401 else ()
+            reply = Reply(refusal.status_code, orjson.dumps({"error": refusal.detail}), challenge)
+        except Exception as error:
+            status = ERROR_STATUS.get(type(error), 500)
+            if status == 500:
+                log.exception("inference failed", extra={"model": name})
+                message = f"internal error ({type(error).__name__}); see the service's log"
+            else:
+                message = redact(str(error))
+            REQUEST_ERRORS.labels(name, str(status)).inc()
+            reply = Reply(status, orjson.dumps({"error": message}))
+        self.metrics.observe("POST", template, reply.status, started)
+        return reply
+
+
+class HotInferenceRoutes:
+    """ASGI middleware: POSTs to the inference routes go to the app's `InferenceRoutes` (made in its
+    lifespan, `app.state.inference_routes`), everything else to `app`."""
+
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.metrics = RouteMetrics(service)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
@@ -85,37 +152,11 @@ class HotInferenceRoutes:
         if route is None:
             await self.app(scope, receive, send)
             return
-        started = time.perf_counter()
-        template, name, version_text = route
-        state = scope["app"].state
-        request_id, declared_length = _headers(scope)
-        try:
-            principal = await authorize_scope(scope, Permission.INFER)  # a dict lookup once cached
-            version = None if version_text is None else _version_number(version_text)
-            body = await _read_body(receive, state.max_request_bytes, declared_length)
-            inference: InferenceService = state.inference
-            if template == V1_PREDICT:
-                answer = await inference.predict_v1(name, body, request_id, principal.scope)
-            else:
-                answer = await inference.infer_v2(name, body, version, request_id, principal.scope)
-            status = 200
-            await _send_answer(send, answer)
-        except ClientGone:
-            return
-        except Refusal as refusal:
-            status = refusal.status_code
-            challenge = ((b"www-authenticate", b"Bearer"),) if status == 401 else ()
-            await send_json(send, status, orjson.dumps({"error": refusal.detail}), challenge)
-        except Exception as error:
-            status = ERROR_STATUS.get(type(error), 500)
-            if status == 500:
-                log.exception("inference failed", extra={"model": name})
-                message = f"internal error ({type(error).__name__}); see the service's log"
-            else:
-                message = redact(str(error))
-            REQUEST_ERRORS.labels(name, str(status)).inc()
-            await send_json(send, status, orjson.dumps({"error": message}))
-        self.metrics.observe("POST", template, status, started)
+        routes: InferenceRoutes = scope["app"].state.inference_routes
+        read_body = functools.partial(_read_asgi_body, receive, routes.max_body_bytes)
+        reply = await routes.answer(route, scope["headers"], read_body)
+        if reply is not None:
+            await send_reply(send, reply)
 
 
 def _version_number(text: str) -> int:
@@ -124,11 +165,11 @@ def _version_number(text: str) -> int:
     return int(text)
 
 
-def _headers(scope: Scope) -> tuple[str | None, int | None]:
+def _request_id_and_length(headers: Iterable[tuple[bytes, bytes]]) -> tuple[str | None, int | None]:
     """The caller's request id and the declared body length."""
     request_id = None
     length = None
-    for key, value in scope["headers"]:
+    for key, value in headers:
         if key == b"x-request-id":
             request_id = value.decode("latin-1")[:256] or None
         elif key == b"content-length" and value.isdigit():
@@ -136,9 +177,7 @@ def _headers(scope: Scope) -> tuple[str | None, int | None]:
     return request_id, length
 
 
-async def _read_body(receive: Receive, limit: int, declared_length: int | None) -> bytes:
-    if declared_length is not None and declared_length > limit:
-        raise RequestTooLarge(f"the body is {declared_length} bytes; the limit is {limit}")
+async def _read_asgi_body(receive: Receive, limit: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -154,12 +193,12 @@ async def _read_body(receive: Receive, limit: int, declared_length: int | None) 
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-async def _send_answer(send: Send, answer: Answer) -> None:
+def _answer_reply(answer: Answer) -> Reply:
     headers = (
         (b"x-model-version", str(answer.model.version).encode()),
         (b"x-request-id", answer.request_id.encode("latin-1", "replace")),
     )
-    await send_json(send, 200, orjson.dumps(answer.body), headers)
+    return Reply(200, orjson.dumps(answer.body), headers)
 
 
 def openapi_paths(v2_body: dict[str, Any], v1_body: dict[str, Any]) -> dict[str, Any]:

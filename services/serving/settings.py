@@ -34,6 +34,10 @@ class ServingSettings(ServiceSettings):
     max_concurrent_batches: int = Field(default=1, ge=1, description="inference calls per version at once")
     max_loaded_models: int = Field(default=8, ge=1, description="model versions kept in memory")
     max_request_bytes: int = Field(default=16 * 1024 * 1024, ge=1, description="largest request body")
+    fast_lane: bool = Field(
+        default=True,
+        description="answer the inference routes in uvicorn's protocol, below ASGI (off: through ASGI)",
+    )
     max_shadows_in_flight: int = Field(
         default=256, ge=0, description="shadow requests answered at once; beyond, mirroring is skipped"
     )

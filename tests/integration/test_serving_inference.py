@@ -1,24 +1,30 @@
 """Serving on real servers with a real registry process: both protocols, the errors, a hot swap on
-model-promoted, and every answer logged to prediction-logged."""
+model-promoted, and every answer logged to prediction-logged. Every test runs twice: through the app's
+ASGI layer (an ASGI transport, no socket), and over HTTP to uvicorn with serving's protocol, where the
+inference routes are answered by the protocol's fast lane (`shared.http_protocol`)."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import numpy as np
 import pytest
+import uvicorn
+from fastapi import FastAPI
 
 from services.serving.app import create_app as create_serving_app
 from services.serving.settings import ServingSettings
 from shared.bus import KafkaBus
 from shared.events import CloudEvent, PredictionLogged, Topic
+from shared.http_protocol import FAST_ROUTES, ServiceHttpProtocol
 from tests.conftest import Infrastructure
-from tests.integration.conftest import fresh_namespace
+from tests.integration.conftest import fresh_database, fresh_namespace
 from tests.models import tiny_classifier_onnx
 from tests.processes import ServiceProcess
 from tests.waiting import eventually, eventually_true
@@ -33,39 +39,73 @@ class Serving:
     bus: KafkaBus
 
 
-@pytest.fixture(scope="module")
+@asynccontextmanager
+async def through_asgi(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://serving") as client,
+    ):
+        yield client
+
+
+@asynccontextmanager
+async def over_http(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """uvicorn serving `app` on a free port with serving's protocol, in this event loop."""
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=0, http=ServiceHttpProtocol, log_config=None, access_log=False
+    )
+    server = uvicorn.Server(config)
+    serve = asyncio.create_task(server.serve())
+    try:
+        await eventually(lambda: server.started or serve.done(), within=60, what="uvicorn serving")
+        assert server.started, serve.result()
+        # The protocol finds the inference routes in the lifespan state: its fast lane answers them.
+        assert server.lifespan.state[FAST_ROUTES] is app.state.inference_routes
+        port = server.servers[0].sockets[0].getsockname()[1]
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            yield client
+    finally:
+        server.should_exit = True
+        await serve
+
+
+CARRIERS: dict[str, Callable[[FastAPI], AbstractAsyncContextManager[httpx.AsyncClient]]] = {
+    "asgi": through_asgi,
+    "http-fast-lane": over_http,
+}
+
+
+@pytest.fixture(scope="module", params=list(CARRIERS))
 async def serving(
-    infrastructure: Infrastructure, module_database_url: str, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest, infrastructure: Infrastructure, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Serving]:
     namespace = fresh_namespace()
-    environment = {
-        **infrastructure.isolated_environment(module_database_url, namespace),
-    }
-    registry = ServiceProcess(
-        "registry", environment, tmp_path_factory.mktemp("logs") / "registry.log"
-    ).start()
-    registry.wait_until_ready()
-    settings = infrastructure.settings(kafka_namespace=namespace, s3_bucket="flywheel-tests")
-    app = create_serving_app(
-        settings, ServingSettings(registry_url=registry.url, max_request_bytes=64 * 1024)
-    )
     bus = KafkaBus(infrastructure.kafka_bootstrap, client_id="tests", namespace=namespace)
-    await bus.start()
-    try:
-        async with (
-            httpx.AsyncClient(base_url=registry.url) as registry_client,
-            app.router.lifespan_context(app),
-            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://serving") as client,
-        ):
-            uploaded = await registry_client.post(
-                "/models/credit/versions", files={"model": tiny_classifier_onnx()}
+    async with fresh_database(infrastructure) as database_url:  # each carrier's registry starts empty
+        environment = infrastructure.isolated_environment(database_url, namespace)
+        registry = ServiceProcess(
+            "registry", environment, tmp_path_factory.mktemp("logs") / "registry.log"
+        ).start()
+        try:
+            registry.wait_until_ready()
+            settings = infrastructure.settings(kafka_namespace=namespace, s3_bucket="flywheel-tests")
+            app = create_serving_app(
+                settings, ServingSettings(registry_url=registry.url, max_request_bytes=64 * 1024)
             )
-            assert uploaded.status_code == 201, uploaded.text
-            await registry_client.put("/models/credit/aliases/production", json={"version": 1})
-            yield Serving(client, registry_client, bus)
-    finally:
-        await bus.stop()
-        registry.stop()
+            await bus.start()
+            async with (
+                httpx.AsyncClient(base_url=registry.url) as registry_client,
+                CARRIERS[request.param](app) as client,
+            ):
+                uploaded = await registry_client.post(
+                    "/models/credit/versions", files={"model": tiny_classifier_onnx()}
+                )
+                assert uploaded.status_code == 201, uploaded.text
+                await registry_client.put("/models/credit/aliases/production", json={"version": 1})
+                yield Serving(client, registry_client, bus)
+        finally:
+            await bus.stop()
+            registry.stop()
 
 
 def v2_body(rows: list[list[Any]], datatype: str = "FP32") -> dict[str, Any]:
@@ -351,8 +391,14 @@ async def test_a_canary_split_sends_each_alias_its_share_of_requests(serving: Se
     await eventually_true(only_production_answers, what="production alone after the policy was removed")
 
 
+SHADOWS_ANSWERED = (
+    'flywheel_serving_shadow_requests_total{alias="staging",model="shadowed",outcome="answered"}'
+)
+
+
 async def test_a_shadow_answers_every_request_in_the_log_but_never_to_the_caller(serving: Serving) -> None:
     versions = await upload_versions(serving, "shadowed", ["production", "staging"])
+    shadows_before = await metric_value(serving, SHADOWS_ANSWERED)
     policy = {"split": {"production": 100}, "shadow": ["staging"]}
     assert (await serving.registry.put("/models/shadowed/traffic-policy", json=policy)).status_code == 200
     request_ids = [f"shadowed-{uuid.uuid4().hex[:8]}" for _ in range(5)]
@@ -385,8 +431,14 @@ async def test_a_shadow_answers_every_request_in_the_log_but_never_to_the_caller
         assert (shadow.version, shadow.alias) == (int(versions["staging"]), "staging")
         assert shadow.features == primary.features
         assert shadow.outputs["label"] == answer["label"][0]  # the same model file: the same answer
-    metrics = (await serving.client.get("/metrics")).text
-    assert (
-        'flywheel_serving_shadow_requests_total{alias="staging",model="shadowed",outcome="answered"} 5.0'
-        in metrics
-    )
+    # The counter lives as long as the process, which runs this module once per carrier.
+    assert await metric_value(serving, SHADOWS_ANSWERED) - shadows_before == 5
+
+
+async def metric_value(serving: Serving, sample: str) -> float:
+    """One sample's value (name and labels as /metrics writes them) on serving's /metrics; 0 if absent."""
+    for line in (await serving.client.get("/metrics")).text.splitlines():
+        name, _, value = line.rpartition(" ")
+        if name == sample:
+            return float(value)
+    return 0.0

@@ -98,10 +98,12 @@ def test_a_service_in_one_process_counts_nothing(monkeypatch: pytest.MonkeyPatch
     assert ConnectionCounts.for_this_worker() is None
 
 
-def test_connections_that_all_landed_on_one_worker_spread_over_both() -> None:
+@pytest.mark.parametrize(("method", "path"), [("GET", "/"), ("POST", "/pid")], ids=["app", "fast-lane"])
+def test_connections_that_all_landed_on_one_worker_spread_over_both(method: str, path: str) -> None:
     """Two real uvicorn workers through `run_service`. Sixteen keep-alive connections are opened while only
     worker 0 accepts; once worker 1 does, worker 0 hands connections over until each holds eight. The client
-    (http.client) reconnects when told `Connection: close`, and no request fails."""
+    (http.client) reconnects when told `Connection: close`, and no request fails. The same whether the app
+    answers the requests or the protocol's fast lane does."""
     port = free_port()
     service = subprocess.Popen(
         [sys.executable, "-m", "tests.pid_app", str(port)], cwd=REPO_ROOT, start_new_session=True
@@ -113,9 +115,10 @@ def test_connections_that_all_landed_on_one_worker_spread_over_both() -> None:
         def round_of_requests() -> list[int]:
             pids = []
             for connection in connections:
-                connection.request("GET", "/")
+                connection.request(method, path, body=b"")
                 response = connection.getresponse()
                 assert response.status == 200
+                assert (response.getheader("x-answered-by") == "lane") == (path == "/pid")
                 pids.append(int(response.read()))
             return pids
 

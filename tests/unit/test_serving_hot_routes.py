@@ -9,6 +9,8 @@ from fastapi.testclient import TestClient
 
 from services.serving.app import create_app
 from services.serving.hot_routes import V1_PREDICT, V2_INFER, V2_VERSION_INFER, match_inference_route
+from services.serving.settings import ServingSettings
+from shared.http_protocol import FAST_ROUTES
 from shared.settings import FlywheelSettings
 
 
@@ -51,3 +53,20 @@ def test_a_version_that_is_not_a_number_is_a_422_naming_it(tmp_path: Path) -> No
         answer = client.post("/v2/models/credit/versions/1.5/infer", json={"inputs": []})
     assert answer.status_code == 422
     assert answer.json() == {"error": "the version must be a whole number, not '1.5'"}
+
+
+@pytest.mark.parametrize("fast_lane", [True, False])
+def test_the_lifespan_gives_the_protocol_the_inference_routes_unless_the_lane_is_off(
+    tmp_path: Path, fast_lane: bool
+) -> None:
+    settings = FlywheelSettings(data_dir=tmp_path, kafka_bootstrap=None, s3_endpoint=None, database_url=None)
+    app = create_app(settings, ServingSettings(fast_lane=fast_lane))
+    with TestClient(app) as client:
+        given = client.app_state.get(FAST_ROUTES)
+        assert given is (app.state.inference_routes if fast_lane else None)
+        # Through ASGI (as under any other server, or with the lane off) the same routes answer.
+        answer = client.post("/v2/models/credit/versions/x/infer", json={"inputs": []})
+    assert (answer.status_code, answer.json()) == (
+        422,
+        {"error": "the version must be a whole number, not 'x'"},
+    )
