@@ -13,7 +13,7 @@ import pytest
 SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "serving" / "in_process.py"
 
 
-@pytest.mark.parametrize("extra", [[], ["--fake-inference"]])
+@pytest.mark.parametrize("extra", [[], ["--fake-inference"], ["--no-fast-lane"]])
 def test_it_answers_requests_and_prints_their_cpu(extra: list[str]) -> None:
     command = [sys.executable, str(SCRIPT), "--rows", "3", "--connections", "2", "--seconds", "0.5", *extra]
 
