@@ -195,7 +195,8 @@ def target_checks(
             TargetCheck(
                 model,
                 name,
-                f"{best.rows_per_second:,.0f} / {ceiling.rows_per_second:,.0f} = {fraction:.0%} "
+                # One decimal: 59.88% printed as "60%" beside MISS read as a contradiction.
+                f"{best.rows_per_second:,.0f} / {ceiling.rows_per_second:,.0f} = {fraction:.1%} "
                 f"(c={best.cell.concurrency})" + _failure_note(best, prediction_logs),
                 f">= {TARGET_FRACTION_OF_IN_PROCESS:.0%}",
                 fraction >= TARGET_FRACTION_OF_IN_PROCESS and _clean(best, prediction_logs),
