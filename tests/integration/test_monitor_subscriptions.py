@@ -38,6 +38,7 @@ from shared.events import (
 from tests.conftest import Infrastructure
 from tests.integration.conftest import delete_topics, fresh_namespace
 from tests.processes import free_port
+from tests.uvicorn_in_loop import serving_in_this_loop
 from tests.waiting import eventually, eventually_true
 
 SECRET = "a-test-secret-of-some-length"
@@ -95,19 +96,11 @@ class Receiver:
 async def serving(app: Any, *, lifespan: Literal["on", "off"]) -> AsyncIterator[str]:
     """`app` served by uvicorn on a free local port for the block; yields its base URL."""
     port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app, host="127.0.0.1", port=port, lifespan=lifespan, log_config=None, log_level="warning"
-        )
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, lifespan=lifespan, log_config=None, log_level="warning"
     )
-    task = asyncio.create_task(server.serve())
-    try:
-        await eventually(lambda: server.started or task.done(), within=60, what="the server starting")
-        assert server.started, "the server did not start; see its log"
+    async with serving_in_this_loop(config):
         yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
 
 
 @dataclass

@@ -27,6 +27,7 @@ from tests.conftest import Infrastructure
 from tests.integration.conftest import fresh_database, fresh_namespace
 from tests.models import tiny_classifier_onnx
 from tests.processes import ServiceProcess
+from tests.uvicorn_in_loop import bound_port, serving_in_this_loop
 from tests.waiting import eventually, eventually_true
 
 ROWS = np.random.default_rng(1).normal(size=(3, 4)).round(3).tolist()
@@ -54,19 +55,11 @@ async def over_http(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     config = uvicorn.Config(
         app, host="127.0.0.1", port=0, http=ServiceHttpProtocol, log_config=None, access_log=False
     )
-    server = uvicorn.Server(config)
-    serve = asyncio.create_task(server.serve())
-    try:
-        await eventually(lambda: server.started or serve.done(), within=60, what="uvicorn serving")
-        assert server.started, serve.result()
+    async with serving_in_this_loop(config) as server:
         # The protocol finds the inference routes in the lifespan state: its fast lane answers them.
         assert server.lifespan.state[FAST_ROUTES] is app.state.inference_routes
-        port = server.servers[0].sockets[0].getsockname()[1]
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{bound_port(server)}") as client:
             yield client
-    finally:
-        server.should_exit = True
-        await serve
 
 
 CARRIERS: dict[str, Callable[[FastAPI], AbstractAsyncContextManager[httpx.AsyncClient]]] = {

@@ -18,6 +18,7 @@ import uvicorn
 
 from shared.hot_routes import ClientGone, Reply
 from shared.http_protocol import FAST_ROUTES, ServiceHttpProtocol
+from tests.uvicorn_in_loop import bound_port, serving_in_this_loop
 from tests.waiting import eventually
 
 BODY_LIMIT = 256 * 1024
@@ -99,13 +100,9 @@ async def server() -> AsyncIterator[Server]:
     config = uvicorn.Config(
         app_with(routes), port=0, http=ServiceHttpProtocol, log_config=None, timeout_graceful_shutdown=10
     )
-    server = uvicorn.Server(config)
-    serving = asyncio.create_task(server.serve())
-    await eventually(lambda: server.started or serving.done(), within=30, what="uvicorn serving")
-    yield Server(routes, server, server.servers[0].sockets[0].getsockname()[1])
-    routes.release.set()
-    server.should_exit = True
-    await serving
+    async with serving_in_this_loop(config, within=30) as server:
+        yield Server(routes, server, bound_port(server))
+        routes.release.set()  # before the shutdown, which waits for the answers in flight
 
 
 def request(path: str, body: bytes = b"", *, extra: bytes = b"", request_id: str = "r") -> bytes:
